@@ -1,0 +1,47 @@
+"""Metric accumulation over an epoch, and per-layer norms of gradients and parameters.
+
+Steps return metric *sums* (``loss_sum``, ``correct``, ``count``) plus per-step scalars
+such as ``grad_norm``. ``accumulate`` adds them on the device (no host sync per step);
+``summarize`` fetches once and turns them into means.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SUMS = ("loss_sum", "correct", "count")
+
+
+def accumulate(total: dict[str, jax.Array] | None, step_metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Add one step's metrics to the running ``total`` (None to start); counts the steps."""
+    step_metrics = dict(step_metrics, steps=jnp.ones((), jnp.float32))
+    if total is None:
+        return step_metrics
+    return jax.tree_util.tree_map(jnp.add, total, step_metrics)
+
+
+def summarize(total: dict[str, Any]) -> dict[str, float]:
+    """Means from accumulated sums: loss and accuracy per example, other scalars per step.
+
+    Accepts replicated (pmap) totals: the sums are identical on every device, so the
+    first copy is taken.
+    """
+    total = {k: np.asarray(jax.device_get(v)) for k, v in total.items()}
+    total = {k: float(v.reshape(-1)[0]) for k, v in total.items()}
+    count = total.pop("count")
+    if count <= 0:
+        raise ValueError("no examples were seen: the split is empty or smaller than one batch")
+    out = {"loss": total.pop("loss_sum") / count, "accuracy": total.pop("correct") / count, "count": int(count)}
+    steps = total.pop("steps", 0.0)
+    out.update({k: v / steps for k, v in total.items() if steps})
+    return out
+
+
+def layer_norms(tree: Any) -> dict[str, float]:
+    """L2 norm of every leaf of a pytree (gradients or parameters), keyed "stage0_block1/conv0/kernel"."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): float(jnp.linalg.norm(jnp.ravel(leaf)))
+            for path, leaf in flat}

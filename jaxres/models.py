@@ -1,0 +1,267 @@
+"""Plain and residual convolutional networks (Flax Linen), and their presets.
+
+Two module classes cover every network in the study:
+
+* ``PlainCNN``: a stack of 3x3 SAME convolutions (ReLU after each), flatten, dense.
+  ``seed_cnn`` is the seed study's CNN: 64, 32, 64, 32, 64 filters.
+* ``ResNet``: a stem convolution, stages of ``ResidualBlock``s, a head. Switching the
+  shortcut off (``shortcut="none"``) gives the *plain twin*: the same layers and the
+  same parameters, so a ResNet-vs-plain comparison changes exactly one thing.
+
+Choice at the seed ResNet's shortcut (the seed's text is ambiguous about channels):
+each seed block is ``conv(64) -> ReLU -> conv(32)``, so a block maps 32 channels to 32
+channels and its shortcut is an exact identity. The image (1 or 3 channels) first goes
+through a 3x3 *stem* convolution to 32 channels with ReLU; then every one of the five
+shortcuts is the identity, no projection anywhere. The stem is the one layer the seed
+did not describe; ``seed_resnet`` and ``seed_plain_twin`` both have it.
+
+The CIFAR ResNets of He et al. (2015, section 4.2) have a 16-filter stem, three stages
+of n blocks with 16/32/64 filters, stride 2 at the entry of stages 2 and 3, global
+average pooling and a dense layer: ``resnet20`` ... ``resnet110`` (6n+2 layers).
+Where a stage entry changes the shape, the shortcut is by default the paper's option A
+(stride-2 subsampling and zero-padded channels: no parameters, still an identity on the
+kept channels); ``shortcut="projection"`` uses a 1x1 convolution (option B).
+
+Initialisation: Glorot-uniform kernels and zero biases, the Keras defaults the seed
+study trained with. ``zero_init_residual`` zeroes the last scale of each residual branch
+(the last norm's scale, or the last convolution's kernel when there is no norm), so
+every block starts as the identity.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+NORMS = ("none", "batch", "group", "layer")
+SHORTCUTS = ("identity", "projection", "none")
+HEADS = ("flatten", "avgpool")
+
+kernel_init = nn.initializers.glorot_uniform()  # Keras default, as in the seed study
+
+
+def _check_input(x: jnp.ndarray) -> None:
+    if x.ndim != 4:
+        raise ValueError(
+            f"expected a batch of NHWC images (rank 4), got shape {tuple(x.shape)}; "
+            "add a batch axis with x[None] or a channel axis with x[..., None]"
+        )
+
+
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def make_norm(kind: str, train: bool, axis_name: str | None, dtype: Any) -> Callable[..., nn.Module] | None:
+    """A factory ``norm(features, name=..., scale_init=...)`` for the chosen normalization, or None.
+
+    Batch norm averages its statistics over ``axis_name`` when given (under pmap), so a
+    data-parallel step sees the same statistics as one device with the whole batch.
+    """
+    _check_choice("norm", kind, NORMS)
+    if kind == "none":
+        return None
+
+    def norm(features: int, name: str, scale_init=nn.initializers.ones) -> nn.Module:
+        if kind == "batch":
+            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                axis_name=axis_name, dtype=dtype, scale_init=scale_init, name=name)
+        if kind == "group":  # up to 32 groups, as many as divide the width
+            return nn.GroupNorm(num_groups=math.gcd(features, 32), dtype=dtype, scale_init=scale_init, name=name)
+        return nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=dtype,
+                            scale_init=scale_init, name=name)
+
+    return norm
+
+
+class PlainCNN(nn.Module):
+    """3x3 SAME convolutions with ReLU (optionally normalized), flatten, dense."""
+
+    widths: Sequence[int] = (64, 32, 64, 32, 64)
+    num_classes: int = 10
+    norm: str = "none"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, axis_name: str | None = None) -> jnp.ndarray:
+        _check_input(x)
+        norm = make_norm(self.norm, train, axis_name, self.dtype)
+        x = x.astype(self.dtype)
+        for i, w in enumerate(self.widths):
+            x = nn.Conv(w, (3, 3), padding="SAME", use_bias=norm is None, kernel_init=kernel_init,
+                        dtype=self.dtype, name=f"conv{i}")(x)
+            if norm is not None:
+                x = norm(w, name=f"norm{i}")(x)
+            x = nn.relu(x)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="head")(x)
+        return x.astype(jnp.float32)
+
+
+class ResidualBlock(nn.Module):
+    """conv(inner) -> [norm] -> ReLU -> conv(out) -> [norm]; add the shortcut; ReLU.
+
+    ``shortcut``: "identity" (option A zero-padding where the shape changes), "projection"
+    (1x1 conv where the shape changes, identity elsewhere), or "none" (the plain twin).
+    ``post_act=False`` drops the ReLU after the addition, so x_{l+1} = x_l + F(x_l) exactly.
+    The branch output F(x_l) is sown into the "intermediates" collection as "branch".
+    """
+
+    inner: int
+    out: int
+    strides: int = 1
+    shortcut: str = "identity"
+    norm: Callable[..., nn.Module] | None = None
+    zero_init_residual: bool = False
+    post_act: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=self.norm is None,
+                                 kernel_init=kernel_init, dtype=self.dtype)
+        last_init = nn.initializers.zeros if self.zero_init_residual else None
+        r = conv(self.inner, strides=self.strides, name="conv0")(x)
+        if self.norm is not None:
+            r = self.norm(self.inner, name="norm0")(r)
+        r = nn.relu(r)
+        if self.norm is None:
+            r = conv(self.out, kernel_init=last_init or kernel_init, name="conv1")(r)
+        else:
+            r = conv(self.out, name="conv1")(r)
+            r = self.norm(self.out, name="norm1", **({"scale_init": last_init} if last_init else {}))(r)
+        self.sow("intermediates", "branch", r)
+
+        y = r
+        if self.shortcut != "none":
+            y = y + self._shortcut(x, r.shape)
+        return nn.relu(y) if self.post_act else y
+
+    def _shortcut(self, x: jnp.ndarray, shape: tuple[int, ...]) -> jnp.ndarray:
+        if x.shape == shape:
+            return x
+        if self.shortcut == "projection":
+            s = nn.Conv(self.out, (1, 1), strides=self.strides, use_bias=self.norm is None,
+                        kernel_init=kernel_init, dtype=self.dtype, name="proj")(x)
+            return s if self.norm is None else self.norm(self.out, name="proj_norm")(s)
+        # Option A: subsample spatially, zero-pad the new channels. No parameters.
+        s = x[:, :: self.strides, :: self.strides, :]
+        if s.shape[1:3] != shape[1:3] or s.shape[-1] > shape[-1]:
+            raise ValueError(f"identity shortcut cannot map {x.shape} to {shape}; use shortcut='projection'")
+        return jnp.pad(s, ((0, 0), (0, 0), (0, 0), (0, shape[-1] - s.shape[-1])))
+
+
+class ResNet(nn.Module):
+    """Stem conv, stages of residual blocks, then a flatten or average-pool head.
+
+    ``stage_sizes[i]`` blocks of width ``widths[i]`` (inner width ``inner_widths[i]``,
+    default the same); the first block of stage i > 0 has stride ``downsample_stride``.
+    """
+
+    stage_sizes: Sequence[int]
+    widths: Sequence[int]
+    inner_widths: Sequence[int] | None = None
+    stem_width: int = 16
+    downsample_stride: int = 2
+    head: str = "avgpool"
+    shortcut: str = "identity"
+    norm: str = "none"
+    zero_init_residual: bool = False
+    post_act: bool = True
+    num_classes: int = 10
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False, axis_name: str | None = None) -> jnp.ndarray:
+        _check_input(x)
+        _check_choice("shortcut", self.shortcut, SHORTCUTS)
+        _check_choice("head", self.head, HEADS)
+        if len(self.widths) != len(self.stage_sizes):
+            raise ValueError(f"widths {tuple(self.widths)} and stage_sizes {tuple(self.stage_sizes)} differ in length")
+        norm = make_norm(self.norm, train, axis_name, self.dtype)
+        inner = self.inner_widths or self.widths
+        x = x.astype(self.dtype)
+        x = nn.Conv(self.stem_width, (3, 3), padding="SAME", use_bias=norm is None, kernel_init=kernel_init,
+                    dtype=self.dtype, name="stem")(x)
+        if norm is not None:
+            x = norm(self.stem_width, name="stem_norm")(x)
+        x = nn.relu(x)
+        for i, n in enumerate(self.stage_sizes):
+            for j in range(n):
+                x = ResidualBlock(inner=inner[i], out=self.widths[i],
+                                  strides=self.downsample_stride if i > 0 and j == 0 else 1,
+                                  shortcut=self.shortcut, norm=norm, zero_init_residual=self.zero_init_residual,
+                                  post_act=self.post_act, dtype=self.dtype, name=f"stage{i}_block{j}")(x)
+        x = x.reshape((x.shape[0], -1)) if self.head == "flatten" else jnp.mean(x, axis=(1, 2))
+        x = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="head")(x)
+        return x.astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------- presets
+seed_cnn = functools.partial(PlainCNN, widths=(64, 32, 64, 32, 64))
+seed_resnet = functools.partial(ResNet, stage_sizes=(5,), widths=(32,), inner_widths=(64,), stem_width=32,
+                                head="flatten", shortcut="identity")
+seed_plain_twin = functools.partial(seed_resnet, shortcut="none")
+
+
+def _cifar_resnet(depth: int, shortcut: str) -> Callable[..., ResNet]:
+    n = (depth - 2) // 6
+    return functools.partial(ResNet, stage_sizes=(n, n, n), widths=(16, 32, 64), stem_width=16,
+                             head="avgpool", shortcut=shortcut)
+
+
+resnet20, plain20 = _cifar_resnet(20, "identity"), _cifar_resnet(20, "none")
+resnet32, plain32 = _cifar_resnet(32, "identity"), _cifar_resnet(32, "none")
+resnet44, plain44 = _cifar_resnet(44, "identity"), _cifar_resnet(44, "none")
+resnet56, plain56 = _cifar_resnet(56, "identity"), _cifar_resnet(56, "none")
+resnet110, plain110 = _cifar_resnet(110, "identity"), _cifar_resnet(110, "none")
+
+PRESETS: dict[str, Callable[..., nn.Module]] = {
+    "seed_cnn": seed_cnn, "seed_resnet": seed_resnet, "seed_plain_twin": seed_plain_twin,
+    "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56, "resnet110": resnet110,
+    "plain20": plain20, "plain32": plain32, "plain44": plain44, "plain56": plain56, "plain110": plain110,
+}
+
+
+def get_model(name: str, **knobs: Any) -> nn.Module:
+    """The preset called ``name`` with ``knobs`` (norm, zero_init_residual, dtype, num_classes, ...) set."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(PRESETS)}")
+    return PRESETS[name](**knobs)
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a parameter pytree."""
+    import jax
+
+    return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))
+
+
+def count_convs(params: Any) -> int:
+    """Number of convolution kernels (rank-4 parameters) in a parameter pytree."""
+    import jax
+
+    return sum(1 for p in jax.tree_util.tree_leaves(params) if p.ndim == 4)
+
+
+def model_table(names: Sequence[str] | None = None) -> str:
+    """Markdown table of presets: conv layers and parameter counts on MNIST- and CIFAR-shaped input."""
+    import jax
+
+    lines = ["| model | conv layers | params, 28x28x1 | params, 32x32x3 |", "| --- | ---: | ---: | ---: |"]
+    for name in names or PRESETS:
+        counts = []
+        for shape in ((1, 28, 28, 1), (1, 32, 32, 3)):
+            params = jax.eval_shape(get_model(name).init, jax.random.key(0), jnp.zeros(shape))["params"]
+            counts.append(params)
+        lines.append(f"| {name} | {count_convs(counts[0])} | {count_params(counts[0]):,} | {count_params(counts[1]):,} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(model_table())

@@ -1,0 +1,258 @@
+"""Data on the real files in ../shared/datasets: raw readers, batching guarantees, tfds offline, no-TensorFlow path."""
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxres import data
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = Path(os.environ.get(data.RAW_DIR_ENV, ROOT.parent / "shared" / "datasets"))
+pytestmark = pytest.mark.skipif(not (RAW / "mnist").is_dir(), reason=f"no datasets at {RAW}")
+
+MNIST_TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(scope="session")
+def mnist_raw():
+    return {s: data.load_raw("mnist", s, RAW) for s in ("train", "test")}
+
+
+@pytest.fixture(scope="session")
+def cifar_raw():
+    return {s: data.load_raw("cifar10", s, RAW) for s in ("train", "test")}
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """One tfds data dir per test session; each dataset is prepared into it at most once."""
+    return tmp_path_factory.mktemp("tfds")
+
+
+# ------------------------------------------------------------------ raw files
+def test_mnist_raw_files(mnist_raw):
+    (xtr, ytr), (xte, yte) = mnist_raw["train"], mnist_raw["test"]
+    assert xtr.shape == (60000, 28, 28, 1) and xte.shape == (10000, 28, 28, 1)
+    assert xtr.dtype == np.uint8 and ytr.dtype == np.int32
+    assert xtr.min() == 0 and xtr.max() == 255
+    assert np.bincount(yte, minlength=10).tolist() == MNIST_TEST_HISTOGRAM
+    assert ytr[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4] and yte[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def test_cifar10_raw_files(cifar_raw):
+    (xtr, ytr), (xte, yte) = cifar_raw["train"], cifar_raw["test"]
+    assert xtr.shape == (50000, 32, 32, 3) and xte.shape == (10000, 32, 32, 3) and xtr.dtype == np.uint8
+    assert np.bincount(yte, minlength=10).tolist() == [1000] * 10
+    assert np.bincount(ytr, minlength=10).tolist() == [5000] * 10
+    assert 100 < xte.mean() < 160  # natural images, channels decoded in the right place
+
+
+def test_missing_raw_dir_says_which_files_and_which_flag(monkeypatch):
+    monkeypatch.delenv(data.RAW_DIR_ENV, raising=False)
+    with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte.gz.*DIR/mnist/.*--raw-dir DIR.*JAXRES_RAW_DIR"):
+        data.load_raw("mnist", "train", None)
+
+
+def test_raw_dir_from_environment(monkeypatch):
+    monkeypatch.setenv(data.RAW_DIR_ENV, str(RAW))
+    assert data.load_raw("mnist", "test", None)[1].shape == (10000,)
+
+
+def test_missing_file_is_named(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(data.DataError, match=r"missing .*mnist/train-images-idx3-ubyte.gz"):
+        data.load_raw("mnist", "train", tmp_path)
+
+
+@pytest.fixture
+def truncated_mnist(tmp_path):
+    """A raw dir whose MNIST test images stop half-way (a valid gzip of a short IDX file)."""
+    d = tmp_path / "mnist"
+    shutil.copytree(RAW / "mnist", d)
+    body = gzip.decompress((d / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (d / "t10k-images-idx3-ubyte.gz").unlink()
+    (d / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(body[: len(body) // 2]))
+    return tmp_path
+
+
+def test_truncated_file_is_named(truncated_mnist, tmp_path):
+    with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte.gz is truncated"):
+        data.load_raw("mnist", "test", truncated_mnist)
+    cut = tmp_path / "cut" / "mnist"
+    shutil.copytree(RAW / "mnist", cut)
+    raw = (cut / "train-labels-idx1-ubyte.gz").read_bytes()
+    (cut / "train-labels-idx1-ubyte.gz").unlink()
+    (cut / "train-labels-idx1-ubyte.gz").write_bytes(raw[: len(raw) // 2])  # a cut gzip stream
+    with pytest.raises(data.DataError, match=r"cannot read .*train-labels-idx1-ubyte.gz"):
+        data.load_raw("mnist", "train", tmp_path / "cut")
+
+
+# ------------------------------------------------------------------ batching (device source)
+def dataset(**kw):
+    return data.Dataset(data.DataConfig(**{"name": "mnist", "batch_size": 100, "eval_batch_size": 96,
+                                           "train_subset": 1050, "test_subset": 1000, **kw}), raw_dir=RAW)
+
+
+def test_training_epoch_covers_each_example_at_most_once_and_drops_only_the_remainder():
+    ds = dataset()
+    assert ds.steps_per_epoch == 10
+    train_x = np.asarray(ds._arrays["train"][0]).reshape(1050, -1)
+    index = {row.tobytes(): i for i, row in enumerate(train_x)}
+    seen = []
+    for batch in ds.train_batches(0):
+        assert batch["image"].shape == (100, 28, 28, 1) and batch["image"].dtype == np.float32
+        assert batch["label"].dtype == np.int32
+        x = np.rint(np.asarray(batch["image"]) * 255).astype(np.uint8).reshape(100, -1)
+        seen += [index[row.tobytes()] for row in x]
+    assert len(seen) == len(set(seen)) == 1000  # 50 left over, none twice
+    assert 0.0 <= float(np.min(batch["image"])) and float(np.max(batch["image"])) <= 1.0
+
+
+def test_order_is_fixed_by_seed_and_epoch():
+    a, b, c = dataset(), dataset(), dataset(seed=1)
+    assert np.array_equal(a.epoch_order(3), b.epoch_order(3))
+    assert not np.array_equal(a.epoch_order(3), a.epoch_order(4))
+    assert not np.array_equal(a.epoch_order(3), c.epoch_order(3))
+    first = next(a.train_batches(2))
+    np.testing.assert_array_equal(np.asarray(first["label"]), np.asarray(next(b.train_batches(2))["label"]))
+    resumed = next(a.train_batches(2, start_step=3))  # resume mid-epoch: the same 4th batch
+    np.testing.assert_array_equal(np.asarray(resumed["image"]), np.asarray(list(b.train_batches(2))[3]["image"]))
+
+
+def test_evaluation_sees_every_example_once_with_padding_masked():
+    ds = dataset()
+    batches = list(ds.eval_batches("test"))
+    assert len(batches) == 11  # 10 x 96 + 40
+    mask = np.concatenate([np.asarray(b["mask"]) for b in batches])
+    labels = np.concatenate([np.asarray(b["label"]) for b in batches])[mask > 0]
+    assert mask.sum() == 1000 and mask[-56:].sum() == 0
+    np.testing.assert_array_equal(labels, np.asarray(ds._arrays["test"][1]))
+
+
+def test_sharded_batches_for_several_devices():
+    ds = dataset(batch_size=100, eval_batch_size=96, train_subset=400)
+    ds4 = data.Dataset(ds.config, raw_dir=RAW, n_devices=4)
+    assert next(ds4.train_batches(0))["image"].shape == (4, 25, 28, 28, 1)
+    assert next(ds4.eval_batches())["mask"].shape == (4, 24)
+    with pytest.raises(data.DataError, match=r"batch size 100 must be a positive multiple of the device count 8"):
+        data.Dataset(ds.config, raw_dir=RAW, n_devices=8)
+
+
+def test_standardize_and_augment():
+    ds = dataset(name="cifar10", preprocess="standardize", augment=True, train_subset=2000, test_subset=500)
+    x = np.concatenate([np.asarray(b["image"]) for b in ds.eval_batches("test")])
+    assert np.all(np.abs(x.mean(axis=(0, 1, 2))) < 0.2) and np.all(np.abs(x.std(axis=(0, 1, 2)) - 1) < 0.2)
+    a, b = next(ds.train_batches(0)), next(dataset(name="cifar10", preprocess="standardize", train_subset=2000,
+                                                   test_subset=500).train_batches(0))
+    np.testing.assert_array_equal(np.asarray(a["label"]), np.asarray(b["label"]))  # same examples ...
+    assert not np.allclose(np.asarray(a["image"]), np.asarray(b["image"]))  # ... cropped and flipped
+
+
+@pytest.mark.parametrize("n, count", [(60000, 3), (10000, 7), (1050, 4)])
+def test_process_slices_are_disjoint_and_cover(n, count):
+    slices = [data.process_slice(n, i, count) for i in range(count)]
+    covered = np.concatenate([np.arange(n)[s] for s in slices])
+    np.testing.assert_array_equal(covered, np.arange(n))
+
+
+def test_each_simulated_process_reads_its_own_examples():
+    parts = [data.Dataset(data.DataConfig(name="mnist", batch_size=50, train_subset=1000, test_subset=300),
+                          raw_dir=RAW, process_index=i, process_count=3) for i in range(3)]
+    labels = [np.asarray(p._arrays["test"][1]) for p in parts]
+    assert [len(l) for l in labels] == [100, 100, 100]
+    np.testing.assert_array_equal(np.concatenate(labels), data.load_raw("mnist", "test", RAW)[1][:300])
+
+
+# ------------------------------------------------------------------ tfds, offline
+def _tfds_checksum_files_digest() -> str:
+    import tensorflow_datasets as tfds
+
+    pkg = Path(tfds.__file__).parent
+    h = hashlib.sha256()
+    for p in sorted(list((pkg / "url_checksums").rglob("*")) + list(pkg.rglob("checksums.tsv"))):
+        if p.is_file():
+            h.update(str(p.relative_to(pkg)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_tfds_offline_prepare_matches_the_raw_files(name, tfds_dir, request):
+    before = _tfds_checksum_files_digest()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        builder = data.prepare_tfds(name, RAW, tfds_dir)
+    assert _tfds_checksum_files_digest() == before, "the installed tensorflow_datasets package was modified"
+    mismatch = [str(w.message) for w in caught if "differs from the checksum tfds registered" in str(w.message)]
+    assert len(mismatch) == len(data.RAW_FILES[name])  # re-compressed copies: one warning per file
+    assert all("sha256" in m for m in mismatch)
+    assert builder.info.splits["test"].num_examples == 10000
+
+    ds = data.Dataset(data.DataConfig(name=name, source="tfds", batch_size=128, eval_batch_size=1000),
+                      raw_dir=RAW, data_dir=tfds_dir)
+    raw = request.getfixturevalue(f"{name.replace('10', '')}_raw")
+    for split in ("train", "test"):
+        x, y = ds.split_arrays(split)
+        assert x.shape == raw[split][0].shape and x.dtype == np.uint8 and y.dtype == np.int32
+        if split == "test" or name == "mnist":  # same examples, tfds orders them by its own keys
+            assert data.fingerprint(x, y) == data.fingerprint(*raw[split])
+    # tf.data batches: every test example once, masked padding, float32 in [0, 1]
+    batches = list(ds.eval_batches("test"))
+    assert sum(float(np.sum(b["mask"])) for b in batches) == 10000
+    assert batches[0]["image"].dtype == np.float32
+    if name == "mnist":
+        labels = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"]) > 0] for b in batches])
+        assert np.bincount(labels, minlength=10).tolist() == MNIST_TEST_HISTOGRAM
+        ep0, ep0b, ep1 = (np.asarray(next(ds.train_batches(e))["label"]) for e in (0, 0, 1))
+        assert np.array_equal(ep0, ep0b) and not np.array_equal(ep0, ep1)
+        assert sum(1 for _ in ds.train_batches(0)) == 60000 // 128
+
+
+def test_tfds_prepare_with_a_truncated_file_names_it_and_leaves_nothing_half_prepared(truncated_mnist, tmp_path):
+    import tensorflow_datasets as tfds
+
+    with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte.gz is truncated"):
+        data.prepare_tfds("mnist", truncated_mnist, tmp_path / "tfds")
+    assert not tfds.builder("mnist", data_dir=tmp_path / "tfds").is_prepared()
+
+
+def test_tfds_without_raw_dir_or_network_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.RAW_DIR_ENV, raising=False)
+    import tensorflow_datasets as tfds
+
+    def no_network(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+    with pytest.raises(data.DataError, match=r"--raw-dir DIR"):
+        data.prepare_tfds("mnist", None, tmp_path)
+
+
+# ------------------------------------------------------------------ no TensorFlow
+def test_import_and_training_work_without_tensorflow(tmp_path):
+    """A subprocess in which `import tensorflow` fails trains a tiny run through the raw-file path."""
+    code = f"""
+import sys
+sys.modules["tensorflow"] = None; sys.modules["tensorflow_datasets"] = None  # import fails
+import jax, jaxres, optax
+from jaxres import data, models, train
+cfg = data.DataConfig(name="mnist", batch_size=64, train_subset=256, test_subset=128)
+ds = data.Dataset(cfg, raw_dir={str(RAW)!r})
+state = train.create_train_state(models.seed_cnn(), jax.random.key(0), ds.shape)
+state, hist = train.fit(state, ds, 1, progress=False, log=lambda s: None)
+assert hist[0]["test_examples"] == 128, hist
+try:
+    data.Dataset(data.DataConfig(name="mnist", source="tfds"), raw_dir={str(RAW)!r})
+except data.DataError as e:
+    print("tfds refused:", e)
+print("ok", hist[0]["train_loss"])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok" in out.stdout and "tfds refused: source 'tfds' needs tensorflow" in out.stdout
