@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from jaxres.checkpoint import CheckpointError
 from jaxres.data import DataError
 
 PROTOCOLS = {
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="tfds data dir for --source tfds (default tfds's own)")
     p.add_argument("--out", default="runs/compare", help="output folder of the study")
     p.add_argument("--report-only", metavar="DIR", help="rebuild summary, curves and report from DIR's results")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run: the last KEEP plus the best")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p
 
@@ -92,40 +94,46 @@ def environment() -> dict:
 
 
 def run_one(args, dataset: str, model_name: str, seed: int, out: Path) -> Path:
-    """Train one (dataset, model, seed) and write its results.json; skip it if already finished."""
+    """Train one (dataset, model, seed), resuming from its checkpoints, and write its results.json."""
     import jax
     import optax
 
-    from jaxres import data, models, train
+    from jaxres import checkpoint, data, models, train
 
     run = f"{dataset}_{model_name}_seed{seed}"
     run_dir = out / run
-    result_path = run_dir / "results.json"
-    if result_path.exists() and json.loads(result_path.read_text()).get("final"):
-        print(f"{run}: finished earlier, not trained again ({result_path})")
-        return result_path
     proto = PROTOCOLS[args.protocol]
     epochs = args.epochs or proto["epochs"].get(dataset, 10)
     n_dev = jax.local_device_count()
     cfg = data.DataConfig(name=dataset, batch_size=args.batch_size, augment=args.augment, source=args.source,
                           train_subset=args.train_subset or proto["train_subset"],
                           test_subset=args.test_subset or proto["test_subset"], seed=seed)
+    # What the run is; a run directory made with anything else is refused. The epoch count is
+    # left out so that a finished run can be extended with more epochs.
+    identity = {"run": run, "model": model_name, "dataset": dataset, "seed": seed, "batch_size": args.batch_size,
+                "optimizer": "adam", "lr": args.lr, "b1": 0.9, "b2": 0.999, "norm": args.norm,
+                "augment": args.augment, "source": args.source, "preprocess": cfg.preprocess,
+                "train_subset": cfg.train_subset, "test_subset": cfg.test_subset}
+    ckpt = checkpoint.Checkpointer(run_dir, identity, keep=args.keep)
+    result_path = run_dir / "results.json"
+    if result_path.exists():
+        done = json.loads(result_path.read_text())
+        if done.get("final") and done["config"]["epochs"] == epochs:
+            print(f"{run}: finished earlier ({epochs} epochs, test accuracy "
+                  f"{done['final']['test_accuracy']:.4f}); not trained again")
+            return result_path
     ds = data.Dataset(cfg, raw_dir=args.raw_dir, data_dir=args.data_dir, n_devices=n_dev)
     model = models.get_model(model_name, norm=args.norm, num_classes=ds.num_classes)
-    state = train.create_train_state(model, jax.random.key(seed), ds.shape,
-                                     optax.adam(args.lr, b1=0.9, b2=0.999))
+    state = train.create_train_state(model, jax.random.key(seed), ds.shape, optax.adam(args.lr, b1=0.9, b2=0.999))
     print(f"{run}: {models.count_params(state.params):,} params, {ds.num_train} train / {ds.num_test} test "
           f"examples, {epochs} epochs of {ds.steps_per_epoch} steps, {n_dev} device(s)")
-    start = time.perf_counter()
-    state, history = train.fit(state, ds, epochs, seed=seed, progress=not args.no_progress)
-    config = {"run": run, "model": model_name, "dataset": dataset, "seed": seed, "protocol": args.protocol,
-              "epochs": epochs, "epochs_by_dataset": {d: args.epochs or e for d, e in proto["epochs"].items()},
-              "batch_size": args.batch_size, "lr": args.lr, "norm": args.norm, "augment": args.augment,
-              "source": args.source, "preprocess": cfg.preprocess, "train_subset": cfg.train_subset,
-              "test_subset": cfg.test_subset, "params": models.count_params(state.params)}
-    result = {"config": config, "history": history, "final": history[-1],
-              "wall_time_s": time.perf_counter() - start, "environment": environment()}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    state, history = train.fit(state, ds, epochs, jax.random.key(seed), checkpointer=ckpt,
+                               progress=not args.no_progress)
+    ckpt.close()
+    config = dict(identity, protocol=args.protocol, epochs=epochs, params=models.count_params(state.params),
+                  epochs_by_dataset={d: args.epochs or e for d, e in proto["epochs"].items()})
+    result = {"config": config, "history": history[:epochs], "final": history[epochs - 1],
+              "wall_time_s": sum(h["epoch_time_s"] for h in history[:epochs]), "environment": environment()}
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(result_path)  # atomic: a results.json is always complete
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in report.write_report(out):
             print(f"wrote {path}")
         return 0
-    except (UsageError, DataError, FileNotFoundError) as e:
+    except (UsageError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import gzip
 import hashlib
 import os
@@ -123,10 +124,18 @@ def _read_cifar(path: Path, members: list[str], label_bytes: int) -> tuple[np.nd
 
 
 def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 NHWC, labels int32) of ``split`` ("train" or "test"), in file order."""
+    """(images uint8 NHWC, labels int32) of ``split`` ("train" or "test"), in file order (read-only arrays)."""
     if split not in ("train", "test"):
         raise DataError(f"unknown split {split!r}; choose train or test")
     paths = raw_files(name, raw_dir)
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    return _readonly(_load_raw_cached(name, split, stamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_raw_cached(name: str, split: str, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Parsed once per process and file version: a study reads each dataset once, not once per run."""
+    paths = [Path(s[0]) for s in stamp]
     if name in ("mnist", "fashion_mnist"):
         img, lab = (paths[0], paths[1]) if split == "train" else (paths[2], paths[3])
         images, labels = _read_idx(img), _read_idx(lab)
@@ -138,6 +147,12 @@ def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) ->
                    else ["cifar-10-batches-bin/test_batch.bin"])
         return _read_cifar(paths[0], members, label_bytes=1)
     return _read_cifar(paths[0], [f"cifar-100-binary/{split}.bin"], label_bytes=2)  # coarse, fine: fine label
+
+
+def _readonly(arrays):
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 def process_slice(n: int, process_index: int, process_count: int) -> slice:

@@ -149,16 +149,16 @@ def unreplicate(tree: Any) -> Any:
 
 
 # ------------------------------------------------------------------ the epoch loop
-def fit(state: TrainState, data: Any, epochs: int, seed: int = 0, history: list[dict] | None = None,
-        on_epoch: Callable[[TrainState, list[dict]], None] | None = None, progress: bool = True,
-        log: Callable[[str], None] | None = None) -> tuple[TrainState, list[dict]]:
-    """Train ``state`` on ``data`` (a ``jaxres.data.Dataset``) until ``epochs`` epochs are done.
+def fit(state: TrainState, data: Any, epochs: int, rng: jax.Array, checkpointer: Any = None,
+        progress: bool = True, log: Callable[[str], None] | None = None) -> tuple[TrainState, list[dict]]:
+    """Train ``state`` on ``data`` (a ``jaxres.data.Dataset``) for ``epochs`` epochs; (state, history).
 
-    Continues after the epochs already in ``history`` (a resumed run). After each epoch the
-    test split is evaluated, a row is appended to ``history`` and ``on_epoch(state, history)``
-    is called (checkpointing). Train metrics are the running means over the epoch's steps,
-    as Keras reports them. Uses pmap over ``data.n_devices`` devices when there are several.
-    Returns the (unreplicated) state and the history.
+    ``rng`` is the run's root key: step k uses ``fold_in(rng, k)``. With a ``checkpointer``
+    (``jaxres.checkpoint.Checkpointer``) the run resumes after the newest intact checkpoint
+    and saves one at the end of every epoch; a finished run trains nothing. After each
+    epoch the test split is evaluated and a row appended to the history. Train metrics are
+    the running means over the epoch's steps, as Keras reports them. Uses pmap over
+    ``data.n_devices`` devices when there are several. Returns the unreplicated state.
     """
     import time
 
@@ -166,34 +166,45 @@ def fit(state: TrainState, data: Any, epochs: int, seed: int = 0, history: list[
 
     from jaxres import metrics as M
 
-    history = list(history or [])
     log = log or tqdm.write
+    history: list[dict] = []
+    if checkpointer is not None:
+        restored = checkpointer.restore_latest(state, rng)
+        if restored is not None:
+            state, rng, history = restored
+            log(f"resuming after epoch {len(history)} from {checkpointer.run_dir}")
+    if len(history) >= epochs:
+        log(f"already trained for {len(history)} epochs: nothing to do")
+        return state, history
     multi = data.n_devices > 1
     step_fn = pmap_train_step() if multi else jit_train_step()
     eval_fn = pmap_eval_step() if multi else jit_eval_step()
     if multi:
         state = replicate(state)
-    root = jax.random.key(seed)
-    for epoch in range(len(history), epochs):
-        start = time.perf_counter()
-        total = None
-        bar = tqdm(data.train_batches(epoch), total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}",
-                   leave=False, disable=not progress, unit="step")
-        for i, batch in enumerate(bar):  # one key per global step, derived from the run's root key
-            state, m = step_fn(state, batch, jax.random.fold_in(root, epoch * data.steps_per_epoch + i))
-            total = M.accumulate(total, m)
-        train_m = M.summarize(total)
-        test_total = None
-        for batch in data.eval_batches("test"):
-            test_total = M.accumulate(test_total, eval_fn(state, batch))
-        test_m = M.summarize(test_total)
-        row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
-               "test_loss": test_m["loss"], "test_accuracy": test_m["accuracy"], "grad_norm": train_m["grad_norm"],
-               "train_examples": train_m["count"], "test_examples": test_m["count"],
-               "epoch_time_s": time.perf_counter() - start}
-        history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
-            f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
-        if on_epoch is not None:
-            on_epoch(unreplicate(state) if multi else state, history)
+    try:
+        for epoch in range(len(history), epochs):
+            start = time.perf_counter()
+            total = None
+            bar = tqdm(data.train_batches(epoch), total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}",
+                       leave=False, disable=not progress, unit="step")
+            for i, batch in enumerate(bar):
+                state, m = step_fn(state, batch, jax.random.fold_in(rng, epoch * data.steps_per_epoch + i))
+                total = M.accumulate(total, m)
+            train_m = M.summarize(total)
+            test_total = None
+            for batch in data.eval_batches("test"):
+                test_total = M.accumulate(test_total, eval_fn(state, batch))
+            test_m = M.summarize(test_total)
+            row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
+                   "test_loss": test_m["loss"], "test_accuracy": test_m["accuracy"],
+                   "grad_norm": train_m["grad_norm"], "train_examples": train_m["count"],
+                   "test_examples": test_m["count"], "epoch_time_s": time.perf_counter() - start}
+            history.append(row)
+            log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
+                f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
+            if checkpointer is not None:
+                checkpointer.save(unreplicate(state) if multi else state, rng, history)
+    finally:
+        if checkpointer is not None:
+            checkpointer.wait()
     return (unreplicate(state) if multi else state), history

@@ -245,7 +245,7 @@ from jaxres import data, models, train
 cfg = data.DataConfig(name="mnist", batch_size=64, train_subset=256, test_subset=128)
 ds = data.Dataset(cfg, raw_dir={str(RAW)!r})
 state = train.create_train_state(models.seed_cnn(), jax.random.key(0), ds.shape)
-state, hist = train.fit(state, ds, 1, progress=False, log=lambda s: None)
+state, hist = train.fit(state, ds, 1, jax.random.key(0), progress=False, log=lambda s: None)
 assert hist[0]["test_examples"] == 128, hist
 try:
     data.Dataset(data.DataConfig(name="mnist", source="tfds"), raw_dir={str(RAW)!r})

@@ -1,0 +1,113 @@
+"""Checkpoints: exact resume after SIGKILL, fallback from broken checkpoints, device-count change, config mismatch."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxres import checkpoint, models, train
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = Path(os.environ.get("JAXRES_RAW_DIR", ROOT.parent / "shared" / "datasets"))
+pytestmark = pytest.mark.skipif(not (RAW / "mnist").is_dir(), reason=f"no datasets at {RAW}")
+
+
+def run(run_dir, epochs, n_dev=1, kill=None, devices=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices or n_dev}"])
+    cmd = [sys.executable, str(ROOT / "tests" / "run_for_resume.py"), str(run_dir), str(RAW), str(epochs), str(n_dev)]
+    out = subprocess.run(cmd + [str(k) for k in (kill or ())], capture_output=True, text=True, env=env, timeout=600)
+    return out
+
+
+def finals(run_dir):
+    with np.load(Path(run_dir) / "final.npz") as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def history(run_dir):
+    return json.loads((Path(run_dir) / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("straight")
+    out = run(d, 3)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return d
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(uninterrupted, tmp_path):
+    killed = run(tmp_path, 3, kill=(1, 2))  # during epoch 2, after epoch 1's checkpoint
+    assert killed.returncode == -9 and "killing myself" in killed.stdout, killed.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
+    resumed = run(tmp_path, 3)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1" in resumed.stdout + resumed.stderr
+    for a, b in zip(finals(uninterrupted), finals(tmp_path), strict=True):
+        np.testing.assert_array_equal(a, b)  # bitwise, on CPU
+    assert history(tmp_path) == history(uninterrupted)
+    # Running the finished run again trains nothing and reports the same history.
+    again = run(tmp_path, 3)
+    assert "nothing to do" in again.stdout + again.stderr and history(tmp_path) == history(uninterrupted)
+
+
+def test_broken_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path):
+    import shutil
+
+    shutil.copytree(uninterrupted, tmp_path / "run")
+    ckpts = tmp_path / "run" / "checkpoints"
+    accs = [h["test_accuracy"] for h in history(uninterrupted)]
+    best = max(range(3), key=lambda i: (accs[i], i)) + 1  # ties: orbax keeps the later one
+    kept = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+    assert kept == sorted({2, 3, best}), accs  # the last 2 plus the best
+    for f in (ckpts / "3" / "state").rglob("*"):  # truncate every file of the newest state
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+    out = run(tmp_path / "run", 3)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert "checkpoint of epoch 3" in text and "unreadable" in text and "resuming after epoch 2" in text
+    assert (tmp_path / "run" / "checkpoints.broken").is_dir()  # moved aside, not deleted
+    for a, b in zip(finals(uninterrupted), finals(tmp_path / "run"), strict=True):
+        np.testing.assert_array_equal(a, b)  # epoch 3 retrained from epoch 2 gives the same result
+
+    (ckpts / "2" / "meta" / "metadata").unlink(missing_ok=True)  # delete a file of another checkpoint
+    for p in (ckpts / "2").rglob("*"):
+        if p.is_file() and p.parent.name == "meta":
+            p.unlink()
+    out = run(tmp_path / "run", 3)  # epoch 3 was re-saved, so it is used; 2 is not needed
+    assert out.returncode == 0 and "nothing to do" in out.stdout + out.stderr
+
+
+def test_checkpoint_from_4_devices_resumes_on_1(tmp_path):
+    four = run(tmp_path, 1, n_dev=4)
+    assert four.returncode == 0, four.stderr[-3000:]
+    one = run(tmp_path, 2, n_dev=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resuming after epoch 1" in one.stdout + one.stderr
+    h = history(tmp_path)
+    assert len(h) == 2 and h[1]["test_examples"] == 100 and np.isfinite(h[1]["train_loss"])
+
+
+def test_keep_last_k_plus_the_best(tmp_path):
+    state = train.create_train_state(models.seed_cnn(widths=(4,)), jax.random.key(0), (8, 8, 1))
+    ckpt = checkpoint.Checkpointer(tmp_path, {"x": 1}, keep=2)
+    hist = []
+    for acc in (0.5, 0.9, 0.6, 0.7, 0.65):
+        hist.append({"test_accuracy": acc})
+        ckpt.save(state, jax.random.key(0), hist)
+        ckpt.wait()
+    assert ckpt.epochs() == [2, 4, 5]  # best (epoch 2, 0.9) plus the last two
+    ckpt.close()
+
+
+def test_a_run_dir_with_another_config_is_refused(tmp_path):
+    checkpoint.Checkpointer(tmp_path, {"model": "seed_cnn", "lr": 0.001}).close()
+    with pytest.raises(checkpoint.CheckpointError, match=r"different config \(model: 'seed_cnn' there, 'seed_resnet' asked\)"):
+        checkpoint.Checkpointer(tmp_path, {"model": "seed_resnet", "lr": 0.001})
