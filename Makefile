@@ -3,9 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RAW_DIR ?= ../shared/datasets
-# jaxlib 0.10.2 sends CPU convolutions to YNNPACK, whose kernel-gradient convolution is ~20x
-# slower than XLA's Eigen path; this flag routes them back (read when the backend starts).
-export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
 
 .PHONY: install test compare models clean
 

@@ -98,6 +98,7 @@ def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     runs = [r for r in results if r["config"]["dataset"] == dataset]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -111,6 +112,7 @@ def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path) -
             ax.plot(epochs, [h[f"train_{key}"] for h in r["history"]], "-", color=color, label=f"{label} train")
             ax.plot(epochs, [h[f"test_{key}"] for h in r["history"]], "--", color=color, label=f"{label} test")
     for ax, key in ((ax_acc, "accuracy (fraction correct)"), (ax_loss, "cross-entropy loss (nats)")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

@@ -1,0 +1,369 @@
+"""Train-step time of jaxres against PyTorch and Keras 3/TensorFlow on the same networks, side by side.
+
+    python -m benchmarks.step_time [--batch 128] [--steps 20] [--rounds 5] [--json out.json]
+
+Each framework runs in its own worker process (XLA flags are per process, so "jaxres with
+default XLA flags" and "jaxres as shipped" need separate ones). Every worker builds the same
+architecture (parameter counts are checked equal), compiles / warms up, then the controller
+asks the workers in turn for rounds of timed steps, so all frameworks share the same minutes
+of a noisy machine. Reported: compile time; median, p10 and p90 of per-step time over all
+rounds; images/s; FLOP per step from XLA's cost analysis of the jaxres step; achieved GFLOP/s
+as a fraction of an f32 GEMM peak measured in the same run; and jaxres's step time over the
+faster peer's. Peers missing from the environment (`pip install -e .[bench]`) are skipped with
+a note, never faked.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CASES = [  # (model, input shape HWC, norm)
+    ("seed_cnn", (28, 28, 1), "none"),
+    ("seed_cnn", (32, 32, 3), "none"),
+    ("seed_resnet", (28, 28, 1), "none"),
+    ("seed_resnet", (32, 32, 3), "none"),
+    ("resnet20", (32, 32, 3), "batch"),
+]
+WORKERS = ("jaxres-default-flags", "jaxres", "pytorch", "keras-tf")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# =========================================================================== workers
+def _jax_worker(case, batch):
+    import jax
+    import numpy as np
+
+    from jaxres import models, train
+
+    name, shape, norm = case
+    model = models.get_model(name, norm=norm)
+    state = train.create_train_state(model, jax.random.key(0), shape)
+    rng = np.random.default_rng(0)
+    b = {"image": jax.device_put(rng.random((batch, *shape), np.float32)),
+         "label": jax.device_put(rng.integers(0, 10, batch).astype(np.int32))}
+    step = train.jit_train_step()
+    key = jax.random.key(0)
+    t = time.perf_counter()
+    compiled = step.lower(state, b, key).compile()
+    compile_s = time.perf_counter() - t
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    holder = {"state": state}
+
+    def run(n):
+        s = holder["state"]
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            s, m = compiled(s, b, key)
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t0)
+        holder["state"] = s
+        return times
+
+    for _ in range(2):
+        run(1)
+    return {"params": models.count_params(state.params), "compile_s": compile_s, "flops": flops}, run
+
+
+def _torch_worker(case, batch):
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    name, (h, w, c), norm = case
+
+    def conv(cin, cout, stride=1, bias=True):
+        return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
+
+    class Block(nn.Module):
+        def __init__(self, cin, inner, out, stride, bn):
+            super().__init__()
+            self.c0, self.c1 = conv(cin, inner, stride, not bn), conv(inner, out, 1, not bn)
+            self.n0 = nn.BatchNorm2d(inner, momentum=0.1) if bn else nn.Identity()
+            self.n1 = nn.BatchNorm2d(out, momentum=0.1) if bn else nn.Identity()
+            self.stride, self.pad = stride, out - cin
+
+        def forward(self, x):
+            r = self.n1(self.c1(torch.relu(self.n0(self.c0(x)))))
+            s = x[:, :, ::self.stride, ::self.stride]
+            if self.pad:
+                s = nn.functional.pad(s, (0, 0, 0, 0, 0, self.pad))
+            return torch.relu(r + s)
+
+    if name == "seed_cnn":
+        layers, cin = [], c
+        for width in (64, 32, 64, 32, 64):
+            layers += [conv(cin, width), nn.ReLU()]
+            cin = width
+        net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(h * w * 64, 10))
+    elif name == "seed_resnet":
+        net = nn.Sequential(conv(c, 32), nn.ReLU(), *[Block(32, 64, 32, 1, False) for _ in range(5)],
+                            nn.Flatten(), nn.Linear(h * w * 32, 10))
+    else:  # resnet20 with batch norm
+        blocks, cin = [], 16
+        for i, width in enumerate((16, 32, 64)):
+            for j in range(3):
+                blocks.append(Block(cin, width, width, 2 if i > 0 and j == 0 else 1, True))
+                cin = width
+        net = nn.Sequential(conv(c, 16, bias=False), nn.BatchNorm2d(16), nn.ReLU(), *blocks,
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, c, h, w, generator=g).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def run(n):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            float(loss)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    t = time.perf_counter()
+    run(2)
+    return {"params": sum(p.numel() for p in net.parameters()), "compile_s": time.perf_counter() - t,
+            "flops": 0.0}, run
+
+
+def _keras_worker(case, batch):
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    keras.utils.set_random_seed(0)
+    name, shape, norm = case
+    L = keras.layers
+
+    def block(x, inner, out, stride, bn):
+        r = L.Conv2D(inner, 3, strides=stride, padding="same", use_bias=not bn)(x)
+        r = L.BatchNormalization(momentum=0.9, epsilon=1e-5)(r) if bn else r
+        r = L.Conv2D(out, 3, padding="same", use_bias=not bn)(L.ReLU()(r))
+        r = L.BatchNormalization(momentum=0.9, epsilon=1e-5)(r) if bn else r
+        s = x
+        if stride > 1 or x.shape[-1] != out:
+            s = L.Lambda(lambda t: tf.pad(t[:, ::stride, ::stride, :],
+                                          [[0, 0], [0, 0], [0, 0], [0, out - t.shape[-1]]]))(x)
+        return L.ReLU()(L.Add()([r, s]))
+
+    inp = keras.Input(shape)
+    if name == "seed_cnn":
+        x = inp
+        for width in (64, 32, 64, 32, 64):
+            x = L.Conv2D(width, 3, padding="same", activation="relu")(x)
+        out = L.Dense(10)(L.Flatten()(x))
+    elif name == "seed_resnet":
+        x = L.Conv2D(32, 3, padding="same", activation="relu")(inp)
+        for _ in range(5):
+            x = block(x, 64, 32, 1, False)
+        out = L.Dense(10)(L.Flatten()(x))
+    else:
+        x = L.ReLU()(L.BatchNormalization(momentum=0.9, epsilon=1e-5)(L.Conv2D(16, 3, padding="same", use_bias=False)(inp)))
+        for i, width in enumerate((16, 32, 64)):
+            for j in range(3):
+                x = block(x, width, width, 2 if i > 0 and j == 0 else 1, True)
+        out = L.Dense(10)(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.9, beta_2=0.999),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, *shape), np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+
+    def run(n):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            model.train_on_batch(x, y)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    t = time.perf_counter()
+    run(2)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)  # BN moving stats are not params
+    return {"params": trainable, "compile_s": time.perf_counter() - t, "flops": 0.0}, run
+
+
+def _gemm_peak(kind: str, n: int = 2048, reps: int = 10) -> float:
+    """Best f32 GEMM GFLOP/s of this worker's framework on an n x n product."""
+    if kind == "pytorch":
+        import torch
+
+        a, b = torch.rand(n, n), torch.rand(n, n)
+        mm = lambda: torch.mm(a, b)
+    else:
+        import jax
+        import jax.numpy as jnp
+
+        a = jax.random.uniform(jax.random.key(0), (n, n))
+        f = jax.jit(jnp.dot)
+        f(a, a).block_until_ready()
+        mm = lambda: f(a, a).block_until_ready()
+    mm()
+    best = min(_timed(mm) for _ in range(reps))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def worker_main(kind: str, batch: int) -> None:
+    """Line protocol on stdin/stdout: 'setup i' -> info JSON, 'run n' -> times JSON, 'peak' -> GFLOP/s."""
+    builders = {"jaxres": _jax_worker, "jaxres-default-flags": _jax_worker, "pytorch": _torch_worker,
+                "keras-tf": _keras_worker}
+    run = None
+    for line in sys.stdin:
+        cmd, arg = (line.split() + [""])[:2]
+        if cmd == "setup":
+            info, run = builders[kind](CASES[int(arg)], batch)
+            reply = info
+        elif cmd == "run":
+            reply = run(int(arg))
+        elif cmd == "peak":
+            reply = _gemm_peak(kind)
+        else:
+            return
+        print(json.dumps(reply), flush=True)
+
+
+# =========================================================================== controller
+def _available(kind: str) -> str | None:
+    """None when the worker can run here, else why not."""
+    import importlib.util
+
+    need = {"pytorch": "torch", "keras-tf": "tensorflow"}.get(kind)
+    if need and importlib.util.find_spec(need) is None:
+        return f"{need} is not installed (pip install -e '.[bench]')"
+    if kind == "keras-tf" and importlib.util.find_spec("keras") is None:
+        return "keras is not installed"
+    return None
+
+
+class Worker:
+    def __init__(self, kind: str, batch: int):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+        if kind == "jaxres-default-flags":
+            env["JAXRES_CPU_FAST_PATH"] = "0"
+        self.kind = kind
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.step_time", "--worker", kind,
+                                      "--batch", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=ROOT)
+
+    def ask(self, line: str):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"{self.kind} worker died answering {line!r}")
+        return json.loads(reply)
+
+    def close(self):
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(timeout=60)
+
+
+def _pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per framework and case (>= 20)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the steps are split into")
+    p.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))),
+                   help="indices into: " + "; ".join(f"{i}={m} {'x'.join(map(str, s))} norm={n}"
+                                                      for i, (m, s, n) in enumerate(CASES)))
+    p.add_argument("--frameworks", default=",".join(WORKERS))
+    p.add_argument("--json", help="write the results here too")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker_main(args.worker, args.batch)
+        return 0
+    kinds = [k for k in args.frameworks.split(",") if k]
+    notes = {k: why for k in kinds if (why := _available(k))}
+    for k, why in notes.items():
+        print(f"skipping {k}: {why}")
+    kinds = [k for k in kinds if k not in notes]
+    per_round = max(1, -(-args.steps // args.rounds))
+    results = {"batch": args.batch, "cpu_count": os.cpu_count(), "skipped": notes, "cases": []}
+    workers = {}
+    try:
+        for k in kinds:
+            workers[k] = Worker(k, args.batch)
+        peaks = {k: workers[k].ask("peak") for k in kinds if k in ("jaxres", "pytorch")}
+        peak = max(peaks.values()) if peaks else 0.0
+        results["gemm_peak_gflops"] = {"value": peak, "by": peaks, "what": "best f32 2048x2048 matmul"}
+        print(f"f32 GEMM peak: {peak:.1f} GFLOP/s ({', '.join(f'{k} {v:.1f}' for k, v in peaks.items())})")
+        for idx in (int(i) for i in args.cases.split(",")):
+            name, shape, norm = CASES[idx]
+            info = {k: w.ask(f"setup {idx}") for k, w in workers.items()}
+            counts = {k: v["params"] for k, v in info.items()}
+            if len(set(counts.values())) != 1:
+                raise SystemExit(f"parameter counts differ for {name}: {counts}")
+            times = {k: [] for k in workers}
+            for _ in range(args.rounds):
+                for k, w in workers.items():
+                    times[k] += w.ask(f"run {per_round}")
+            flops = info.get("jaxres", info.get("jaxres-default-flags", {})).get("flops", 0.0)
+            rows = {}
+            for k, ts in times.items():
+                med = statistics.median(ts)
+                rows[k] = {"compile_s": info[k]["compile_s"], "median_s": med, "p10_s": _pct(ts, 0.1),
+                           "p90_s": _pct(ts, 0.9), "steps": len(ts), "images_per_s": args.batch / med,
+                           "gflops": flops / med / 1e9 if flops else None,
+                           "fraction_of_peak": flops / med / 1e9 / peak if flops and peak else None}
+            peers = [rows[k]["median_s"] for k in ("pytorch", "keras-tf") if k in rows]
+            ratio = rows["jaxres"]["median_s"] / min(peers) if peers and "jaxres" in rows else None
+            case = {"model": name, "input": list(shape), "norm": norm, "params": counts.popitem()[1],
+                    "flop_per_step": flops, "flop_source": "XLA cost analysis of the compiled jaxres train step",
+                    "frameworks": rows, "jaxres_over_fastest_peer": ratio}
+            results["cases"].append(case)
+            print(f"\n{name} {'x'.join(map(str, shape))} norm={norm}, batch {args.batch}, "
+                  f"{case['params']:,} params, {flops / 1e9:.1f} GFLOP/step (XLA cost analysis)")
+            print(f"  {'framework':22} {'compile s':>9} {'median s':>9} {'p10 s':>7} {'p90 s':>7} {'img/s':>8} "
+                  f"{'GFLOP/s':>8} {'of peak':>8}")
+            for k, r in rows.items():
+                gf = f"{r['gflops']:.1f}" if r["gflops"] else "-"
+                fr = f"{r['fraction_of_peak']:.0%}" if r["fraction_of_peak"] else "-"
+                print(f"  {k:22} {r['compile_s']:9.2f} {r['median_s']:9.3f} {r['p10_s']:7.3f} {r['p90_s']:7.3f} "
+                      f"{r['images_per_s']:8.0f} {gf:>8} {fr:>8}")
+            if ratio:
+                print(f"  jaxres / fastest peer: {ratio:.2f}x")
+    finally:
+        for w in workers.values():
+            w.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
