@@ -98,7 +98,7 @@ def run_one(args, dataset: str, model_name: str, seed: int, out: Path) -> Path:
     import jax
     import optax
 
-    from jaxres import checkpoint, data, models, train
+    from jaxres import checkpoint, data, metrics, models, train
 
     run = f"{dataset}_{model_name}_seed{seed}"
     run_dir = out / run
@@ -127,8 +127,10 @@ def run_one(args, dataset: str, model_name: str, seed: int, out: Path) -> Path:
     state = train.create_train_state(model, jax.random.key(seed), ds.shape, optax.adam(args.lr, b1=0.9, b2=0.999))
     print(f"{run}: {models.count_params(state.params):,} params, {ds.num_train} train / {ds.num_test} test "
           f"examples, {epochs} epochs of {ds.steps_per_epoch} steps, {n_dev} device(s)")
+    writer = metrics.TensorBoardWriter(str(out / "tensorboard" / run))  # tensorboard --logdir OUT/tensorboard
     state, history = train.fit(state, ds, epochs, jax.random.key(seed), checkpointer=ckpt,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, on_epoch=writer)
+    writer.close()
     ckpt.close()
     config = dict(identity, protocol=args.protocol, epochs=epochs, params=models.count_params(state.params),
                   epochs_by_dataset={d: args.epochs or e for d, e in proto["epochs"].items()})

@@ -45,3 +45,30 @@ def layer_norms(tree: Any) -> dict[str, float]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {"/".join(str(getattr(k, "key", k)) for k in path): float(jnp.linalg.norm(jnp.ravel(leaf)))
             for path, leaf in flat}
+
+
+class TensorBoardWriter:
+    """Per-epoch scalars as TensorBoard event files (tensorboardX), or nothing with a note if it is absent."""
+
+    def __init__(self, logdir: str, log=print):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            log(f"note: tensorboardX is not installed, so no TensorBoard event files are written to {logdir}")
+            self._writer = None
+            return
+        self._writer = SummaryWriter(logdir)
+
+    def __call__(self, row: dict) -> None:
+        if self._writer is None:
+            return
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                split, _, name = key.partition("_")
+                tag = f"{name}/{split}" if split in ("train", "test") else key
+                self._writer.add_scalar(tag, value, row["epoch"])
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

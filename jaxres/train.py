@@ -150,13 +150,15 @@ def unreplicate(tree: Any) -> Any:
 
 # ------------------------------------------------------------------ the epoch loop
 def fit(state: TrainState, data: Any, epochs: int, rng: jax.Array, checkpointer: Any = None,
-        progress: bool = True, log: Callable[[str], None] | None = None) -> tuple[TrainState, list[dict]]:
+        progress: bool = True, log: Callable[[str], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> tuple[TrainState, list[dict]]:
     """Train ``state`` on ``data`` (a ``jaxres.data.Dataset``) for ``epochs`` epochs; (state, history).
 
     ``rng`` is the run's root key: step k uses ``fold_in(rng, k)``. With a ``checkpointer``
     (``jaxres.checkpoint.Checkpointer``) the run resumes after the newest intact checkpoint
     and saves one at the end of every epoch; a finished run trains nothing. After each
-    epoch the test split is evaluated and a row appended to the history. Train metrics are
+    epoch the test split is evaluated, a row appended to the history and passed to
+    ``on_epoch`` (metric writers). Train metrics are
     the running means over the epoch's steps, as Keras reports them. Uses pmap over
     ``data.n_devices`` devices when there are several. Returns the unreplicated state.
     """
@@ -204,6 +206,8 @@ def fit(state: TrainState, data: Any, epochs: int, rng: jax.Array, checkpointer:
                 f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
             if checkpointer is not None:
                 checkpointer.save(unreplicate(state) if multi else state, rng, history)
+            if on_epoch is not None:
+                on_epoch(row)
     finally:
         if checkpointer is not None:
             checkpointer.wait()

@@ -40,6 +40,11 @@ def test_every_artifact_exists_and_parses(study):
         png = (study / f"curves_{d}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "curves_mnist.png" in (study / "report.md").read_text()
+    from tensorboard_events import read_scalars
+
+    scalars = read_scalars(study / "tensorboard" / "mnist_seed_cnn_seed0")
+    assert set(scalars) >= {"accuracy/test", "accuracy/train", "loss/test", "loss/train", "grad_norm"}
+    assert [step for step, _ in scalars["accuracy/test"]] == [1, 2]
 
 
 def test_report_rebuilt_from_results_alone(study, tmp_path):

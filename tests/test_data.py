@@ -212,6 +212,12 @@ def test_tfds_offline_prepare_matches_the_raw_files(name, tfds_dir, request):
         ep0, ep0b, ep1 = (np.asarray(next(ds.train_batches(e))["label"]) for e in (0, 0, 1))
         assert np.array_equal(ep0, ep0b) and not np.array_equal(ep0, ep1)
         assert sum(1 for _ in ds.train_batches(0)) == 60000 // 128
+        # Simulated processes read disjoint slices that together are the whole split.
+        parts = [data.Dataset(data.DataConfig(name=name, source="tfds", batch_size=128), raw_dir=RAW,
+                              data_dir=tfds_dir, process_index=i, process_count=3).split_arrays("test")
+                 for i in range(3)]
+        assert [len(p[1]) for p in parts] == [3334, 3333, 3333]
+        assert sorted(sum((data.fingerprint(*p) for p in parts), [])) == data.fingerprint(*raw["test"])
 
 
 def test_tfds_prepare_with_a_truncated_file_names_it_and_leaves_nothing_half_prepared(truncated_mnist, tmp_path):
