@@ -131,7 +131,7 @@ def _torch_worker(case, batch):
             loss = loss_fn(net(x), y)
             loss.backward()
             opt.step()
-            float(loss)
+            loss.item()
             times.append(time.perf_counter() - t0)
         return times
 
@@ -229,6 +229,9 @@ def _timed(fn) -> float:
 
 def worker_main(kind: str, batch: int) -> None:
     """Line protocol on stdin/stdout: 'setup i' -> info JSON, 'run n' -> times JSON, 'peak' -> GFLOP/s."""
+    if kind.startswith("jaxres"):
+        import jaxres  # noqa: F401 - applies (or, by JAXRES_CPU_FAST_PATH=0, skips) the CPU fast path first
+
     builders = {"jaxres": _jax_worker, "jaxres-default-flags": _jax_worker, "pytorch": _torch_worker,
                 "keras-tf": _keras_worker}
     run = None

@@ -15,6 +15,7 @@ run a computation leaves the flag without effect (``fast_path_status`` says so).
 from __future__ import annotations
 
 import mmap
+import warnings
 import os
 import sys
 from importlib import metadata
@@ -67,7 +68,11 @@ def apply_cpu_fast_path() -> str:
         _status = "not applied: this jaxlib does not know the flag"
     else:
         os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
-        _status = "applied" + (" (too late: the JAX backend had already started)" if _backend_started() else "")
+        _status = "applied"
+        if _backend_started():
+            _status += " too late: the JAX backend had already started"
+            warnings.warn("jaxres was imported after JAX started its backend, so the CPU fast path "
+                          f"({FLAG}) has no effect; import jaxres first", stacklevel=3)
     return _status
 
 
