@@ -192,12 +192,8 @@ def prepare_tfds(name: str, raw_dir: str | os.PathLike | None = None, data_dir: 
             return builder
         except Exception:  # noqa: BLE001 - any download failure means: give us the files
             raw_files(name, None)  # raises the error that says which files to put where
-    paths = raw_files(name, root)
-    for p in paths:  # parse with numpy first, so a bad file is named before tfds starts
-        if p.name.endswith("ubyte.gz"):
-            _read_idx(p)
-    if name.startswith("cifar"):
-        load_raw(name, "test", root)
+    for split in ("train", "test"):  # parse with numpy first, so a bad file is named before tfds starts
+        load_raw(name, split, root)
 
     base = type(builder)
     actual = {}
