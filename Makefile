@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RAW_DIR ?= ../shared/datasets
 
-.PHONY: install test compare models clean
+.PHONY: install test compare models gpu-carry clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,12 @@ compare: install
 
 models: install
 	$(PY) -m jaxres.models
+
+# What benchmarks/gpu_check.sh needs on a GPU machine without TensorFlow (carry .gpu, about 30 MB).
+gpu-carry:
+	mkdir -p .gpu/mnist
+	cp $(RAW_DIR)/mnist/*.gz .gpu/mnist/
+	cp $(RAW_DIR)/cifar10/cifar10-jpeg.tar.xz $(RAW_DIR)/rebuild_cifar10_binary.py .gpu/
 
 clean:
 	rm -rf $(VENV) runs

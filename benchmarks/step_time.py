@@ -35,14 +35,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # =========================================================================== workers
+def _dtype() -> str:
+    return os.environ.get("JAXRES_BENCH_DTYPE", "float32")
+
+
 def _jax_worker(case, batch):
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from jaxres import models, train
 
     name, shape, norm = case
-    model = models.get_model(name, norm=norm)
+    model = models.get_model(name, norm=norm, dtype=jnp.dtype(_dtype()))  # params stay float32
     state = train.create_train_state(model, jax.random.key(0), shape)
     rng = np.random.default_rng(0)
     b = {"image": jax.device_put(rng.random((batch, *shape), np.float32)),
@@ -116,19 +121,22 @@ def _torch_worker(case, batch):
                 cin = width
         net = nn.Sequential(conv(c, 16, bias=False), nn.BatchNorm2d(16), nn.ReLU(), *blocks,
                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
-    net = net.to(memory_format=torch.channels_last)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    net = net.to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, c, h, w, generator=g).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), generator=g)
+    x = torch.rand(batch, c, h, w, generator=g).to(device, memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
     loss_fn = nn.CrossEntropyLoss()
+    bf16 = _dtype() == "bfloat16"  # float32 parameters, bf16 compute: autocast, as jaxres's dtype knob
 
     def run(n):
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(net(x), y)
             loss.backward()
             opt.step()
             loss.item()
@@ -201,18 +209,22 @@ def _keras_worker(case, batch):
     return {"params": trainable, "compile_s": time.perf_counter() - t, "flops": 0.0}, run
 
 
-def _gemm_peak(kind: str, n: int = 2048, reps: int = 10) -> float:
-    """Best f32 GEMM GFLOP/s of this worker's framework on an n x n product."""
+def _gemm_peak(kind: str, reps: int = 10) -> float:
+    """Best GEMM GFLOP/s of this worker's framework in the benchmark's dtype (n x n, n = 2048 on CPU, 8192 on GPU)."""
     if kind == "pytorch":
         import torch
 
-        a, b = torch.rand(n, n), torch.rand(n, n)
-        mm = lambda: torch.mm(a, b)
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        n = 8192 if dev == "cuda" else 2048
+        a = torch.rand(n, n, device=dev, dtype=getattr(torch, _dtype()))
+        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+        mm = lambda: (torch.mm(a, a), sync())
     else:
         import jax
         import jax.numpy as jnp
 
-        a = jax.random.uniform(jax.random.key(0), (n, n))
+        n = 2048 if jax.default_backend() == "cpu" else 8192
+        a = jax.random.uniform(jax.random.key(0), (n, n)).astype(_dtype())
         f = jax.jit(jnp.dot)
         f(a, a).block_until_ready()
         mm = lambda: f(a, a).block_until_ready()
@@ -297,6 +309,8 @@ def _pct(xs, q):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="compute dtype (parameters stay float32; PyTorch uses autocast)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per framework and case (>= 20)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the steps are split into")
     p.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))),
@@ -314,16 +328,18 @@ def main(argv=None) -> int:
     for k, why in notes.items():
         print(f"skipping {k}: {why}")
     kinds = [k for k in kinds if k not in notes]
+    os.environ["JAXRES_BENCH_DTYPE"] = args.dtype  # the workers inherit it
     per_round = max(1, -(-args.steps // args.rounds))
-    results = {"batch": args.batch, "cpu_count": os.cpu_count(), "skipped": notes, "cases": []}
+    results = {"batch": args.batch, "dtype": args.dtype, "cpu_count": os.cpu_count(), "skipped": notes, "cases": []}
     workers = {}
     try:
         for k in kinds:
             workers[k] = Worker(k, args.batch)
         peaks = {k: workers[k].ask("peak") for k in kinds if k in ("jaxres", "pytorch")}
         peak = max(peaks.values()) if peaks else 0.0
-        results["gemm_peak_gflops"] = {"value": peak, "by": peaks, "what": "best f32 2048x2048 matmul"}
-        print(f"f32 GEMM peak: {peak:.1f} GFLOP/s ({', '.join(f'{k} {v:.1f}' for k, v in peaks.items())})")
+        results["gemm_peak_gflops"] = {"value": peak, "by": peaks,
+                                       "what": f"best {args.dtype} matmul, 2048^2 on CPU, 8192^2 on GPU"}
+        print(f"{args.dtype} GEMM peak: {peak:.1f} GFLOP/s ({', '.join(f'{k} {v:.1f}' for k, v in peaks.items())})")
         for idx in (int(i) for i in args.cases.split(",")):
             name, shape, norm = CASES[idx]
             info = {k: w.ask(f"setup {idx}") for k, w in workers.items()}
@@ -348,7 +364,7 @@ def main(argv=None) -> int:
                     "flop_per_step": flops, "flop_source": "XLA cost analysis of the compiled jaxres train step",
                     "frameworks": rows, "jaxres_over_fastest_peer": ratio}
             results["cases"].append(case)
-            print(f"\n{name} {'x'.join(map(str, shape))} norm={norm}, batch {args.batch}, "
+            print(f"\n{name} {'x'.join(map(str, shape))} norm={norm}, batch {args.batch}, {args.dtype}, "
                   f"{case['params']:,} params, {flops / 1e9:.1f} GFLOP/step (XLA cost analysis)")
             print(f"  {'framework':22} {'compile s':>9} {'median s':>9} {'p10 s':>7} {'p90 s':>7} {'img/s':>8} "
                   f"{'GFLOP/s':>8} {'of peak':>8}")

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The prepared GPU check (issue 5: seed protocol through the TensorFlow-free path; issue 6: step time
+# of jaxres and PyTorch, fp32 and bf16, batch 128 and 1024), for a session that is lent a GPU.
+#
+# Here, once:   make gpu-carry       (copies the dataset files the GPU image needs into the ignored .gpu/)
+# On the GPU:   bash benchmarks/gpu_check.sh   with .gpu carried; logs and JSON land in $OUT.
+# DATASETS (default mnist), PROTOCOL (default seed) and BENCH_STEPS (default 40) override the plan,
+# PYTHON (default python3) names the interpreter; e.g. PROTOCOL=tiny BENCH_STEPS=4 for a dry run on a CPU.
+set -uo pipefail
+OUT=${OUT:-/tmp/jaxres-gpu}
+DATASETS=${DATASETS:-mnist}
+PROTOCOL=${PROTOCOL:-seed}
+BENCH_STEPS=${BENCH_STEPS:-40}
+RAW=${RAW:-/tmp/jaxres-raw}
+PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$RAW/mnist" "$RAW/cifar10"
+(nvidia-smi -L || echo "no nvidia-smi") > "$OUT/device.txt" 2>&1
+$PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
+
+cp .gpu/mnist/*.gz "$RAW/mnist/"
+if [[ $DATASETS == *cifar10* && ! -f $RAW/cifar10/cifar-10-binary.tar.gz ]]; then
+  $PY .gpu/rebuild_cifar10_binary.py .gpu/cifar10-jpeg.tar.xz "$RAW/cifar10"
+fi
+(cd "$RAW" && sha256sum mnist/*.gz cifar10/*.tar.gz 2>/dev/null) > "$OUT/raw_sha256.txt"
+
+echo "== seed protocol: $DATASETS"
+time $PY -m experiments.compare --protocol "$PROTOCOL" --datasets "$DATASETS" --raw-dir "$RAW" \
+  --out /tmp/jaxres-seed --no-progress > "$OUT/compare.log" 2>&1
+echo "compare exit $?"; tail -5 "$OUT/compare.log"
+cp /tmp/jaxres-seed/summary.md /tmp/jaxres-seed/report.md "$OUT/" 2>/dev/null
+
+for dtype in float32 bfloat16; do
+  for batch in 128 1024; do
+    echo "== step time $dtype batch $batch"
+    $PY -m benchmarks.step_time --frameworks jaxres,pytorch --dtype $dtype --batch $batch \
+      --steps "$BENCH_STEPS" --rounds 4 --json "$OUT/step_${dtype}_${batch}.json" > "$OUT/step_${dtype}_${batch}.txt" 2>&1
+    echo "exit $?"; grep -E "GEMM|^[a-z].*params|/ fastest|^  (jaxres|pytorch) " "$OUT/step_${dtype}_${batch}.txt"
+  done
+done
