@@ -128,7 +128,8 @@ def run_one(args, dataset: str, model_name: str, seed: int, out: Path) -> Path:
     print(f"{run}: {models.count_params(state.params):,} params, {ds.num_train} train / {ds.num_test} test "
           f"examples, {epochs} epochs of {ds.steps_per_epoch} steps, {n_dev} device(s)")
     writer = metrics.TensorBoardWriter(str(out / "tensorboard" / run))  # tensorboard --logdir OUT/tensorboard
-    state, history = train.fit(state, ds, epochs, jax.random.key(seed), checkpointer=ckpt,
+    train_key = jax.random.fold_in(jax.random.key(seed), 1)  # the init key stays key(seed); steps get their own
+    state, history = train.fit(state, ds, epochs, train_key, checkpointer=ckpt,
                                progress=not args.no_progress, on_epoch=writer)
     writer.close()
     ckpt.close()
