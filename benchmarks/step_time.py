@@ -15,6 +15,7 @@ a note, never faked.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -31,6 +32,14 @@ CASES = [  # (model, input shape HWC, norm)
     ("resnet20", (32, 32, 3), "batch"),
 ]
 WORKERS = ("jaxres-default-flags", "jaxres", "pytorch", "keras-tf")
+# Options tried on top of jaxres as shipped (--frameworks jaxres,jaxres-no-donate,...), README "Benchmarks":
+JAX_VARIANTS = {
+    "jaxres-xla-kernel-grad": "XLA's own kernel-gradient convolution instead of jaxres.conv's rule",
+    "jaxres-no-donate": "the old train state's buffers are not donated to the new one",
+    "jaxres-scan4": "4 steps per dispatch with lax.scan, unrolled (same batch)",
+    "jaxres-scan2-rolled": "2 steps per dispatch with lax.scan as a while loop (same batch)",
+    "jaxres-2-devices": "pmap over 2 host devices (--xla_force_host_platform_device_count=2), batch split",
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,7 +48,8 @@ def _dtype() -> str:
     return os.environ.get("JAXRES_BENCH_DTYPE", "float32")
 
 
-def _jax_worker(case, batch):
+def _jax_worker(case, batch, variant=""):
+    """jaxres's train step; ``variant`` is one of the options in JAX_VARIANTS (timed per step)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -49,33 +59,54 @@ def _jax_worker(case, batch):
     name, shape, norm = case
     model = models.get_model(name, norm=norm, dtype=jnp.dtype(_dtype()))  # params stay float32
     state = train.create_train_state(model, jax.random.key(0), shape)
+    params = models.count_params(state.params)
     rng = np.random.default_rng(0)
-    b = {"image": jax.device_put(rng.random((batch, *shape), np.float32)),
-         "label": jax.device_put(rng.integers(0, 10, batch).astype(np.int32))}
-    step = train.jit_train_step()
+    b = {"image": rng.random((batch, *shape), np.float32), "label": rng.integers(0, 10, batch).astype(np.int32)}
     key = jax.random.key(0)
-    t = time.perf_counter()
-    compiled = step.lower(state, b, key).compile()
-    compile_s = time.perf_counter() - t
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    per_call = 1
+    if variant == "2-devices":
+        n = jax.local_device_count()
+        state, b, step = train.replicate(state), train.shard(b, n), train.pmap_train_step()
+        t = time.perf_counter()
+        state, m = step(state, b, key)  # pmap compiles on its first call: timed with that call
+        jax.block_until_ready(m)
+        compile_s, flops = time.perf_counter() - t, 0.0
+        compiled = step
+    else:
+        b = jax.device_put(b)
+        if variant.startswith("scan"):
+            per_call, unroll = int(variant[4:].split("-")[0]), not variant.endswith("rolled")
+
+            def many(state, batch, rng):
+                def body(s, _):
+                    s, m = train.train_step(s, batch, rng)
+                    return s, m
+                return jax.lax.scan(body, state, None, length=per_call, unroll=unroll)
+            step = jax.jit(many, donate_argnums=(0,))
+        else:
+            step = train.jit_train_step(donate=variant != "no-donate")
+        t = time.perf_counter()
+        compiled = step.lower(state, b, key).compile()
+        compile_s = time.perf_counter() - t
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        flops = float(cost.get("flops", 0.0)) / per_call if cost else 0.0
     holder = {"state": state}
 
     def run(n):
         s = holder["state"]
         times = []
-        for _ in range(n):
+        for _ in range(max(1, n // per_call)):
             t0 = time.perf_counter()
             s, m = compiled(s, b, key)
             jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
+            times += [(time.perf_counter() - t0) / per_call] * per_call
         holder["state"] = s
         return times
 
     for _ in range(2):
         run(1)
-    return {"params": models.count_params(state.params), "compile_s": compile_s, "flops": flops}, run
+    return {"params": params, "compile_s": compile_s, "flops": flops}, run
 
 
 def _torch_worker(case, batch):
@@ -243,9 +274,12 @@ def worker_main(kind: str, batch: int) -> None:
     """Line protocol on stdin/stdout: 'setup i' -> info JSON, 'run n' -> times JSON, 'peak' -> GFLOP/s."""
     if kind.startswith("jaxres"):
         import jaxres  # noqa: F401 - applies (or, by JAXRES_CPU_FAST_PATH=0, skips) the CPU fast path first
+    if kind == "jaxres-xla-kernel-grad":
+        os.environ["JAXRES_CPU_FAST_PATH"] = "0"  # after the import: the XLA flag stays, jaxres.conv's rule is off
 
     builders = {"jaxres": _jax_worker, "jaxres-default-flags": _jax_worker, "pytorch": _torch_worker,
                 "keras-tf": _keras_worker}
+    builders.update({k: functools.partial(_jax_worker, variant=k[len("jaxres-"):]) for k in JAX_VARIANTS})
     run = None
     for line in sys.stdin:
         cmd, arg = (line.split() + [""])[:2]
@@ -279,6 +313,8 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
         if kind == "jaxres-default-flags":
             env["JAXRES_CPU_FAST_PATH"] = "0"
+        if kind == "jaxres-2-devices":
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
         self.kind = kind
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.step_time", "--worker", kind,
                                       "--batch", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -316,7 +352,8 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))),
                    help="indices into: " + "; ".join(f"{i}={m} {'x'.join(map(str, s))} norm={n}"
                                                       for i, (m, s, n) in enumerate(CASES)))
-    p.add_argument("--frameworks", default=",".join(WORKERS))
+    p.add_argument("--frameworks", default=",".join(WORKERS),
+                   help="comma-separated, from: " + ", ".join(WORKERS + tuple(JAX_VARIANTS)))
     p.add_argument("--json", help="write the results here too")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -324,6 +361,12 @@ def main(argv=None) -> int:
         worker_main(args.worker, args.batch)
         return 0
     kinds = [k for k in args.frameworks.split(",") if k]
+    unknown = [k for k in kinds if k not in WORKERS and k not in JAX_VARIANTS]
+    if unknown:
+        p.error(f"unknown framework(s) {', '.join(unknown)}; choose from {', '.join(WORKERS + tuple(JAX_VARIANTS))}")
+    for k in kinds:
+        if k in JAX_VARIANTS:
+            print(f"{k}: {JAX_VARIANTS[k]}")
     notes = {k: why for k in kinds if (why := _available(k))}
     for k, why in notes.items():
         print(f"skipping {k}: {why}")

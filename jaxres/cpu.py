@@ -51,6 +51,11 @@ def _jaxlib_knows_flag() -> bool:
     return False
 
 
+def switched_on() -> bool:
+    """False when the user turned the fast path off with JAXRES_CPU_FAST_PATH=0 (or false/no/off)."""
+    return os.environ.get(SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _backend_started() -> bool:
     xb = sys.modules.get("jax._src.xla_bridge")
     return bool(getattr(xb, "_backends", None))
@@ -60,7 +65,7 @@ def apply_cpu_fast_path() -> str:
     """Add the flag to XLA_FLAGS where it is safe and wanted; returns what was done, in words."""
     global _status
     flags = os.environ.get("XLA_FLAGS", "")
-    if os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not switched_on():
         _status = f"off ({SWITCH}=0)"
     elif FLAG_NAME in flags:
         _status = "kept the user's XLA_FLAGS setting"

@@ -37,6 +37,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxres.conv import conv_general_dilated
+
 NORMS = ("none", "batch", "group", "layer")
 SHORTCUTS = ("identity", "projection", "none")
 HEADS = ("flatten", "avgpool")
@@ -94,6 +96,7 @@ class PlainCNN(nn.Module):
         x = x.astype(self.dtype)
         for i, w in enumerate(self.widths):
             x = nn.Conv(w, (3, 3), padding="SAME", use_bias=norm is None, kernel_init=kernel_init,
+                        conv_general_dilated=conv_general_dilated,
                         dtype=self.dtype, name=f"conv{i}")(x)
             if norm is not None:
                 x = norm(w, name=f"norm{i}")(x)
@@ -124,7 +127,7 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=self.norm is None,
-                                 kernel_init=kernel_init, dtype=self.dtype)
+                                 kernel_init=kernel_init, dtype=self.dtype, conv_general_dilated=conv_general_dilated)
         last_init = nn.initializers.zeros if self.zero_init_residual else None
         r = conv(self.inner, strides=self.strides, name="conv0")(x)
         if self.norm is not None:
@@ -187,6 +190,7 @@ class ResNet(nn.Module):
         inner = self.inner_widths or self.widths
         x = x.astype(self.dtype)
         x = nn.Conv(self.stem_width, (3, 3), padding="SAME", use_bias=norm is None, kernel_init=kernel_init,
+                    conv_general_dilated=conv_general_dilated,
                     dtype=self.dtype, name="stem")(x)
         if norm is not None:
             x = norm(self.stem_width, name="stem_norm")(x)

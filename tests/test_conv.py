@@ -1,0 +1,88 @@
+"""jaxres.conv: the CPU kernel-gradient rule gives lax's gradients, and only takes the cases it should.
+
+Tolerance: the custom rule sums the same N*H*W products as XLA's kernel-gradient convolution in
+another order, so the two differ by f32 rounding only; we allow 1e-5 of the largest gradient
+entry (observed: ~1e-7 relative).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxres import conv, models, train
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _uses_custom_rule(fn, *args) -> bool:
+    """Whether the forward function ``fn`` goes through the custom rule (under grad it is inlined)."""
+    return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+
+
+def _loss(conv_fn, x, w, r, **kw):
+    return jnp.sum(conv_fn(x, w, window_strides=kw.pop("strides", (1, 1)), dimension_numbers=DN, **kw) * r)
+
+
+@pytest.mark.parametrize("kernel, padding", [
+    ((3, 3), "SAME"), ((3, 3), "VALID"), ((3, 3), ((0, 2), (1, 0))), ((5, 3), "SAME"), ((1, 1), "VALID"),
+])
+def test_custom_kernel_gradient_matches_lax(kernel, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 9, 7, 6)), jnp.float32)  # 6 channels in, 3 out: the rule applies
+    w = jnp.asarray(rng.normal(size=(*kernel, 6, 3)), jnp.float32)
+    y = lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=DN)
+    r = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    loss = lambda x, w: _loss(conv.conv_general_dilated, x, w, r, padding=padding)
+    ours = jax.grad(loss, (0, 1))
+    ref = jax.grad(lambda x, w: _loss(lax.conv_general_dilated, x, w, r, padding=padding), (0, 1))
+    assert _uses_custom_rule(loss, x, w)
+    np.testing.assert_array_equal(conv.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=DN), y)
+    for got, want in zip(ours(x, w), ref(x, w)):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
+@pytest.mark.parametrize("case", ["fewer_channels_in", "stride2", "dilated", "grouped"])
+def test_other_convolutions_are_plain_lax(case):
+    x = jnp.ones((2, 8, 8, 6 if case != "fewer_channels_in" else 2))
+    w = jnp.ones((3, 3, x.shape[-1] // (2 if case == "grouped" else 1), 4))
+    kw = {"padding": "SAME", "strides": (2, 2) if case == "stride2" else (1, 1)}
+    if case == "dilated":
+        kw["rhs_dilation"] = (2, 2)
+    if case == "grouped":
+        kw["feature_group_count"] = 2
+    assert not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0, **dict(kw)), x, w)
+
+
+def test_switch_turns_the_rule_off(monkeypatch):
+    x, w = jnp.ones((2, 8, 8, 6)), jnp.ones((3, 3, 6, 4))
+    def fn(x, w):  # a new function each time: traces are cached per function
+        return _loss(conv.conv_general_dilated, x, w, 1.0, padding="SAME")
+
+    assert _uses_custom_rule(fn, x, w)
+    monkeypatch.setenv("JAXRES_CPU_FAST_PATH", "0")
+    assert not conv.enabled()
+    assert not _uses_custom_rule(lambda x, w: fn(x, w), x, w)
+
+
+@pytest.mark.parametrize("name", ["seed_cnn", "seed_resnet"])
+def test_model_gradients_match_the_plain_path(name, monkeypatch):
+    model = models.get_model(name)
+    state = train.create_train_state(model, jax.random.key(0), (12, 12, 3))
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.random((8, 12, 12, 3)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 10, 8))
+
+    def grads():
+        loss = lambda p: jnp.mean(jax.nn.log_softmax(model.apply({"params": p}, x))[jnp.arange(8), y])
+        return jax.jit(jax.grad(loss))(state.params)  # jit: traced afresh for each setting below
+
+    assert _uses_custom_rule(lambda p: model.apply({"params": p}, x), state.params)
+    fast = grads()
+    monkeypatch.setenv("JAXRES_CPU_FAST_PATH", "0")
+    assert not _uses_custom_rule(lambda p: model.apply({"params": p}, x), state.params)
+    plain = grads()
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(fast), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))) + 1e-12,
+                                   err_msg=jax.tree_util.keystr(path))
