@@ -54,9 +54,9 @@ def _jax_pieces(x, w, dy):
         "  of which the convolution": (  # what XLA runs after transposing x and dy (see the HLO)
             lambda xt, dyt: lax.conv_general_dilated(xt, dyt, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DN),
             (x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3))),
+        "kernel gradient, swapped order": (
+            lambda x, dy: conv.kernel_gradient_swapped(x, dy, (3, 3), ((1, 1), (1, 1))), (x, dy)),
     }
-    pieces["kernel gradient, swapped order"] = (
-        lambda x, dy: conv.kernel_gradient_swapped(x, dy, (3, 3), ((1, 1), (1, 1))), (x, dy))
     if "custom_vjp_call" in str(jax.make_jaxpr(ours)(x, w)):
         pieces["kernel gradient, jaxres"] = (lambda x, w, dy: jax.vjp(lambda w: ours(x, w), w)[1](dy)[0],
                                              (x, w, dy))

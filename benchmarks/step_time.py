@@ -78,10 +78,8 @@ def _jax_worker(case, batch, variant=""):
             per_call, unroll = int(variant[4:].split("-")[0]), not variant.endswith("rolled")
 
             def many(state, batch, rng):
-                def body(s, _):
-                    s, m = train.train_step(s, batch, rng)
-                    return s, m
-                return jax.lax.scan(body, state, None, length=per_call, unroll=unroll)
+                return jax.lax.scan(lambda s, _: train.train_step(s, batch, rng), state, None,
+                                    length=per_call, unroll=unroll)
             step = jax.jit(many, donate_argnums=(0,))
         else:
             step = train.jit_train_step(donate=variant != "no-donate")
@@ -393,7 +391,7 @@ def main(argv=None) -> int:
             for _ in range(args.rounds):
                 for k, w in workers.items():
                     times[k] += w.ask(f"run {per_round}")
-            flops = info.get("jaxres", info.get("jaxres-default-flags", {})).get("flops", 0.0)
+            flops = next((v["flops"] for v in info.values() if v["flops"]), 0.0)  # from a jaxres worker
             rows = {}
             for k, ts in times.items():
                 med = statistics.median(ts)

@@ -6,7 +6,7 @@ convolution that contracts over batch and image, ``dW = conv(x, dy)``. JAX's tra
 (an element-wise transpose) and ``dy`` to the kernel layout (a block transpose). When ``x`` has
 more channels than ``dy`` (a 64 -> 32 layer), computing the same sum the other way round,
 ``conv(dy, x)`` flipped, puts the element-wise transpose on the smaller tensor: 1.1-1.4x faster
-for that gradient here (``benchmarks/step_time.py``, README "Benchmarks"). The result is
+for that gradient here (``python -m benchmarks.conv_layer``, README "Benchmarks"). The result is
 the same sum in another order (f32 rounding only; ``tests/test_conv.py``).
 
 Only that case takes the custom rule, and only on the CPU backend with the fast path on
