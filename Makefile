@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RAW_DIR ?= ../shared/datasets
+# PyTorch is the reference the tests check the optimizers and He et al.'s ResNet against (skipped without it).
+TORCH ?= torch==2.13.0
 
-.PHONY: install test compare models gpu-carry clean
+.PHONY: install test test-slow compare models gpu-carry clean
 
 install: $(VENV)/.installed
 
@@ -13,11 +15,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-test: install
+$(VENV)/.reference: $(VENV)/.installed
+	$(PY) -m pip install -q '$(TORCH)' || echo "note: $(TORCH) could not be installed; the tests against PyTorch are skipped"
+	touch $@
+
+test: install $(VENV)/.reference
 	$(PY) -m pytest -q -m "not slow"
 
+test-slow: install $(VENV)/.reference
+	$(PY) -m pytest -q -m slow
+
 compare: install
-	$(PY) -m experiments.compare --protocol quick --raw-dir $(RAW_DIR) --out runs/quick
+	$(PY) -m experiments.compare --study quick --raw-dir $(RAW_DIR) --out runs/quick
 
 models: install
 	$(PY) -m jaxres.models

@@ -25,7 +25,7 @@ fi
 (cd "$RAW" && sha256sum mnist/*.gz cifar10/*.tar.gz 2>/dev/null) > "$OUT/raw_sha256.txt"
 
 echo "== seed protocol: $DATASETS"
-time $PY -m experiments.compare --protocol "$PROTOCOL" --datasets "$DATASETS" --raw-dir "$RAW" \
+time $PY -m experiments.compare --study "$PROTOCOL" --datasets "$DATASETS" --raw-dir "$RAW" \
   --out /tmp/jaxres-seed --no-progress > "$OUT/compare.log" 2>&1
 echo "compare exit $?"; tail -5 "$OUT/compare.log"
 cp /tmp/jaxres-seed/summary.md /tmp/jaxres-seed/report.md "$OUT/" 2>/dev/null

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxres import data, models, train
+from jaxres import config, data, models, train
 
 
 def _throughput(batches, n: int, batch_size: int) -> float:
@@ -70,10 +70,10 @@ def main(argv=None) -> int:
         for name in args.datasets.split(","):
             row = {"dataset": name, "batch_size": args.batch_size}
             for source in ("tfds", "device"):
-                ds = data.Dataset(data.DataConfig(name=name, batch_size=args.batch_size, source=source),
-                                  raw_dir=args.raw_dir, data_dir=data_dir)
+                ds = data.make_dataset(config.DataConfig(name=name, batch_size=args.batch_size, source=source),
+                                       raw_dir=args.raw_dir, data_dir=data_dir)
                 row[f"{source}_images_per_s"] = _throughput(ds.train_batches(0), args.batches, args.batch_size)
-            row["train_step_images_per_s"] = _step_throughput(data.SHAPES[name], args.batch_size, args.steps)
+            row["train_step_images_per_s"] = _step_throughput(data.DATASETS[name].shape, args.batch_size, args.steps)
             for source in ("tfds", "device"):
                 row[f"{source}_over_step"] = row[f"{source}_images_per_s"] / row["train_step_images_per_s"]
             results.append(row)
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                   f"device-resident {row['device_images_per_s']:,.0f} img/s ({row['device_over_step']:.0f}x), "
                   f"seed_cnn train step {row['train_step_images_per_s']:,.0f} img/s "
                   f"[{'ok' if min(row['tfds_over_step'], row['device_over_step']) >= 10 else 'BELOW 10x'}]")
-    except data.DataError as e:
+    except (data.DataError, config.ConfigError) as e:
         print(f"input_pipeline: error: {e}", file=sys.stderr)
         return 2
     env = {"jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.local_device_count()}

@@ -54,7 +54,7 @@ def _jax_worker(case, batch, variant=""):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxres import models, train
+    from jaxres import data, models, train
 
     name, shape, norm = case
     model = models.get_model(name, norm=norm, dtype=jnp.dtype(_dtype()))  # params stay float32
@@ -66,7 +66,7 @@ def _jax_worker(case, batch, variant=""):
     per_call = 1
     if variant == "2-devices":
         n = jax.local_device_count()
-        state, b, step = train.replicate(state), train.shard(b, n), train.pmap_train_step()
+        state, b, step = train.replicate(state), data.shard(b, n), train.pmap_train_step()
         t = time.perf_counter()
         state, m = step(state, b, key)  # pmap compiles on its first call: timed with that call
         jax.block_until_ready(m)

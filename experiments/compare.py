@@ -1,35 +1,30 @@
-"""The seed study end to end: train CNN / ResNet / plain twin on MNIST and CIFAR-10, write the table,
-curves and report.
+"""Run a study end to end: train every run, then write the summary table, curves and report.
 
-    python -m experiments.compare --protocol quick --raw-dir ../shared/datasets --out runs/quick
+    python -m experiments.compare --study quick --raw-dir ../shared/datasets --out runs/quick
+    python -m experiments.compare --study quick --sweep optimizer.lr=0.001,0.003 --dry-run
     python -m experiments.compare --report-only runs/quick
 
-Each (dataset, model, seed) run writes OUT/<dataset>_<model>_seed<seed>/results.json; the
-summary, curves and report are rebuilt from those files alone. A finished run is not
-trained again.
+A study is a preset (``--study``, see ``jaxres.config.STUDIES``) plus any overrides: ``--set KEY=VALUE``
+for every run, ``--sweep KEY=V1,V2`` for a new axis (``--list-keys`` shows every key). ``--models``,
+``--datasets`` and ``--seeds`` are sweeps; ``--epochs``, ``--lr``, ``--batch-size`` ... are sets.
+Each run writes OUT/<run>/results.json (run names come from the config: ``jaxres.config.run_name``);
+the summary, curves and report are rebuilt from those files alone. A finished run is not trained
+again; an interrupted one continues from its last checkpoint. Exit status: 0 when every run
+finished, 1 when a run diverged (the others still run), 2 for bad input.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from jaxres.checkpoint import CheckpointError
+from jaxres.config import ConfigError
 from jaxres.data import DataError
-
-PROTOCOLS = {
-    # The seed study's training as we read it: full splits, 30 MNIST / 100 CIFAR-10 epochs, batch 128.
-    "seed": {"epochs": {"mnist": 30, "cifar10": 100}, "train_subset": None, "test_subset": None},
-    # A reduction that finishes all six runs on a 2-core CPU in about 10 minutes, on the real data.
-    "quick": {"epochs": {"mnist": 3, "cifar10": 3}, "train_subset": 3072, "test_subset": 2000},
-    # For tests: seconds per run.
-    "tiny": {"epochs": {"mnist": 1, "cifar10": 1}, "train_subset": 256, "test_subset": 200},
-}
-DEFAULT_MODELS = ("seed_cnn", "seed_resnet", "seed_plain_twin")
-DEFAULT_DATASETS = ("mnist", "cifar10")
 
 
 class UsageError(Exception):
@@ -41,146 +36,262 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
+# flag -> config key; a value given on the command line sets that key for every run
+SET_FLAGS = {"epochs": "epochs", "train_subset": "data.train_subset", "test_subset": "data.test_subset",
+             "batch_size": "data.batch_size", "lr": "optimizer.lr", "optimizer": "optimizer.name",
+             "norm": "model.norm", "source": "data.source"}
+SWEEP_FLAGS = {"models": "model.name", "datasets": "data.name", "seeds": "seed"}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from jaxres import data, models
+    from jaxres import config, data, models
 
     p = Parser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default="quick",
-                   help="seed: the seed study's full training; quick: a reduced run for a CPU; tiny: for tests")
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help=f"comma-separated presets, from: {', '.join(models.PRESETS)}")
-    p.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),
-                   help=f"comma-separated datasets, from: {', '.join(data.DATASETS)}")
-    p.add_argument("--seeds", default="0", help="comma-separated integer seeds (model init, data order)")
-    p.add_argument("--epochs", type=int, help="override the protocol's epochs for every dataset")
-    p.add_argument("--train-subset", type=int, help="override: use the first N training examples")
-    p.add_argument("--test-subset", type=int, help="override: use the first N test examples")
-    p.add_argument("--batch-size", type=int, default=128, help="global batch size (the seed does not state one)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (betas 0.9/0.999)")
-    p.add_argument("--norm", choices=list(models.NORMS), default="none", help="normalization in every model")
-    p.add_argument("--augment", action="store_true", help="pad-crop-flip augmentation (off in the seed protocol)")
-    p.add_argument("--source", choices=list(data.SOURCES), default="device",
-                   help="device: raw files read with numpy, batches made on the device (no TensorFlow); "
-                        "tfds: tensorflow-datasets + tf.data")
-    p.add_argument("--raw-dir", default=os.environ.get(data.RAW_DIR_ENV),
-                   help=f"folder with <dataset>/<original files> (default ${data.RAW_DIR_ENV})")
-    p.add_argument("--data-dir", help="tfds data dir for --source tfds (default tfds's own)")
-    p.add_argument("--out", default="runs/compare", help="output folder of the study")
-    p.add_argument("--report-only", metavar="DIR", help="rebuild summary, curves and report from DIR's results")
-    p.add_argument("--keep", type=int, default=2, help="checkpoints kept per run: the last KEEP plus the best")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+               formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog="studies:\n" + "\n".join(f"  {s.name:6s} {s.description}" for s in config.STUDIES.values()))
+    s = p.add_argument_group("the study")
+    s.add_argument("--study", "--protocol", dest="study", choices=list(config.STUDIES), default="quick",
+                   help="the study preset (default quick; --protocol is the older name)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a config key for every run, e.g. optimizer.name=sgd, schedule.boundaries=[32000,48000]")
+    s.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="make a config key an axis of the study, e.g. optimizer.lr=0.1,0.01 (repeatable)")
+    s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(models.PRESETS)}")
+    s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(data.DATASETS)}")
+    s.add_argument("--seeds", help="sweep seed: comma-separated integers (the root of every random stream)")
+    s.add_argument("--epochs", type=int, help="set epochs for every dataset (replaces the study's per-dataset epochs)")
+    s.add_argument("--train-subset", type=int, help="set data.train_subset: the first N training examples")
+    s.add_argument("--test-subset", type=int, help="set data.test_subset: the first N test examples")
+    s.add_argument("--batch-size", type=int, help="set data.batch_size (global; the seed study's default: 128)")
+    s.add_argument("--lr", type=float, help="set optimizer.lr (peak learning rate)")
+    s.add_argument("--optimizer", help="set optimizer.name (adam, adamw, sgd)")
+    s.add_argument("--norm", help=f"set model.norm ({', '.join(models.NORMS)})")
+    s.add_argument("--augment", action="store_true", help="set data.augment=true (pad-crop-flip)")
+    s.add_argument("--source", help="set data.source: device (raw files read with numpy, batches made on the "
+                                    "device, no TensorFlow) or tfds (tensorflow-datasets + tf.data)")
+    s.add_argument("--list-keys", action="store_true", help="print every config key with the study's value, and exit")
+    s.add_argument("--dry-run", action="store_true", help="print the runs of the study, and exit")
+    io = p.add_argument_group("files")
+    io.add_argument("--raw-dir", default=os.environ.get(data.RAW_DIR_ENV),
+                    help=f"folder with <dataset>/<original files> (default ${data.RAW_DIR_ENV})")
+    io.add_argument("--data-dir", help="tfds data dir for --source tfds (default tfds's own)")
+    io.add_argument("--out", default="runs/compare", help="output folder of the study (default runs/compare)")
+    io.add_argument("--report-only", metavar="DIR", help="rebuild summary, curves and report from DIR's results")
+    io.add_argument("--keep", type=int, default=2, help="checkpoints kept per run: the last KEEP plus the best (default 2)")
+    io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; pmap when N > 1)")
+    io.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p
 
 
-def _csv(value: str, known, what: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    for v in items:
-        if v not in known:
-            raise UsageError(f"unknown {what} {v!r}; choose from {', '.join(known)}")
-    if not items:
-        raise UsageError(f"no {what} given")
-    return items
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"{flag} takes KEY=VALUE, got {text!r}")
+    return key.strip(), value
 
 
-def environment() -> dict:
+def make_study(args: argparse.Namespace):
+    """The study the command line asks for: the preset, then the flags, then --set, then --sweep."""
+    from jaxres import config
+
+    study = config.get_study(args.study)
+    for flag, key in SET_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            study = study.set(key, value if not isinstance(value, str) else value.strip())
+    if args.augment:
+        study = study.set("data.augment", True)
+    for text in args.set:
+        study = study.set(*_key_value(text, "--set"))
+    for flag, key in SWEEP_FLAGS.items():
+        if getattr(args, flag) is not None:
+            study = study.sweep(key, getattr(args, flag))
+    for text in args.sweep:
+        study = study.sweep(*_key_value(text, "--sweep"))
+    return study
+
+
+def environment() -> dict[str, Any]:
+    from importlib import metadata
+
     import flax
     import jax
     import optax
+    import orbax.checkpoint
 
-    return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+    from jaxres import conv, cpu
+
+    return {"jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
+            "flax": flax.__version__, "optax": optax.__version__, "orbax": orbax.checkpoint.__version__,
             "backend": jax.default_backend(), "device_count": jax.local_device_count(),
-            "device_kind": jax.devices()[0].device_kind, "python": sys.version.split()[0]}
+            "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
+            "conv_backend": conv.backend(), "cpu_fast_path": cpu.fast_path_status(),
+            "python": sys.version.split()[0]}
 
 
-def run_one(args, dataset: str, model_name: str, seed: int, out: Path) -> Path:
-    """Train one (dataset, model, seed), resuming from its checkpoints, and write its results.json."""
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON; the row says why)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _finished(path: Path, cfg_dict: dict) -> dict | None:
+    """The results of this exact run if ``path`` holds them; a damaged file is named and ignored."""
+    import json
+
+    if not path.exists():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except ValueError:
+        print(f"warning: {path} is damaged; the run is rebuilt from its checkpoints", file=sys.stderr)
+        return None
+    return done if done.get("final") and done.get("config") == cfg_dict else None
+
+
+def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one run (resuming from its checkpoints) and write its results.json; returns its results,
+    or {"skipped": why} when another process holds the run."""
     import jax
-    import optax
 
-    from jaxres import checkpoint, data, metrics, models, train
+    from jaxres import checkpoint, config, conv, data, metrics, models, optim, train
 
-    run = f"{dataset}_{model_name}_seed{seed}"
-    run_dir = out / run
-    proto = PROTOCOLS[args.protocol]
-    epochs = args.epochs or proto["epochs"].get(dataset, 10)
+    name = config.run_name(cfg)
+    run_dir = out / name
+    try:
+        lock = checkpoint.RunLock(run_dir).acquire()
+    except checkpoint.RunLocked as e:
+        print(f"{name}: {e}")
+        return {"skipped": str(e)}
+    try:
+        if lock.took_over:
+            print(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
+        cfg_dict = config.to_dict(cfg)
+        result_path = run_dir / "results.json"
+        done = _finished(result_path, cfg_dict)
+        if done is not None:
+            how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
+                   else f"test accuracy {done['final']['test_accuracy']:.4f}")
+            print(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
+            return done
+        streams = train.Streams.from_seed(cfg.seed)
+        n_dev = args.devices or jax.local_device_count()
+        ds = data.make_dataset(cfg.data, raw_dir=args.raw_dir, data_dir=args.data_dir, order_seed=streams.order_seed,
+                               n_devices=n_dev)
+        model = cfg.model.build(ds.num_classes)
+        tx = optim.make_optimizer(cfg, ds.steps_per_epoch)
+        state = train.create_train_state(model, streams.init, ds.shape, tx)
+        n_params = models.count_params(state.params)
+        print(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, {ds.num_train} train / {ds.num_test} "
+              f"test examples, {cfg.epochs} epochs of {ds.steps_per_epoch} steps, {cfg.optimizer.name} "
+              f"lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), {n_dev} device(s), conv backend {conv.backend()}")
+        with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=args.keep) as ckpt:
+            writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name))  # tensorboard --logdir OUT/tensorboard
+            try:
+                fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=not args.no_progress,
+                                on_epoch=writer)
+            finally:
+                writer.close()
+        history = fit.history[:cfg.epochs]
+        result = {"schema": 2, "run": name, "study": study_name, "config": cfg_dict,
+                  "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model), "history": history, "final": history[-1],
+                  "diverged": fit.diverged, "wall_time_s": sum(h["epoch_time_s"] for h in history),
+                  "environment": environment()}
+        checkpoint.write_json_atomic(result_path, json_safe(result))
+        return result
+    finally:
+        lock.release()
+
+
+def _check_inputs(runs: list, args: argparse.Namespace) -> None:
+    """Everything that can be checked before a file is written: data files, devices, --keep."""
+    import jax
+
+    from jaxres import data
+
+    if args.keep < 1:
+        raise UsageError(f"--keep must be at least 1, got {args.keep}")
     n_dev = jax.local_device_count()
-    cfg = data.DataConfig(name=dataset, batch_size=args.batch_size, augment=args.augment, source=args.source,
-                          train_subset=args.train_subset or proto["train_subset"],
-                          test_subset=args.test_subset or proto["test_subset"], seed=seed)
-    # What the run is; a run directory made with anything else is refused. The epoch count is
-    # left out so that a finished run can be extended with more epochs.
-    identity = {"run": run, "model": model_name, "dataset": dataset, "seed": seed, "batch_size": args.batch_size,
-                "optimizer": "adam", "lr": args.lr, "b1": 0.9, "b2": 0.999, "norm": args.norm,
-                "augment": args.augment, "source": args.source, "preprocess": cfg.preprocess,
-                "train_subset": cfg.train_subset, "test_subset": cfg.test_subset}
-    ckpt = checkpoint.Checkpointer(run_dir, identity, keep=args.keep)
-    result_path = run_dir / "results.json"
-    if result_path.exists():
-        done = json.loads(result_path.read_text())
-        if done.get("final") and done["config"]["epochs"] == epochs:
-            print(f"{run}: finished earlier ({epochs} epochs, test accuracy "
-                  f"{done['final']['test_accuracy']:.4f}); not trained again")
-            return result_path
-    ds = data.Dataset(cfg, raw_dir=args.raw_dir, data_dir=args.data_dir, n_devices=n_dev)
-    model = models.get_model(model_name, norm=args.norm, num_classes=ds.num_classes)
-    state = train.create_train_state(model, jax.random.key(seed), ds.shape, optax.adam(args.lr, b1=0.9, b2=0.999))
-    print(f"{run}: {models.count_params(state.params):,} params, {ds.num_train} train / {ds.num_test} test "
-          f"examples, {epochs} epochs of {ds.steps_per_epoch} steps, {n_dev} device(s)")
-    writer = metrics.TensorBoardWriter(str(out / "tensorboard" / run))  # tensorboard --logdir OUT/tensorboard
-    train_key = jax.random.fold_in(jax.random.key(seed), 1)  # the init key stays key(seed); steps get their own
-    state, history = train.fit(state, ds, epochs, train_key, checkpointer=ckpt,
-                               progress=not args.no_progress, on_epoch=writer)
-    writer.close()
-    ckpt.close()
-    config = dict(identity, protocol=args.protocol, epochs=epochs, params=models.count_params(state.params),
-                  epochs_by_dataset={d: args.epochs or e for d, e in proto["epochs"].items()})
-    result = {"config": config, "history": history[:epochs], "final": history[epochs - 1],
-              "wall_time_s": sum(h["epoch_time_s"] for h in history[:epochs]), "environment": environment()}
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(result_path)  # atomic: a results.json is always complete
-    return result_path
+    if args.devices is not None and not 1 <= args.devices <= n_dev:
+        raise UsageError(f"--devices must be between 1 and the {n_dev} local devices, got {args.devices}")
+    n_dev = args.devices or n_dev
+    for cfg in runs:
+        if cfg.data.source == "device":
+            data.raw_files(cfg.data.name, args.raw_dir)
+        for what, b in (("data.batch_size", cfg.data.batch_size), ("data.eval_batch_size", cfg.data.eval_batch_size)):
+            if b % n_dev:
+                raise UsageError(f"{what}={b} is not a multiple of the {n_dev} devices used; choose a multiple "
+                                 "(or --devices)")
+
+
+def _describe(runs: list) -> list[str]:
+    from jaxres import config
+
+    flats = [config.flatten(config.to_dict(r)) for r in runs]
+    vary = [k for k in flats[0] if len({str(f[k]) for f in flats}) > 1]
+    return [f"{config.run_name(r)}  " + " ".join(f"{k}={f[k]}" for k in vary) for r, f in zip(runs, flats)]
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from jaxres import data, models, report
+        from jaxres import config, report
 
         if args.report_only:
             for path in report.write_report(args.report_only):
                 print(f"wrote {path}")
             return 0
-        model_names = _csv(args.models, list(models.PRESETS), "model")
-        datasets = _csv(args.datasets, list(data.DATASETS), "dataset")
-        try:
-            seeds = [int(s) for s in args.seeds.split(",")]
-        except ValueError:
-            raise UsageError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+        study = make_study(args)
+        runs = study.runs()
+        if args.list_keys:
+            axes = dict(study.axes)
+            for key in config.keys():
+                if key in axes:
+                    print(f"{key} = {list(axes[key])!r}  (axis)")
+                elif key == "epochs" and study.epochs_by_dataset:
+                    print(f"{key} = {dict(study.epochs_by_dataset)!r}  (per dataset)")
+                else:
+                    print(f"{key} = {config.get(study.base, key)!r}")
+            return 0
+        if args.dry_run:
+            print(f"study {study.name}: {len(runs)} runs")
+            print("\n".join(_describe(runs)))
+            return 0
+        _check_inputs(runs, args)
         out = Path(args.out)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write_test"
+            probe = out / f".write_test.{os.getpid()}"
             probe.write_text("")
             probe.unlink()
         except OSError as e:
             raise UsageError(f"output folder {out} is not writable ({e.strerror}); pass another --out") from None
-        for d in datasets:  # fail on missing files before any training starts
-            if args.source == "device":
-                data.raw_files(d, args.raw_dir)
-        for d in datasets:
-            for m in model_names:
-                for s in seeds:
-                    run_one(args, d, m, s, out)
+        start = time.perf_counter()
+        outcomes = [run_one(cfg, study.name, out, args) for cfg in runs]
         for path in report.write_report(out):
             print(f"wrote {path}")
+        skipped = [o for o in outcomes if "skipped" in o]
+        diverged = [o for o in outcomes if o.get("diverged")]
+        print(f"{len(runs) - len(skipped)} of {len(runs)} runs done in {time.perf_counter() - start:.0f} s")
+        if skipped:
+            print(f"note: {len(skipped)} run(s) were being trained by another process and are not in this report "
+                  f"yet; when they finish: python -m experiments.compare --report-only {out}")
+        if diverged:
+            print(f"compare: {len(diverged)} run(s) diverged: " + "; ".join(
+                f"{o['run']} at step {o['diverged']['step']} (epoch {o['diverged']['epoch']})" for o in diverged)
+                + f"; see {out / 'summary.md'}", file=sys.stderr)
+            return 1
         return 0
-    except (UsageError, DataError, CheckpointError, FileNotFoundError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("compare: interrupted; finished runs are kept, run the same command to continue", file=sys.stderr)
+        print("compare: interrupted; finished epochs are kept, run the same command to continue", file=sys.stderr)
         return 130
 
 

@@ -9,14 +9,24 @@ more channels than ``dy`` (a 64 -> 32 layer), computing the same sum the other w
 for that gradient here (``python -m benchmarks.conv_layer``, README "Benchmarks"). The result is
 the same sum in another order (f32 rounding only; ``tests/test_conv.py``).
 
-Only that case takes the custom rule, and only on the CPU backend with the fast path on
-(``JAXRES_CPU_FAST_PATH``, see ``jaxres.cpu``); everything else is ``lax.conv_general_dilated``
-itself. A ``jax.custom_vjp`` function supports reverse mode (``grad``, ``vjp``, ``jacrev``) but
-not forward mode (``jvp``, ``jacfwd``); set ``JAXRES_CPU_FAST_PATH=0`` for those.
+The convolution *backend* is an explicit, visible choice (``backend()``, printed in every run
+header and recorded in every ``results.json``):
+
+* ``xla``: ``lax.conv_general_dilated`` for everything;
+* ``xla-swapped``: the same, but the kernel gradient of the cases above is computed the other way
+  round. CPU only.
+
+By default the backend is ``xla-swapped`` on the CPU backend and ``xla`` elsewhere;
+``JAXRES_CONV=xla`` (or ``JAXRES_CPU_FAST_PATH=0``, which also drops the XLA flag of
+``jaxres.cpu``) or ``set_backend("xla")`` chooses ``xla``. The choice is read when a function is
+traced, so ``set_backend`` clears JAX's compilation caches. A ``jax.custom_vjp`` function supports
+reverse mode (``grad``, ``vjp``, ``jacrev``) but not forward mode (``jvp``, ``jacfwd``); use the
+``xla`` backend for those.
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 from jax import lax
@@ -24,11 +34,39 @@ from jax import lax
 from jaxres import cpu
 
 NHWC = ("NHWC", "HWIO", "NHWC")
+BACKENDS = ("xla", "xla-swapped")
+ENV = "JAXRES_CONV"
+_chosen: str | None = None  # set_backend's choice; None: automatic
+
+
+def _check(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown convolution backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "xla-swapped" and jax.default_backend() != "cpu":
+        raise ValueError(f"convolution backend 'xla-swapped' is for the CPU backend, not {jax.default_backend()}")
+    return name
+
+
+def backend() -> str:
+    """The convolution backend of convolutions traced now (see the module docstring)."""
+    if _chosen is not None:
+        return _chosen
+    if os.environ.get(ENV):
+        return _check(os.environ[ENV].strip())
+    return "xla-swapped" if cpu.switched_on() and jax.default_backend() == "cpu" else "xla"
+
+
+def set_backend(name: str | None) -> None:
+    """Choose the convolution backend (None: automatic again); JAX's caches are cleared so that
+    nothing compiled with the previous choice is reused."""
+    global _chosen
+    _chosen = None if name is None else _check(name)
+    jax.clear_caches()
 
 
 def enabled() -> bool:
     """Whether the custom kernel gradient is used for convolutions traced now."""
-    return cpu.switched_on() and jax.default_backend() == "cpu"
+    return backend() == "xla-swapped"
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

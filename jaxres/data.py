@@ -1,25 +1,27 @@
-"""Datasets: the original raw files read with numpy, tfds pipelines, and batches on the device.
+"""Datasets: a registry, the original raw files read with numpy, and batches for a run.
 
-Two sources give the same examples for a split:
+Each dataset is described once in ``DATASETS`` (its files, image shape, classes, split sizes,
+reader, and the seed study's published accuracies where they exist). Two sources give the same
+examples for a split, behind one interface (``Dataset``; made by ``make_dataset``):
 
-* ``source="device"`` (default, no TensorFlow): the original distribution files (MNIST IDX
-  gz, CIFAR binary tar.gz) are read with numpy, held whole on the accelerator as uint8, and
-  shuffled and batched there with ``jax.random`` (the airbench trick: no input pipeline).
-* ``source="tfds"``: ``tfds.builder(name)`` prepared offline from the same files through
-  ``DownloadConfig(manual_dir=...)``, read by tf.data (cache, seeded shuffle, batch,
-  prefetch). TensorFlow is imported only here.
+* ``DeviceDataset`` (``source="device"``, default, no TensorFlow): the original distribution
+  files (MNIST IDX gz, CIFAR binary tar.gz) are read with numpy, held whole on the accelerator
+  as uint8, and shuffled and batched there (the airbench trick: no input pipeline).
+* ``TfdsDataset`` (``source="tfds"``, ``jaxres.tfds_data``): ``tfds.builder(name)`` prepared
+  offline from the same files, read by tf.data. TensorFlow is imported only there.
 
-Raw files live in ``raw_dir/<name>/`` under the names tfds uses (see RAW_FILES), e.g.
+Raw files live in ``raw_dir/<name>/`` under the names tfds uses (``DatasetInfo.files``), e.g.
 ``../shared/datasets/mnist/train-images-idx3-ubyte.gz``; ``raw_dir`` defaults to the
 ``JAXRES_RAW_DIR`` environment variable.
 
 Batches are ``{"image": float32 NHWC, "label": int32}``; evaluation batches also carry
 ``"mask"`` (1 for a real example, 0 for padding) so that every example counts once.
-With several devices, arrays get a leading device axis (``train.shard``).
+With several devices, arrays get a leading device axis (``shard``). The training order of an
+epoch is a permutation fixed by (``order_seed``, epoch); augmentation draws from the key the
+caller passes (``jaxres.train.Streams``).
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import gzip
@@ -27,58 +29,26 @@ import hashlib
 import os
 import struct
 import tarfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+if TYPE_CHECKING:
+    from jaxres.config import DataConfig
+
 RAW_DIR_ENV = "JAXRES_RAW_DIR"
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 PREPROCESS = ("scale", "standardize")
 SOURCES = ("device", "tfds")
-RAW_FILES = {
-    "mnist": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-    "cifar10": ("cifar-10-binary.tar.gz",),
-    "cifar100": ("cifar-100-binary.tar.gz",),
-}
-RAW_FILES["fashion_mnist"] = RAW_FILES["mnist"]
-SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}
-NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+Batch = dict[str, Any]  # {"image": float NHWC, "label": int, optional "mask": float}
+Arrays = tuple[np.ndarray, np.ndarray]  # (uint8 images NHWC, int32 labels)
 
 
 class DataError(ValueError):
     """A dataset cannot be read: the message names the file or setting and the fix."""
-
-
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-
-
-def resolve_raw_dir(raw_dir: str | os.PathLike | None) -> Path | None:
-    """``raw_dir``, else $JAXRES_RAW_DIR, else None."""
-    raw_dir = raw_dir or os.environ.get(RAW_DIR_ENV)
-    return Path(raw_dir).expanduser() if raw_dir else None
-
-
-def raw_files(name: str, raw_dir: str | os.PathLike | None) -> list[Path]:
-    """The original files of ``name`` in ``raw_dir``; a DataError saying what to put where if any is missing."""
-    _check_name(name)
-    root = resolve_raw_dir(raw_dir)
-    want = ", ".join(RAW_FILES[name])
-    if root is None:
-        raise DataError(f"no raw files for {name}: put {want} in DIR/{name}/ and pass --raw-dir DIR "
-                        f"(or set {RAW_DIR_ENV}=DIR)")
-    paths = [root / name / f for f in RAW_FILES[name]]
-    for p in paths:
-        if not p.is_file():
-            raise DataError(f"missing {p}: {name} needs {want} in {root / name}/ (the original distribution files)")
-    return paths
 
 
 # ------------------------------------------------------------------ raw files (numpy, no TensorFlow)
@@ -95,6 +65,8 @@ def _read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
+    if not 1 <= ndim <= 3 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} has a bad IDX header (rank {ndim}); replace the file")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -103,7 +75,18 @@ def _read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
-def _read_cifar(path: Path, members: list[str], label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_idx_pair(paths: list[Path], split: str) -> Arrays:
+    img, lab = (paths[0], paths[1]) if split == "train" else (paths[2], paths[3])
+    images, labels = _read_idx(img), _read_idx(lab)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{img} and {lab} should hold images (rank 3) and labels (rank 1), "
+                        f"got ranks {images.ndim} and {labels.ndim}")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{img} has {images.shape[0]} images but {lab} has {labels.shape[0]} labels")
+    return images[..., None], labels.astype(np.int32)
+
+
+def _read_cifar(path: Path, members: list[str], label_bytes: int) -> Arrays:
     record = label_bytes + 32 * 32 * 3
     try:
         with tarfile.open(path, "r:gz") as tar:
@@ -123,7 +106,74 @@ def _read_cifar(path: Path, members: list[str], label_bytes: int) -> tuple[np.nd
     return np.ascontiguousarray(images), data[:, label_bytes - 1].astype(np.int32)
 
 
-def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar10(paths: list[Path], split: str) -> Arrays:
+    members = ([f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
+               else ["cifar-10-batches-bin/test_batch.bin"])
+    return _read_cifar(paths[0], members, label_bytes=1)
+
+
+def _read_cifar100(paths: list[Path], split: str) -> Arrays:
+    return _read_cifar(paths[0], [f"cifar-100-binary/{split}.bin"], label_bytes=2)  # coarse, fine: fine label
+
+
+# ------------------------------------------------------------------ the registry
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset, described once: everything jaxres needs to know about it."""
+
+    name: str
+    files: tuple[str, ...]              # in raw_dir/<name>/, under the names tfds uses
+    shape: tuple[int, int, int]         # one image, HWC
+    num_classes: int
+    num_train: int
+    num_test: int
+    reader: Callable[[list[Path], str], Arrays]
+    published: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)  # model -> split -> acc
+
+
+_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    DatasetInfo("mnist", _MNIST_FILES, (28, 28, 1), 10, 60000, 10000, _read_idx_pair,
+                published={"seed_cnn": {"train": 0.9977, "test": 0.9848},
+                           "seed_resnet": {"train": 0.9994, "test": 0.9874}}),
+    DatasetInfo("fashion_mnist", _MNIST_FILES, (28, 28, 1), 10, 60000, 10000, _read_idx_pair),
+    DatasetInfo("cifar10", ("cifar-10-binary.tar.gz",), (32, 32, 3), 10, 50000, 10000, _read_cifar10,
+                published={"seed_cnn": {"train": 0.9882, "test": 0.5569},
+                           "seed_resnet": {"train": 0.98926, "test": 0.6067}}),
+    DatasetInfo("cifar100", ("cifar-100-binary.tar.gz",), (32, 32, 3), 100, 50000, 10000, _read_cifar100),
+)}
+
+
+def info(name: str) -> DatasetInfo:
+    """The registry entry of ``name``; a DataError naming the known datasets otherwise."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def resolve_raw_dir(raw_dir: str | os.PathLike | None) -> Path | None:
+    """``raw_dir``, else $JAXRES_RAW_DIR, else None."""
+    raw_dir = raw_dir or os.environ.get(RAW_DIR_ENV)
+    return Path(raw_dir).expanduser() if raw_dir else None
+
+
+def raw_files(name: str, raw_dir: str | os.PathLike | None) -> list[Path]:
+    """The original files of ``name`` in ``raw_dir``; a DataError saying what to put where if any is missing."""
+    files = info(name).files
+    root = resolve_raw_dir(raw_dir)
+    want = ", ".join(files)
+    if root is None:
+        raise DataError(f"no raw files for {name}: put {want} in DIR/{name}/ and pass --raw-dir DIR "
+                        f"(or set {RAW_DIR_ENV}=DIR)")
+    paths = [root / name / f for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"missing {p}: {name} needs {want} in {root / name}/ (the original distribution files)")
+    return paths
+
+
+def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) -> Arrays:
     """(images uint8 NHWC, labels int32) of ``split`` ("train" or "test"), in file order (read-only arrays)."""
     if split not in ("train", "test"):
         raise DataError(f"unknown split {split!r}; choose train or test")
@@ -133,23 +183,18 @@ def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) ->
 
 
 @functools.lru_cache(maxsize=4)
-def _load_raw_cached(name: str, split: str, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
+def _load_raw_cached(name: str, split: str, stamp: tuple) -> Arrays:
     """Parsed once per process and file version: a study reads each dataset once, not once per run."""
-    paths = [Path(s[0]) for s in stamp]
-    if name in ("mnist", "fashion_mnist"):
-        img, lab = (paths[0], paths[1]) if split == "train" else (paths[2], paths[3])
-        images, labels = _read_idx(img), _read_idx(lab)
-        if images.shape[0] != labels.shape[0]:
-            raise DataError(f"{img} has {images.shape[0]} images but {lab} has {labels.shape[0]} labels")
-        return images[..., None], labels.astype(np.int32)
-    if name == "cifar10":
-        members = ([f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
-                   else ["cifar-10-batches-bin/test_batch.bin"])
-        return _read_cifar(paths[0], members, label_bytes=1)
-    return _read_cifar(paths[0], [f"cifar-100-binary/{split}.bin"], label_bytes=2)  # coarse, fine: fine label
+    d = info(name)
+    images, labels = d.reader([Path(s[0]) for s in stamp], split)
+    if images.shape[1:] != d.shape:
+        raise DataError(f"{stamp[0][0]} holds images of shape {images.shape[1:]}, {name} has {d.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= d.num_classes):
+        raise DataError(f"{stamp[0][0]} has labels outside 0..{d.num_classes - 1}; is it {name}?")
+    return images, labels
 
 
-def _readonly(arrays):
+def _readonly(arrays: Arrays) -> Arrays:
     for a in arrays:
         a.flags.writeable = False
     return arrays
@@ -161,78 +206,18 @@ def process_slice(n: int, process_index: int, process_count: int) -> slice:
     return slice(int(bounds[process_index]), int(bounds[process_index + 1]))
 
 
-# ------------------------------------------------------------------ tfds (TensorFlow imported lazily)
-def _import_tfds():
-    try:
-        import tensorflow as tf
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise DataError(f"source 'tfds' needs tensorflow and tensorflow-datasets ({e}); "
-                        "use source 'device', which reads the raw files without TensorFlow") from None
-    tf.config.set_visible_devices([], "GPU")  # keep TensorFlow off the accelerator JAX uses
-    return tf, tfds
+def shard(batch: Batch, n_devices: int | None = None) -> Batch:
+    """Reshape every array of ``batch`` from (B, ...) to (n_devices, B // n_devices, ...), for pmap."""
+    n = n_devices or jax.local_device_count()
 
+    def split(x):
+        x = np.asarray(x) if not isinstance(x, jax.Array) else x
+        if x.shape[0] % n:
+            raise ValueError(f"batch size {x.shape[0]} is not divisible by the device count {n}; "
+                             f"use a batch size that is a multiple of {n}")
+        return x.reshape((n, x.shape[0] // n, *x.shape[1:]))
 
-def prepare_tfds(name: str, raw_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None):
-    """The tfds builder for ``name``, prepared once into ``data_dir`` from the files in ``raw_dir``.
-
-    Files whose checksums differ from the ones tfds registered (re-compressed copies) are
-    accepted with one warning each. The installed tfds package is never written to: the
-    actual checksums go to a private subclass of the builder, not to tfds's checksum files.
-    """
-    _check_name(name)
-    tf, tfds = _import_tfds()
-    builder = tfds.builder(name, data_dir=data_dir)
-    if builder.is_prepared():
-        return builder
-    root = resolve_raw_dir(raw_dir)
-    if root is None:
-        try:
-            builder.download_and_prepare()
-            return builder
-        except Exception:  # noqa: BLE001 - any download failure means: give us the files
-            raw_files(name, None)  # raises the error that says which files to put where
-    for split in ("train", "test"):  # parse with numpy first, so a bad file is named before tfds starts
-        load_raw(name, split, root)
-
-    base = type(builder)
-    actual = {}
-    for url, info in (base.url_infos or {}).items():
-        path = root / name / info.filename
-        got = tfds.download.checksums.compute_url_info(path)
-        if (got.size, got.checksum) != (info.size, info.checksum):
-            warnings.warn(f"{path}: sha256 {got.checksum} ({int(got.size)} bytes) differs from the checksum tfds "
-                          f"registered, {info.checksum} ({int(info.size)} bytes); using it (a re-compressed copy?)",
-                          stacklevel=2)
-        actual[url] = tfds.download.checksums.UrlInfo(size=got.size, checksum=got.checksum, filename=info.filename)
-    offline = type(base.__name__, (base,), {"name": base.name, "url_infos": actual, "__module__": __name__},
-                   skip_registration=True)
-    offline_builder = offline(data_dir=data_dir)
-    offline_builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(root / name)))
-    return tfds.builder(name, data_dir=data_dir)
-
-
-def _tfds_split(split: str, process_index: int, process_count: int) -> str:
-    import tensorflow_datasets as tfds
-
-    return tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
-
-
-# ------------------------------------------------------------------ the dataset object
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Everything that decides which batches a run sees."""
-
-    name: str = "mnist"
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    preprocess: str = "scale"          # x/255 (the seed's choice) or per-channel standardization
-    augment: bool = False              # CIFAR: 4-pixel pad + random crop + horizontal flip
-    source: str = "device"             # "device" (numpy raw files, no TensorFlow) or "tfds"
-    train_subset: int | None = None    # first N training examples only (quick protocols)
-    test_subset: int | None = None
-    seed: int = 0
+    return jax.tree_util.tree_map(split, batch)
 
 
 def augment_batch(rng: jax.Array, images: jnp.ndarray, pad: int = 4) -> jnp.ndarray:
@@ -247,54 +232,33 @@ def augment_batch(rng: jax.Array, images: jnp.ndarray, pad: int = 4) -> jnp.ndar
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
 
 
+# ------------------------------------------------------------------ the interface
 class Dataset:
-    """One dataset's train and test splits, batched for a run (see the module docstring).
+    """One dataset's train and test splits, batched for a run; sources fill in three methods.
 
     Both sources batch uint8 images and finish each batch on the device with one jitted
     function (augmentation, then scale or standardize), so they differ only in where the
-    shuffle and the batching happen.
+    shuffle and the batching happen (``_train_arrays``, ``_eval_arrays``, ``split_arrays``).
     """
 
-    def __init__(self, config: DataConfig, raw_dir: str | os.PathLike | None = None,
-                 data_dir: str | os.PathLike | None = None, process_index: int | None = None,
-                 process_count: int | None = None, n_devices: int = 1):
+    def __init__(self, config: DataConfig, sizes: dict[str, int], order_seed: int = 0, n_devices: int = 1,
+                 process_index: int | None = None, process_count: int | None = None):
         c = config
-        _check_name(c.name)
         if c.preprocess not in PREPROCESS:
             raise DataError(f"unknown preprocess {c.preprocess!r}; choose one of {', '.join(PREPROCESS)}")
-        if c.source not in SOURCES:
-            raise DataError(f"unknown data source {c.source!r}; choose one of {', '.join(SOURCES)}")
         for what, b in (("batch size", c.batch_size), ("eval batch size", c.eval_batch_size)):
             if b <= 0 or b % n_devices:
                 raise DataError(f"{what} {b} must be a positive multiple of the device count {n_devices}")
-        self.config, self.n_devices = c, n_devices
+        self.config, self.info, self.n_devices, self.order_seed = c, info(c.name), n_devices, order_seed
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
-        self.shape, self.num_classes = SHAPES[c.name], NUM_CLASSES[c.name]
-        self._subset = {"train": c.train_subset, "test": c.test_subset}
-        if c.source == "device":
-            self._arrays = {}
-            for split in ("train", "test"):
-                images, labels = load_raw(c.name, split, raw_dir)
-                images, labels = images[:self._subset[split]], labels[:self._subset[split]]
-                if split == "train" and c.preprocess == "standardize":
-                    self._set_stats(images)
-                share = process_slice(len(labels), self.process_index, self.process_count)
-                self._arrays[split] = (jnp.asarray(images[share]), jnp.asarray(labels[share]))
-            self._sizes = {s: int(a[1].shape[0]) for s, a in self._arrays.items()}
-        else:
-            self._builder, self._tf_cache = prepare_tfds(c.name, raw_dir, data_dir), {}
-            self._sizes = {s: self._builder.info.splits[self._split_name(s)].num_examples for s in ("train", "test")}
-            if c.preprocess == "standardize":
-                whole = self._subset["train"]
-                self._set_stats(self.split_arrays("train", f"train[:{whole}]" if whole else "train")[0])
-        if c.preprocess == "scale":
-            self.mean, self.std = jnp.zeros(self.shape[-1]), jnp.ones(self.shape[-1])
+        self.shape, self.num_classes = self.info.shape, self.info.num_classes
+        self._sizes = sizes
+        self.mean, self.std = jnp.zeros(self.shape[-1]), jnp.ones(self.shape[-1])
         if self.num_train < c.batch_size:
             raise DataError(f"batch size {c.batch_size} is larger than the {self.num_train} training examples "
                             "of this process; lower the batch size or raise the training subset")
         self._finish = jax.jit(self._finish_batch)
-        self._gather = jax.jit(lambda images, labels, idx: (images[idx], labels[idx]))
 
     def _set_stats(self, images: np.ndarray) -> None:
         """Per-channel mean and std of the whole training split (the same on every process)."""
@@ -302,20 +266,18 @@ class Dataset:
         self.mean = jnp.asarray(x.mean(axis=(0, 1, 2)), jnp.float32)
         self.std = jnp.asarray(x.std(axis=(0, 1, 2)), jnp.float32)
 
-    def _split_name(self, split: str) -> str:
-        n = self._subset[split]
-        name = f"{split}[:{n}]" if n else split
-        return _tfds_split(name, self.process_index, self.process_count)
-
-    def split_arrays(self, split: str, tfds_split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    # ----------------------------------------------------------- what a source provides
+    def split_arrays(self, split: str) -> Arrays:
         """This process's (uint8 images, int32 labels) of ``split`` as numpy arrays."""
-        if self.config.source == "device":
-            return tuple(np.asarray(a) for a in self._arrays[split])
-        import tensorflow_datasets as tfds
+        raise NotImplementedError
 
-        ds = self._builder.as_dataset(split=tfds_split or self._split_name(split), batch_size=-1, as_supervised=True)
-        images, labels = tfds.as_numpy(ds)
-        return images.astype(np.uint8), labels.astype(np.int32)
+    def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
+        """uint8 training batches of ``epoch`` in its order, whole batches only."""
+        raise NotImplementedError
+
+    def _eval_arrays(self, split: str) -> Iterator[Arrays]:
+        """uint8 batches of every example of ``split`` once, in order (the last one may be short)."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------- sizes
     @property
@@ -330,6 +292,10 @@ class Dataset:
     def steps_per_epoch(self) -> int:
         return self.num_train // self.config.batch_size
 
+    def epoch_seed(self, epoch: int) -> int:
+        """The integer seed of ``epoch``'s training order, from (order_seed, epoch)."""
+        return int(np.random.SeedSequence([self.order_seed, epoch]).generate_state(1)[0])
+
     # ----------------------------------------------------------- batches
     def _finish_batch(self, images, labels, mask, rng):
         if self.config.augment and rng is not None:
@@ -339,71 +305,84 @@ class Dataset:
             batch["mask"] = mask
         return batch
 
-    def _shard(self, batch):
-        if self.n_devices == 1:
-            return batch
-        from jaxres.train import shard
+    def _shard(self, batch: Batch) -> Batch:
+        return batch if self.n_devices == 1 else shard(batch, self.n_devices)
 
-        return shard(batch, self.n_devices)
+    def train_batches(self, epoch: int, rng: jax.Array | None = None) -> Iterator[Batch]:
+        """The training batches of ``epoch`` (whole batches only); ``rng`` draws the augmentation."""
+        if self.config.augment and rng is None:
+            raise ValueError("augmentation is on: pass the augmentation key (jaxres.train.Streams.augment)")
+        epoch_key = None if rng is None else jax.random.fold_in(rng, epoch)
+        for step, (x, y) in enumerate(self._train_arrays(epoch)):
+            key = None if epoch_key is None else jax.random.fold_in(epoch_key, step)
+            yield self._shard(self._finish(x, y, None, key))
 
-    def epoch_seed(self, epoch: int) -> int:
-        return int(np.random.SeedSequence([self.config.seed, epoch]).generate_state(1)[0])
-
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The device source's training order for ``epoch``: a permutation fixed by (seed, epoch)."""
-        return np.random.default_rng(self.epoch_seed(epoch)).permutation(self.num_train)
-
-    def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
-        """The training batches of ``epoch`` (drop_remainder), from ``start_step`` on (for resume)."""
-        b = self.config.batch_size
-        aug_key = jax.random.fold_in(jax.random.key(self.config.seed), epoch)
-        if self.config.source == "device":
-            images, labels = self._arrays["train"]
-            order = jnp.asarray(self.epoch_order(epoch)[:self.steps_per_epoch * b].reshape(-1, b))
-            raw = (self._gather(images, labels, order[s]) for s in range(start_step, self.steps_per_epoch))
-        else:
-            raw = self._tf_batches("train", b, shuffle_seed=self.epoch_seed(epoch), skip=start_step)
-        for step, (x, y) in enumerate(raw, start_step):
-            yield self._shard(self._finish(x, y, None, jax.random.fold_in(aug_key, step)))
-
-    def eval_batches(self, split: str = "test") -> Iterator[dict[str, jax.Array]]:
+    def eval_batches(self, split: str = "test") -> Iterator[Batch]:
         """Every example of ``split`` once, the last batch padded and masked."""
         b, n = self.config.eval_batch_size, self._sizes[split]
-        if self.config.source == "device":
-            images, labels = self._arrays[split]
-            raw = (self._gather(images, labels, np.minimum(np.arange(s, s + b), n - 1)) for s in range(0, n, b))
-        else:
-            raw = self._tf_batches(split, b)
-        for start, (x, y) in zip(range(0, n, b), raw):
+        for start, (x, y) in zip(range(0, n, b), self._eval_arrays(split)):
             real = min(b, n - start)
-            if x.shape[0] < b:  # the tf.data remainder: pad by repeating its last example
+            if x.shape[0] < b:  # pad by repeating the last example
                 x = np.concatenate([x, np.repeat(x[-1:], b - real, axis=0)])
                 y = np.concatenate([y, np.repeat(y[-1:], b - real, axis=0)])
             yield self._shard(self._finish(x, y, (np.arange(b) < real).astype(np.float32), None))
 
-    def _tf_batches(self, split: str, batch_size: int, shuffle_seed: int | None = None,
-                    skip: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """uint8 batches from tf.data: cached, shuffled with a seed (training), batched, prefetched."""
-        tf, tfds = _import_tfds()
-        if split not in self._tf_cache:  # one cached dataset per split, filled on its first pass
-            self._tf_cache[split] = self._builder.as_dataset(split=self._split_name(split), as_supervised=True,
-                                                             shuffle_files=False).cache()
-        ds = self._tf_cache[split]
-        if shuffle_seed is not None:
-            ds = ds.shuffle(self._sizes[split], seed=shuffle_seed, reshuffle_each_iteration=False)
-        ds = ds.batch(batch_size, drop_remainder=shuffle_seed is not None).skip(skip).prefetch(tf.data.AUTOTUNE)
-        return _prefetch_to_device(iter(tfds.as_numpy(ds)), 2)
+
+class DeviceDataset(Dataset):
+    """The raw files read with numpy, both splits resident on the device, shuffled and batched there."""
+
+    def __init__(self, config: DataConfig, raw_dir: str | os.PathLike | None = None, order_seed: int = 0,
+                 n_devices: int = 1, process_index: int | None = None, process_count: int | None = None):
+        p_index = jax.process_index() if process_index is None else process_index
+        p_count = jax.process_count() if process_count is None else process_count
+        subset = {"train": config.train_subset, "test": config.test_subset}
+        arrays, train_images = {}, None
+        for split in ("train", "test"):
+            images, labels = load_raw(config.name, split, raw_dir)
+            images, labels = images[:subset[split]], labels[:subset[split]]
+            if split == "train":
+                train_images = images
+            share = process_slice(len(labels), p_index, p_count)
+            arrays[split] = (jnp.asarray(images[share]), jnp.asarray(labels[share]))
+        super().__init__(config, {s: int(a[1].shape[0]) for s, a in arrays.items()}, order_seed, n_devices,
+                         p_index, p_count)
+        self._arrays = arrays
+        if config.preprocess == "standardize":
+            self._set_stats(train_images)
+        self._gather = jax.jit(lambda images, labels, idx: (images[idx], labels[idx]))
+
+    def split_arrays(self, split: str) -> Arrays:
+        return tuple(np.asarray(a) for a in self._arrays[split])
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The training order of ``epoch``: a permutation fixed by (order_seed, epoch)."""
+        return np.random.default_rng(self.epoch_seed(epoch)).permutation(self.num_train)
+
+    def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
+        b = self.config.batch_size
+        images, labels = self._arrays["train"]
+        order = jnp.asarray(self.epoch_order(epoch)[:self.steps_per_epoch * b].reshape(-1, b))
+        return (self._gather(images, labels, order[s]) for s in range(self.steps_per_epoch))
+
+    def _eval_arrays(self, split: str) -> Iterator[Arrays]:
+        b, n = self.config.eval_batch_size, self._sizes[split]
+        images, labels = self._arrays[split]
+        return (self._gather(images, labels, np.minimum(np.arange(s, s + b), n - 1)) for s in range(0, n, b))
 
 
-def _prefetch_to_device(batches: Iterator, size: int) -> Iterator:
-    """Start copying the next ``size`` batches to the device while the current one trains."""
-    queue: collections.deque = collections.deque()
-    for batch in batches:
-        queue.append(jax.device_put(batch))
-        if len(queue) > size:
-            yield queue.popleft()
-    while queue:
-        yield queue.popleft()
+def make_dataset(config: DataConfig, raw_dir: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None, order_seed: int = 0, n_devices: int = 1,
+                 process_index: int | None = None, process_count: int | None = None) -> Dataset:
+    """The dataset ``config`` describes, from its source (``config.source``)."""
+    info(config.name)
+    if config.source not in SOURCES:
+        raise DataError(f"unknown data source {config.source!r}; choose one of {', '.join(SOURCES)}")
+    kw = dict(order_seed=order_seed, n_devices=n_devices, process_index=process_index, process_count=process_count)
+    if config.source == "tfds":
+        from jaxres.tfds_data import TfdsDataset
+
+        return TfdsDataset(config, raw_dir=raw_dir, data_dir=data_dir, **kw)
+    return DeviceDataset(config, raw_dir=raw_dir, **kw)
 
 
 def fingerprint(images: np.ndarray, labels: np.ndarray) -> list[str]:

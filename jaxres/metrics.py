@@ -1,7 +1,8 @@
 """Metric accumulation over an epoch, and per-layer norms of gradients and parameters.
 
-Steps return metric *sums* (``loss_sum``, ``correct``, ``count``) plus per-step scalars
-such as ``grad_norm``. ``accumulate`` adds them on the device (no host sync per step);
+Steps return metric *sums* (``loss_sum``, ``correct``, ``count``) plus per-step values such as
+``grad_norm``, ``nonfinite_steps`` (0 or 1) and ``first_nonfinite_step``. ``accumulate`` adds
+them on the device (the first non-finite step is a minimum; no host sync per step);
 ``summarize`` fetches once and turns them into means.
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SUMS = ("loss_sum", "correct", "count")
+MINIMA = ("first_nonfinite_step",)   # accumulated as a minimum, reported as is
+TOTALS = ("nonfinite_steps",)        # accumulated as a sum, reported as is
 
 
 def accumulate(total: dict[str, jax.Array] | None, step_metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -20,21 +22,21 @@ def accumulate(total: dict[str, jax.Array] | None, step_metrics: dict[str, jax.A
     step_metrics = dict(step_metrics, steps=jnp.ones((), jnp.float32))
     if total is None:
         return step_metrics
-    return jax.tree_util.tree_map(jnp.add, total, step_metrics)
+    return {k: (jnp.minimum if k in MINIMA else jnp.add)(total[k], v) for k, v in step_metrics.items()}
 
 
 def summarize(total: dict[str, Any]) -> dict[str, float]:
-    """Means from accumulated sums: loss and accuracy per example, other scalars per step.
+    """Means from accumulated sums: loss and accuracy per example, other values per step.
 
     Accepts replicated (pmap) totals: the sums are identical on every device, so the
     first copy is taken.
     """
-    total = {k: np.asarray(jax.device_get(v)) for k, v in total.items()}
-    total = {k: float(v.reshape(-1)[0]) for k, v in total.items()}
+    total = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in jax.device_get(total).items()}
     count = total.pop("count")
     if count <= 0:
         raise ValueError("no examples were seen: the split is empty or smaller than one batch")
     out = {"loss": total.pop("loss_sum") / count, "accuracy": total.pop("correct") / count, "count": int(count)}
+    out.update({k: total.pop(k) for k in MINIMA + TOTALS if k in total})
     steps = total.pop("steps", 0.0)
     out.update({k: v / steps for k, v in total.items() if steps})
     return out

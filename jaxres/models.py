@@ -2,11 +2,17 @@
 
 Two module classes cover every network in the study:
 
-* ``PlainCNN``: a stack of 3x3 SAME convolutions (ReLU after each), flatten, dense.
+* ``PlainCNN``: a stack of 3x3 convolutions (ReLU after each), flatten, dense.
   ``seed_cnn`` is the seed study's CNN: 64, 32, 64, 32, 64 filters.
 * ``ResNet``: a stem convolution, stages of ``ResidualBlock``s, a head. Switching the
   shortcut off (``shortcut="none"``) gives the *plain twin*: the same layers and the
   same parameters, so a ResNet-vs-plain comparison changes exactly one thing.
+
+Padding: every 3x3 convolution pads one pixel on every side, at every stride (``PAD``), as
+PyTorch's ``padding=1`` and He et al.'s networks do. At stride 1 this is what ``"SAME"`` pads, so
+the seed networks are unchanged by it; at stride 2 on an even size ``"SAME"`` would pad (0, 1), which
+centres output (i, j) on input pixel (2i+1, 2j+1) while the subsampling shortcut ``x[:, ::2, ::2]``
+takes (2i, 2j): branch and shortcut one pixel apart. With (1, 1) both sit on (2i, 2j).
 
 Choice at the seed ResNet's shortcut (the seed's text is ambiguous about channels):
 each seed block is ``conv(64) -> ReLU -> conv(32)``, so a block maps 32 channels to 32
@@ -15,17 +21,47 @@ through a 3x3 *stem* convolution to 32 channels with ReLU; then every one of the
 shortcuts is the identity, no projection anywhere. The stem is the one layer the seed
 did not describe; ``seed_resnet`` and ``seed_plain_twin`` both have it.
 
-The CIFAR ResNets of He et al. (2015, section 4.2) have a 16-filter stem, three stages
-of n blocks with 16/32/64 filters, stride 2 at the entry of stages 2 and 3, global
-average pooling and a dense layer: ``resnet20`` ... ``resnet110`` (6n+2 layers).
-Where a stage entry changes the shape, the shortcut is by default the paper's option A
-(stride-2 subsampling and zero-padded channels: no parameters, still an identity on the
-kept channels); ``shortcut="projection"`` uses a 1x1 convolution (option B).
+The CIFAR ResNets of He et al. (2015, "Deep residual learning", section 4.2), and how each
+point of the paper maps to this module (``resnet20`` ... ``resnet110``, 6n+2 layers):
 
-Initialisation: Glorot-uniform kernels and zero biases, the Keras defaults the seed
-study trained with. ``zero_init_residual`` zeroes the last scale of each residual branch
-(the last norm's scale, or the last convolution's kernel when there is no norm), so
-every block starts as the identity.
+=============================================  ===============================================
+paper                                          here
+=============================================  ===============================================
+first layer: 3x3 conv, 16 filters              ``stem`` (3x3, 16), then norm and ReLU
+3 stages of 2n layers, 16/32/64 filters,       ``stage_sizes=(n, n, n)``, ``widths=(16, 32, 64)``,
+feature maps 32/16/8                           outputs 32x32, 16x16, 8x8 (tested)
+subsampling by convolutions with stride 2      the first conv (``conv0``) of the first block of
+                                               stages 2 and 3 has stride 2, padding (1, 1)
+BN right after each conv, before activation    ``norm="batch"`` (the presets' default; ``norm=
+                                               "none"`` etc. for the study's other settings);
+                                               convolutions have no bias when a norm follows
+BN: Ioffe & Szegedy; Torch/Caffe conventions   ``epsilon=1e-5``; running averages with Flax
+                                               ``momentum=0.9``, i.e. PyTorch's ``momentum=0.1``;
+                                               batch variance in two passes, as PyTorch (Flax's
+                                               one-pass default loses digits to cancellation)
+block: conv-BN-ReLU-conv-BN, add, ReLU         ``ResidualBlock`` with ``post_act=True``
+identity shortcuts, option A at stage entries  ``shortcut="identity"``: ``x[:, ::2, ::2]`` and
+(zero entries padded for the new dimensions)   zero channels appended after the kept ones (a
+                                               channel permutation of padding on both sides)
+option B (projection at stage entries)         ``shortcut="projection"``: 1x1 conv, stride 2,
+                                               no padding, plus norm
+global average pooling, 10-way FC, softmax     ``head="avgpool"``, ``Dense(num_classes)``; the
+                                               softmax is in the loss
+weight initialization of He et al. [13]        ``kernel_init="he_normal"`` (the presets' default):
+                                               N(0, 2 / fan_in), convolutions and the dense
+                                               layer. Without normalization, use Glorot: He
+                                               init makes a deep residual stack explode
+plain counterparts: the same without shortcut  ``plain20`` ... ``plain110`` (``shortcut="none"``)
+=============================================  ===============================================
+
+Weight decay, momentum, the learning-rate schedule, augmentation and the per-channel input
+standardization (the paper subtracts the per-pixel mean) belong to the training configuration
+(``jaxres.config``), not to the network.
+
+Initialisation of the seed networks: Glorot-uniform kernels and zero biases, the Keras
+defaults the seed study trained with (``kernel_init="glorot_uniform"``). ``zero_init_residual``
+zeroes the last scale of each residual branch (the last norm's scale, or the last convolution's
+kernel when there is no norm), so every block starts as the identity.
 """
 from __future__ import annotations
 
@@ -42,8 +78,11 @@ from jaxres.conv import conv_general_dilated
 NORMS = ("none", "batch", "group", "layer")
 SHORTCUTS = ("identity", "projection", "none")
 HEADS = ("flatten", "avgpool")
-
-kernel_init = nn.initializers.glorot_uniform()  # Keras default, as in the seed study
+PAD = ((1, 1), (1, 1))  # 3x3 convolutions: one pixel on every side, at every stride (module docstring)
+KERNEL_INITS = {
+    "glorot_uniform": nn.initializers.glorot_uniform(),  # Keras default, as in the seed study
+    "he_normal": nn.initializers.variance_scaling(2.0, "fan_in", "normal"),  # He et al.: N(0, 2 / fan_in)
+}
 
 
 def _check_input(x: jnp.ndarray) -> None:
@@ -59,6 +98,12 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
+def _conv(init: str, **kw: Any) -> Callable[..., nn.Module]:
+    """``nn.Conv`` with jaxres's convolution and the named kernel initializer."""
+    _check_choice("kernel_init", init, tuple(KERNEL_INITS))
+    return functools.partial(nn.Conv, kernel_init=KERNEL_INITS[init], conv_general_dilated=conv_general_dilated, **kw)
+
+
 def make_norm(kind: str, train: bool, axis_name: str | None, dtype: Any) -> Callable[..., nn.Module] | None:
     """A factory ``norm(features, name=..., scale_init=...)`` for the chosen normalization, or None.
 
@@ -71,7 +116,7 @@ def make_norm(kind: str, train: bool, axis_name: str | None, dtype: Any) -> Call
 
     def norm(features: int, name: str, scale_init=nn.initializers.ones) -> nn.Module:
         if kind == "batch":
-            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
                                 axis_name=axis_name, dtype=dtype, scale_init=scale_init, name=name)
         if kind == "group":  # up to 32 groups, as many as divide the width
             return nn.GroupNorm(num_groups=math.gcd(features, 32), dtype=dtype, scale_init=scale_init, name=name)
@@ -82,27 +127,27 @@ def make_norm(kind: str, train: bool, axis_name: str | None, dtype: Any) -> Call
 
 
 class PlainCNN(nn.Module):
-    """3x3 SAME convolutions with ReLU (optionally normalized), flatten, dense."""
+    """3x3 convolutions (padding 1) with ReLU (optionally normalized), flatten, dense."""
 
     widths: Sequence[int] = (64, 32, 64, 32, 64)
     num_classes: int = 10
     norm: str = "none"
+    kernel_init: str = "glorot_uniform"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False, axis_name: str | None = None) -> jnp.ndarray:
         _check_input(x)
         norm = make_norm(self.norm, train, axis_name, self.dtype)
+        conv = _conv(self.kernel_init, kernel_size=(3, 3), padding=PAD, use_bias=norm is None, dtype=self.dtype)
         x = x.astype(self.dtype)
         for i, w in enumerate(self.widths):
-            x = nn.Conv(w, (3, 3), padding="SAME", use_bias=norm is None, kernel_init=kernel_init,
-                        conv_general_dilated=conv_general_dilated,
-                        dtype=self.dtype, name=f"conv{i}")(x)
+            x = conv(w, name=f"conv{i}")(x)
             if norm is not None:
                 x = norm(w, name=f"norm{i}")(x)
             x = nn.relu(x)
         x = x.reshape((x.shape[0], -1))
-        x = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="head")(x)
+        x = nn.Dense(self.num_classes, kernel_init=KERNEL_INITS[self.kernel_init], dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
 
 
@@ -122,19 +167,19 @@ class ResidualBlock(nn.Module):
     norm: Callable[..., nn.Module] | None = None
     zero_init_residual: bool = False
     post_act: bool = True
+    kernel_init: str = "glorot_uniform"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=self.norm is None,
-                                 kernel_init=kernel_init, dtype=self.dtype, conv_general_dilated=conv_general_dilated)
+        conv = _conv(self.kernel_init, kernel_size=(3, 3), padding=PAD, use_bias=self.norm is None, dtype=self.dtype)
         last_init = nn.initializers.zeros if self.zero_init_residual else None
         r = conv(self.inner, strides=self.strides, name="conv0")(x)
         if self.norm is not None:
             r = self.norm(self.inner, name="norm0")(r)
         r = nn.relu(r)
         if self.norm is None:
-            r = conv(self.out, kernel_init=last_init or kernel_init, name="conv1")(r)
+            r = conv(self.out, name="conv1", **({"kernel_init": last_init} if last_init else {}))(r)
         else:
             r = conv(self.out, name="conv1")(r)
             r = self.norm(self.out, name="norm1", **({"scale_init": last_init} if last_init else {}))(r)
@@ -149,8 +194,8 @@ class ResidualBlock(nn.Module):
         if x.shape == shape:
             return x
         if self.shortcut == "projection":
-            s = nn.Conv(self.out, (1, 1), strides=self.strides, use_bias=self.norm is None,
-                        kernel_init=kernel_init, dtype=self.dtype, name="proj")(x)
+            s = _conv(self.kernel_init)(self.out, (1, 1), strides=self.strides, padding="VALID",
+                                        use_bias=self.norm is None, dtype=self.dtype, name="proj")(x)
             return s if self.norm is None else self.norm(self.out, name="proj_norm")(s)
         # Option A: subsample spatially, zero-pad the new channels. No parameters.
         s = x[:, :: self.strides, :: self.strides, :]
@@ -176,6 +221,7 @@ class ResNet(nn.Module):
     norm: str = "none"
     zero_init_residual: bool = False
     post_act: bool = True
+    kernel_init: str = "glorot_uniform"
     num_classes: int = 10
     dtype: Any = jnp.float32
 
@@ -189,9 +235,8 @@ class ResNet(nn.Module):
         norm = make_norm(self.norm, train, axis_name, self.dtype)
         inner = self.inner_widths or self.widths
         x = x.astype(self.dtype)
-        x = nn.Conv(self.stem_width, (3, 3), padding="SAME", use_bias=norm is None, kernel_init=kernel_init,
-                    conv_general_dilated=conv_general_dilated,
-                    dtype=self.dtype, name="stem")(x)
+        x = _conv(self.kernel_init)(self.stem_width, (3, 3), padding=PAD, use_bias=norm is None, dtype=self.dtype,
+                                    name="stem")(x)
         if norm is not None:
             x = norm(self.stem_width, name="stem_norm")(x)
         x = nn.relu(x)
@@ -200,9 +245,10 @@ class ResNet(nn.Module):
                 x = ResidualBlock(inner=inner[i], out=self.widths[i],
                                   strides=self.downsample_stride if i > 0 and j == 0 else 1,
                                   shortcut=self.shortcut, norm=norm, zero_init_residual=self.zero_init_residual,
-                                  post_act=self.post_act, dtype=self.dtype, name=f"stage{i}_block{j}")(x)
+                                  post_act=self.post_act, kernel_init=self.kernel_init, dtype=self.dtype,
+                                  name=f"stage{i}_block{j}")(x)
         x = x.reshape((x.shape[0], -1)) if self.head == "flatten" else jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, kernel_init=kernel_init, dtype=self.dtype, name="head")(x)
+        x = nn.Dense(self.num_classes, kernel_init=KERNEL_INITS[self.kernel_init], dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
 
 
@@ -216,7 +262,7 @@ seed_plain_twin = functools.partial(seed_resnet, shortcut="none")
 def _cifar_resnet(depth: int, shortcut: str) -> Callable[..., ResNet]:
     n = (depth - 2) // 6
     return functools.partial(ResNet, stage_sizes=(n, n, n), widths=(16, 32, 64), stem_width=16,
-                             head="avgpool", shortcut=shortcut)
+                             head="avgpool", shortcut=shortcut, norm="batch", kernel_init="he_normal")
 
 
 resnet20, plain20 = _cifar_resnet(20, "identity"), _cifar_resnet(20, "none")
@@ -237,6 +283,15 @@ def get_model(name: str, **knobs: Any) -> nn.Module:
     if name not in PRESETS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(PRESETS)}")
     return PRESETS[name](**knobs)
+
+
+def knobs(model: nn.Module) -> dict[str, Any]:
+    """The settings of a built model (norm, shortcut, init, ...), as JSON-able values, for results files."""
+    keys = ("widths", "stage_sizes", "inner_widths", "stem_width", "head", "shortcut", "norm", "zero_init_residual",
+            "post_act", "kernel_init", "num_classes", "dtype")
+    out = {k: getattr(model, k) for k in keys if hasattr(model, k)}
+    return {k: (list(v) if isinstance(v, (tuple, list)) else v if isinstance(v, (int, float, str, bool, type(None)))
+                else str(jnp.dtype(v))) for k, v in out.items()}
 
 
 def count_params(params: Any) -> int:

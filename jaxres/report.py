@@ -1,127 +1,219 @@
-"""Tables and figures made from ``results.json`` files alone, so any report can be rebuilt without training."""
+"""Tables and figures made from ``results.json`` files alone, so any report can be rebuilt without training.
+
+Runs are grouped by every config key except the seed: runs that differ in anything else are
+never pooled. The keys that differ between groups become columns of the summary; the keys that
+are the same everywhere are listed once in the report. Runs that diverged are counted per row
+and left out of the means (their last metrics are not a result).
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import statistics
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-# The seed study's final accuracies (its table), shown beside ours.
-PUBLISHED = {
-    ("mnist", "seed_cnn"): {"train": 0.9977, "test": 0.9848},
-    ("mnist", "seed_resnet"): {"train": 0.9994, "test": 0.9874},
-    ("cifar10", "seed_cnn"): {"train": 0.9882, "test": 0.5569},
-    ("cifar10", "seed_resnet"): {"train": 0.98926, "test": 0.6067},
-}
+from jaxres.config import flatten
+from jaxres.data import DATASETS
+
+SCHEMA = 2
+GROUP_EXCLUDE = ("seed",)                     # pooled over: the seed only
+FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 
 
 def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished run's results.json below ``out_dir``, in a stable order."""
-    runs = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("*/results.json"))]
-    return [r for r in runs if r.get("final")]
+    """Every finished run's results.json below ``out_dir``, in a stable order; unreadable ones are
+    skipped with a one-line warning each."""
+    runs = []
+    for p in sorted(Path(out_dir).glob("*/results.json")):
+        try:
+            r = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipping {p}: unreadable ({type(e).__name__}); rerun the study to rebuild it",
+                          stacklevel=2)
+            continue
+        if r.get("schema") != SCHEMA:
+            warnings.warn(f"skipping {p}: written by another version of jaxres (schema {r.get('schema')}, "
+                          f"this one reads {SCHEMA})", stacklevel=2)
+            continue
+        if r.get("final"):
+            runs.append(r)
+    return runs
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _key(flat: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in flat.items() if k not in GROUP_EXCLUDE}, sort_keys=True)
+
+
+def varying_keys(results: list[dict[str, Any]]) -> list[str]:
+    """Config keys (dotted) whose values differ between runs, seed excluded, in config order."""
+    flats = [flatten(r["config"]) for r in results]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [k for k in keys if k not in GROUP_EXCLUDE
+            and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (dataset, model): mean and std over seeds of final train/test accuracy."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    """One row per group of runs equal in everything but the seed: mean and std over its seeds of
+    the final train and test accuracy (runs that diverged excluded and counted)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
     for r in results:
-        groups[r["config"]["dataset"], r["config"]["model"]].append(r)
+        groups[_key(flatten(r["config"]))].append(r)
     rows = []
-    for (dataset, model), runs in sorted(groups.items()):
-        tr = _mean_std([r["final"]["train_accuracy"] for r in runs])
-        te = _mean_std([r["final"]["test_accuracy"] for r in runs])
-        pub = PUBLISHED.get((dataset, model), {})
-        rows.append({"dataset": dataset, "model": model, "seeds": len(runs),
+    for key in sorted(groups, key=lambda k: tuple(str(json.loads(k).get(c)) for c in FIXED_COLUMNS) + (k,)):
+        runs = groups[key]
+        ok = [r for r in runs if not r.get("diverged")]
+        tr = _mean_std([r["final"]["train_accuracy"] for r in ok])
+        te = _mean_std([r["final"]["test_accuracy"] for r in ok])
+        config = json.loads(key)
+        dataset, model = config["data.name"], config["model.name"]
+        pub = DATASETS[dataset].published.get(model, {}) if dataset in DATASETS else {}
+        rows.append({"config": config, "dataset": dataset, "model": model, "epochs": config["epochs"],
+                     "seeds": len(runs), "diverged": len(runs) - len(ok),
                      "train_acc_mean": tr[0], "train_acc_std": tr[1], "test_acc_mean": te[0], "test_acc_std": te[1],
                      "published_train": pub.get("train"), "published_test": pub.get("test"),
-                     "epochs": runs[0]["config"]["epochs"], "train_examples": runs[0]["final"]["train_examples"],
-                     "test_examples": runs[0]["final"]["test_examples"],
+                     "train_examples": runs[0]["final"]["train_examples"],
+                     "test_examples": max(r["final"]["test_examples"] for r in runs),
                      "wall_s_mean": statistics.fmean(r["wall_time_s"] for r in runs)})
     return rows
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def _fmt(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "diverged"
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
-def summary_markdown(rows: list[dict[str, Any]]) -> str:
-    """The seed study's table layout: final train/test accuracy per dataset and model, ours beside the seed's."""
-    lines = ["| dataset | model | seeds | epochs | train acc | test acc | seed study train | seed study test |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+def _value(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def summary_markdown(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Final train/test accuracy per group, ours beside the seed study's; ``columns``: the config
+    keys that differ between rows (besides dataset and model)."""
+    columns = [c for c in (columns or []) if c not in FIXED_COLUMNS]
+    diverged = any(r["diverged"] for r in rows)
+    head = ["dataset", "model", *columns, "seeds", "epochs", "train acc", "test acc", "seed study train",
+            "seed study test"] + (["diverged"] if diverged else [])
+    lines = ["| " + " | ".join(head) + " |",
+             "| " + " | ".join("---" if i < 2 + len(columns) else "---:" for i in range(len(head))) + " |"]
     for r in rows:
+        n = r["seeds"] - r["diverged"]
         pub = lambda k: "" if r[k] is None else f"{r[k]:g}"
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['seeds']} | {r['epochs']} | "
-                     f"{_fmt(r['train_acc_mean'], r['train_acc_std'], r['seeds'])} | "
-                     f"{_fmt(r['test_acc_mean'], r['test_acc_std'], r['seeds'])} | "
-                     f"{pub('published_train')} | {pub('published_test')} |")
+        cells = [r["dataset"], r["model"], *(_value(r["config"].get(c)) for c in columns), str(r["seeds"]),
+                 str(r["epochs"]), _fmt(r["train_acc_mean"], r["train_acc_std"], n),
+                 _fmt(r["test_acc_mean"], r["test_acc_std"], n), pub("published_train"), pub("published_test")]
+        if diverged:
+            cells.append(f"{r['diverged']}/{r['seeds']}" if r["diverged"] else "")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
+    """Every config key and every summary value, one row per group."""
+    flat = [{**{f"config.{k}": _value(v) for k, v in r["config"].items()},
+             **{k: v for k, v in r.items() if k != "config"}} for r in rows]
     buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    if flat:
+        fields = list(dict.fromkeys(k for row in flat for k in row))
+        w = csv.DictWriter(buf, fieldnames=fields)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(flat)
     return buf.getvalue()
 
 
-def significance_lines(results: list[dict[str, Any]]) -> list[str]:
-    """With 3+ seeds: does the ResNet-minus-CNN test accuracy gap exceed the seed-to-seed spread?"""
-    by: dict[tuple[str, str], list[float]] = defaultdict(list)
+def significance_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
+    """With 3+ seeds each: for rows that differ only in the model, does the test accuracy gap exceed
+    twice the larger seed-to-seed std?"""
+    accs: dict[str, list[float]] = defaultdict(list)
     for r in results:
-        by[r["config"]["dataset"], r["config"]["model"]].append(r["final"]["test_accuracy"])
+        if not r.get("diverged"):
+            accs[_key(flatten(r["config"]))].append(r["final"]["test_accuracy"])
+    by_rest: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_rest[json.dumps({k: v for k, v in row["config"].items() if k != "model.name"}, sort_keys=True)].append(row)
     out = []
-    for dataset in sorted({d for d, _ in by}):
-        for other in ("seed_resnet", "seed_plain_twin"):
-            a, b = by.get((dataset, other), []), by.get((dataset, "seed_cnn"), [])
-            if len(a) < 3 or len(b) < 3:
-                continue
-            gap = statistics.fmean(a) - statistics.fmean(b)
-            spread = max(statistics.stdev(a), statistics.stdev(b))
-            verdict = "exceeds" if abs(gap) > 2 * spread else "does not exceed"
-            out.append(f"- {dataset}: {other} − seed_cnn test accuracy = {gap:+.4f}; this {verdict} twice the "
-                       f"larger seed-to-seed std ({spread:.4f}), n = {len(a)}/{len(b)} seeds.")
+    for group in by_rest.values():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                xa, xb = accs[json.dumps(a["config"], sort_keys=True)], accs[json.dumps(b["config"], sort_keys=True)]
+                if len(xa) < 3 or len(xb) < 3:
+                    continue
+                gap = statistics.fmean(xa) - statistics.fmean(xb)
+                spread = max(statistics.stdev(xa), statistics.stdev(xb))
+                verdict = "exceeds" if abs(gap) > 2 * spread else "does not exceed"
+                out.append(f"- {a['dataset']}: {a['model']} − {b['model']} test accuracy = {gap:+.4f}; this {verdict} "
+                           f"twice the larger seed-to-seed std ({spread:.4f}), n = {len(xa)}/{len(xb)} seeds.")
     return out
 
 
-def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path) -> Path:
-    """Accuracy (left) and loss (right) per epoch, train and test, every run of ``dataset``."""
+def _label(r: dict[str, Any], columns: list[str], several_seeds: bool) -> str:
+    flat = flatten(r["config"])
+    extra = [f"{c.split('.')[-1]}={_value(flat.get(c))}" for c in columns if c not in FIXED_COLUMNS]
+    label = " ".join([flat["model.name"], *extra])
+    return f"{label} (seed {flat['seed']})" if several_seeds else label
+
+
+def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path,
+                columns: list[str] | None = None) -> Path:
+    """Accuracy (left) and loss (right) per epoch, train and test, every run of ``dataset``; a run that
+    diverged ends in an x at the epoch where it did."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    runs = [r for r in results if r["config"]["dataset"] == dataset]
+    columns = columns or []
+    runs = [r for r in results if r["config"]["data"]["name"] == dataset]
+    several = len({r["config"]["seed"] for r in runs}) > 1
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = {}
+    colors: dict[str, str] = {}
     for r in runs:
-        model, seed = r["config"]["model"], r["config"]["seed"]
-        color = colors.setdefault(model, f"C{len(colors)}")
-        epochs = [h["epoch"] for h in r["history"]]
-        label = model if len([x for x in runs if x["config"]["model"] == model]) == 1 else f"{model} (seed {seed})"
+        label = _label(r, columns, several)
+        color = colors.setdefault(_label(r, columns, False), f"C{len(colors) % 10}")
+        if r.get("diverged"):
+            label += f" (diverged, epoch {r['diverged']['epoch']})"
         for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
-            ax.plot(epochs, [h[f"train_{key}"] for h in r["history"]], "-", color=color, label=f"{label} train")
-            ax.plot(epochs, [h[f"test_{key}"] for h in r["history"]], "--", color=color, label=f"{label} test")
+            for split, style in (("train", "-"), ("test", "--")):
+                pts = [(h["epoch"], h[f"{split}_{key}"]) for h in r["history"]
+                       if isinstance(h.get(f"{split}_{key}"), (int, float)) and math.isfinite(h[f"{split}_{key}"])]
+                if pts:
+                    ax.plot(*zip(*pts), style, color=color, label=f"{label} {split}")
+            if r.get("diverged"):
+                finite = [h for h in r["history"] if isinstance(h.get(f"train_{key}"), (int, float))
+                          and math.isfinite(h[f"train_{key}"])]
+                y = finite[-1][f"train_{key}"] if finite else 0.0
+                ax.plot([r["diverged"]["epoch"]], [y], "x", color=color, markersize=10, mew=2)
     for ax, key in ((ax_acc, "accuracy (fraction correct)"), (ax_loss, "cross-entropy loss (nats)")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{dataset}: train (solid) and test (dashed) per epoch")
+        ax.legend(fontsize=7)
+    marks = "; x: diverged" if any(r.get("diverged") for r in runs) else ""
+    fig.suptitle(f"{dataset}: train (solid) and test (dashed) per epoch{marks}")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
     return path
 
 
@@ -132,28 +224,33 @@ def write_report(out_dir: str | Path) -> list[Path]:
     if not results:
         raise FileNotFoundError(f"no finished runs (*/results.json) in {out_dir}")
     rows = summary_rows(results)
-    written = [out_dir / "summary.md", out_dir / "summary.csv"]
-    written[0].write_text(summary_markdown(rows))
-    written[1].write_text(summary_csv(rows))
-    datasets = sorted({r["config"]["dataset"] for r in results})
+    columns = varying_keys(results)
+    written = [_write(out_dir / "summary.md", summary_markdown(rows, columns)),
+               _write(out_dir / "summary.csv", summary_csv(rows))]
+    datasets = sorted({r["config"]["data"]["name"] for r in results})
     for d in datasets:
-        written.append(plot_curves(results, d, out_dir / f"curves_{d}.png"))
-    env = results[0]["environment"]
-    proto = results[0]["config"]
-    lines = [f"# jaxres comparison: {', '.join(datasets)}", "",
-             f"Protocol `{proto['protocol']}`: {proto['epochs_by_dataset']} epochs, batch {proto['batch_size']}, "
-             f"Adam(lr {proto['lr']}, b1 0.9, b2 0.999), no normalization unless stated (norm={proto['norm']}), "
-             f"augmentation {'on' if proto['augment'] else 'off'}. Train accuracy is the running mean over each "
-             "epoch's steps (as Keras reports it); test accuracy is over every example of the test split used.", "",
-             f"Environment: jax {env['jax']}, flax {env['flax']}, backend {env['backend']}, "
-             f"{env['device_count']} device(s) ({env['device_kind']}).", "",
-             "## Final accuracies", "", summary_markdown(rows)]
-    sig = significance_lines(results)
-    lines += ["## ResNet minus CNN against the seed-to-seed spread", ""] + (
+        written.append(plot_curves(results, d, out_dir / f"curves_{d}.png", columns))
+    shared = {k: v for k, v in flatten(results[0]["config"]).items() if k not in columns and k != "seed"}
+    envs = {json.dumps({k: r["environment"].get(k) for k in ("jax", "flax", "backend", "device_count",
+                                                               "device_kind", "conv_backend")}) for r in results}
+    studies = sorted({r.get("study") or "custom" for r in results})
+    lines = [f"# jaxres study: {', '.join(datasets)}", "",
+             f"Study preset(s): {', '.join(studies)}. Train accuracy is the running mean over each epoch's steps "
+             "(as Keras reports it); test accuracy is over every example of the test split used.", "",
+             "Settings shared by every run: " + ", ".join(f"`{k}={_value(v)}`" for k, v in shared.items()) + ".", "",
+             "Environment: " + "; ".join(
+                 ", ".join(f"{k} {v}" for k, v in json.loads(e).items()) for e in sorted(envs)) + ".", "",
+             "## Final accuracies", "", summary_markdown(rows, columns)]
+    diverged = [r for r in results if r.get("diverged")]
+    if diverged:
+        lines += ["## Runs that diverged", ""] + [
+            f"- {r['run']}: non-finite loss or gradient at step {r['diverged']['step']} (epoch "
+            f"{r['diverged']['epoch']}); left out of the means." for r in diverged] + [""]
+    sig = significance_lines(rows, results)
+    lines += ["## Model against model, against the seed-to-seed spread", ""] + (
         sig or ["Fewer than 3 seeds per model: no claim about the gap is made."]) + [""]
     lines += ["## Curves", ""] + [f"![{d}](curves_{d}.png)" for d in datasets] + [""]
     lines += ["## Runs", "", "| run | wall time (s) | test examples |", "| --- | ---: | ---: |"]
-    lines += [f"| {r['config']['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} |" for r in results]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    written.append(out_dir / "report.md")
+    lines += [f"| {r['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} |" for r in results]
+    written.append(_write(out_dir / "report.md", "\n".join(lines) + "\n"))
     return written

@@ -1,4 +1,5 @@
-"""Train state, the pure train/eval steps, and their jit (one device) and pmap (data-parallel) forms.
+"""Train state, the pure train/eval steps, their jit (one device) and pmap (data-parallel) forms,
+and the epoch loop.
 
 ``train_step`` and ``eval_step`` are written once. With ``axis_name`` set (under
 ``jax.pmap``), gradients and batch-norm statistics are averaged over the devices and the
@@ -7,24 +8,30 @@ device takes with the whole batch B.
 
 Metrics are returned as sums (``loss_sum``, ``correct``, ``count``) rather than means, so
 batches of different sizes, padded evaluation batches and several devices all aggregate
-exactly; ``jaxres.metrics`` turns them into means.
+exactly; ``jaxres.metrics`` turns them into means. Each step also reports whether its loss or
+gradient was non-finite, on the device: ``fit`` looks once per epoch and stops a run that
+diverged (no host sync per step).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax.training import train_state
 
+from jaxres import metrics as M
+
 PMAP_AXIS = "batch"
 Batch = dict[str, Any]  # {"image": float NHWC, "label": int, optional "mask": float/bool}
+NO_STEP = 2**31 - 1     # "no non-finite step yet" in the first_nonfinite_step metric
 
 
 class TrainState(train_state.TrainState):
@@ -33,20 +40,49 @@ class TrainState(train_state.TrainState):
     batch_stats: Any = flax.core.FrozenDict()
 
 
-def default_optimizer() -> optax.GradientTransformation:
-    """The seed study's optimizer: Adam, lr 1e-3, betas 0.9/0.999."""
-    return optax.adam(1e-3, b1=0.9, b2=0.999)
+@dataclasses.dataclass(frozen=True)
+class Streams:
+    """A run's random streams, all from one root key: ``jax.random.split(key(seed), 4)``.
+
+    ``init`` initialises the model; ``step`` feeds stochastic layers (step k folds in k);
+    ``augment`` draws the data augmentation (epoch e, step k fold in e, then k); ``order`` seeds
+    the training order of every epoch (``order_seed``). No two of them share a key.
+    """
+
+    init: jax.Array
+    step: jax.Array
+    augment: jax.Array
+    order: jax.Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> Streams:
+        return cls(*jax.random.split(jax.random.key(seed), 4))
+
+    @property
+    def order_seed(self) -> int:
+        return int(jax.random.bits(self.order, dtype=jnp.uint32))
 
 
 def create_train_state(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...],
                        tx: optax.GradientTransformation | None = None) -> TrainState:
-    """Initialise ``model`` for images of ``input_shape`` (H, W, C) and wrap it with ``tx``."""
+    """Initialise ``model`` for images of ``input_shape`` (H, W, C) and wrap it with ``tx``
+    (default: the seed study's Adam, ``jaxres.optim.make_optimizer`` of the default config)."""
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {tuple(input_shape)}")
-    variables = model.init(rng, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    if tx is None:
+        from jaxres import config, optim
+
+        tx = optim.make_optimizer(config.RunConfig())
+    variables = _init_variables(model, rng, tuple(input_shape))
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables.get("batch_stats", flax.core.FrozenDict()),
-                             tx=tx or default_optimizer())
+                             batch_stats=variables.get("batch_stats", flax.core.FrozenDict()), tx=tx)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_variables(model: nn.Module, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
+    """The model's variables, compiled once per (model, input shape): initialising op by op, or compiling
+    afresh for every run of a study, costs seconds (the init runs a forward pass)."""
+    return model.init(rng, jnp.zeros((1, *input_shape), jnp.float32), train=False)
 
 
 def _variables(state: TrainState, params: Any) -> dict[str, Any]:
@@ -66,9 +102,11 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array,
                axis_name: str | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One optimizer step on ``batch``; returns the new state and metric sums over the batch.
 
-    The loss is the mean cross-entropy over the (global) batch. ``rng`` feeds stochastic
-    layers (the "dropout" stream); under pmap each device folds in its index.
+    The loss is the mean cross-entropy over the (global) batch. ``rng`` is the step stream
+    (``Streams.step``): the step folds in its own index, and under pmap each device its index,
+    for stochastic layers (the "dropout" collection).
     """
+    rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     images, labels = batch["image"], batch["label"]
@@ -88,6 +126,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array,
         grads = jax.lax.pmean(grads, axis_name)
         metrics = jax.lax.psum(metrics, axis_name)
     metrics["grad_norm"] = optax.tree.norm(grads)  # of the averaged gradient: the same on every device
+    bad = ~(jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(metrics["grad_norm"]))
+    metrics["nonfinite_steps"] = bad.astype(jnp.float32)
+    metrics["first_nonfinite_step"] = jnp.where(bad, state.step + 1, NO_STEP).astype(jnp.int32)
     state = state.apply_gradients(grads=grads)
     if mutable:
         state = state.replace(batch_stats=updates["batch_stats"])
@@ -114,28 +155,15 @@ def jit_eval_step() -> Callable:
     return jax.jit(eval_step)
 
 
-def pmap_train_step(donate: bool = True) -> Callable:
-    """``train_step`` replicated over the local devices: state replicated, batch split on axis 0."""
+def pmap_train_step(donate: bool = True, devices: list | None = None) -> Callable:
+    """``train_step`` replicated over ``devices`` (default: all local ones): state replicated, batch split
+    on axis 0."""
     return jax.pmap(functools.partial(train_step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS,
-                    in_axes=(0, 0, None), donate_argnums=(0,) if donate else ())
+                    in_axes=(0, 0, None), donate_argnums=(0,) if donate else (), devices=devices)
 
 
-def pmap_eval_step() -> Callable:
-    return jax.pmap(functools.partial(eval_step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS)
-
-
-def shard(batch: Batch, n_devices: int | None = None) -> Batch:
-    """Reshape every array of ``batch`` from (B, ...) to (n_devices, B // n_devices, ...)."""
-    n = n_devices or jax.local_device_count()
-
-    def split(x):
-        x = np.asarray(x) if not isinstance(x, jax.Array) else x
-        if x.shape[0] % n:
-            raise ValueError(f"batch size {x.shape[0]} is not divisible by the device count {n}; "
-                             f"use a batch size that is a multiple of {n}")
-        return x.reshape((n, x.shape[0] // n, *x.shape[1:]))
-
-    return jax.tree_util.tree_map(split, batch)
+def pmap_eval_step(devices: list | None = None) -> Callable:
+    return jax.pmap(functools.partial(eval_step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, devices=devices)
 
 
 def replicate(tree: Any, devices: list | None = None) -> Any:
@@ -149,66 +177,119 @@ def unreplicate(tree: Any) -> Any:
 
 
 # ------------------------------------------------------------------ the epoch loop
-def fit(state: TrainState, data: Any, epochs: int, rng: jax.Array, checkpointer: Any = None,
-        progress: bool = True, log: Callable[[str], None] | None = None,
-        on_epoch: Callable[[dict], None] | None = None) -> tuple[TrainState, list[dict]]:
-    """Train ``state`` on ``data`` (a ``jaxres.data.Dataset``) for ``epochs`` epochs; (state, history).
+class BatchSource(Protocol):
+    """What ``fit`` needs of a dataset (``jaxres.data.Dataset``)."""
 
-    ``rng`` is the run's root key: step k uses ``fold_in(rng, k)``. With a ``checkpointer``
-    (``jaxres.checkpoint.Checkpointer``) the run resumes after the newest intact checkpoint
-    and saves one at the end of every epoch; a finished run trains nothing. After each
-    epoch the test split is evaluated, a row appended to the history and passed to
-    ``on_epoch`` (metric writers). Train metrics are
-    the running means over the epoch's steps, as Keras reports them. Uses pmap over
-    ``data.n_devices`` devices when there are several. Returns the unreplicated state.
-    """
-    import time
+    n_devices: int
 
+    @property
+    def steps_per_epoch(self) -> int: ...
+
+    def train_batches(self, epoch: int, rng: jax.Array | None = None) -> Iterator[Batch]: ...
+
+    def eval_batches(self, split: str = "test") -> Iterator[Batch]: ...
+
+
+class CheckpointStore(Protocol):
+    """What ``fit`` needs of a checkpointer (``jaxres.checkpoint.Checkpointer``)."""
+
+    run_dir: Any
+
+    def restore_latest(self, state: TrainState) -> tuple[TrainState, list[dict]] | None: ...
+
+    def save(self, state: TrainState, history: list[dict]) -> None: ...
+
+    def wait(self) -> None: ...
+
+
+class FitResult(NamedTuple):
+    state: TrainState                   # unreplicated
+    history: list[dict]                 # one row per epoch
+    diverged: dict[str, int] | None     # {"epoch", "step"} of the first non-finite loss or gradient
+
+
+def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: int, streams: Streams,
+                desc: str = "", progress: bool = True) -> tuple[TrainState, dict[str, float]]:
+    """One pass over ``epoch``'s training batches; (state, means of the step metrics)."""
     from tqdm import tqdm
 
-    from jaxres import metrics as M
+    total = None
+    batches = tqdm(data.train_batches(epoch, streams.augment), total=data.steps_per_epoch, desc=desc,
+                   leave=False, disable=not progress, unit="step")
+    for batch in batches:
+        state, m = step_fn(state, batch, streams.step)
+        total = M.accumulate(total, m)
+    return state, M.summarize(total)
+
+
+def evaluate(state: TrainState, eval_fn: Callable, data: BatchSource, split: str = "test") -> dict[str, float]:
+    """Loss and accuracy over every example of ``split``."""
+    total = None
+    for batch in data.eval_batches(split):
+        total = M.accumulate(total, eval_fn(state, batch))
+    return M.summarize(total)
+
+
+def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
+        checkpointer: CheckpointStore | None = None, progress: bool = True,
+        log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating the test split after each.
+
+    With a ``checkpointer`` the run resumes after the newest intact checkpoint and saves one at
+    the end of every epoch; a finished run trains nothing. Each epoch appends a row to the
+    history and passes it to ``on_epoch`` (metric writers). Train metrics are the running means
+    over the epoch's steps, as Keras reports them. A step with a non-finite loss or gradient ends
+    the run after its epoch: that epoch is neither evaluated nor checkpointed, and ``diverged``
+    says where. Uses pmap over the first ``data.n_devices`` local devices when there are several.
+    """
+    from tqdm import tqdm
 
     log = log or tqdm.write
     history: list[dict] = []
     if checkpointer is not None:
-        restored = checkpointer.restore_latest(state, rng)
+        restored = checkpointer.restore_latest(state)
         if restored is not None:
-            state, rng, history = restored
+            state, history = restored
             log(f"resuming after epoch {len(history)} from {checkpointer.run_dir}")
     if len(history) >= epochs:
         log(f"already trained for {len(history)} epochs: nothing to do")
-        return state, history
+        return FitResult(state, history, None)
     multi = data.n_devices > 1
-    step_fn = pmap_train_step() if multi else jit_train_step()
-    eval_fn = pmap_eval_step() if multi else jit_eval_step()
-    if multi:
-        state = replicate(state)
+    devices = jax.local_devices()[:data.n_devices]
+    step_fn = pmap_train_step(devices=devices) if multi else jit_train_step()
+    eval_fn = pmap_eval_step(devices=devices) if multi else jit_eval_step()
+    state = replicate(state, devices) if multi else state
+    single = unreplicate if multi else (lambda s: s)
+    diverged = None
     try:
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
-            total = None
-            bar = tqdm(data.train_batches(epoch), total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}",
-                       leave=False, disable=not progress, unit="step")
-            for i, batch in enumerate(bar):
-                state, m = step_fn(state, batch, jax.random.fold_in(rng, epoch * data.steps_per_epoch + i))
-                total = M.accumulate(total, m)
-            train_m = M.summarize(total)
-            test_total = None
-            for batch in data.eval_batches("test"):
-                test_total = M.accumulate(test_total, eval_fn(state, batch))
-            test_m = M.summarize(test_total)
+            state, train_m = train_epoch(state, step_fn, data, epoch, streams, f"epoch {epoch + 1}/{epochs}",
+                                         progress)
             row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
-                   "test_loss": test_m["loss"], "test_accuracy": test_m["accuracy"],
-                   "grad_norm": train_m["grad_norm"], "train_examples": train_m["count"],
-                   "test_examples": test_m["count"], "epoch_time_s": time.perf_counter() - start}
+                   "grad_norm": train_m["grad_norm"], "train_examples": train_m["count"]}
+            if train_m["nonfinite_steps"]:
+                diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
+                row.update(test_loss=None, test_accuracy=None, test_examples=0, diverged=True,
+                           epoch_time_s=time.perf_counter() - start)
+                history.append(row)
+                log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
+                    f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not "
+                    "checkpointed")
+                if on_epoch is not None:
+                    on_epoch(row)
+                break
+            test_m = evaluate(state, eval_fn, data)
+            row.update(test_loss=test_m["loss"], test_accuracy=test_m["accuracy"], test_examples=test_m["count"],
+                       epoch_time_s=time.perf_counter() - start)
             history.append(row)
             log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
                 f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
             if checkpointer is not None:
-                checkpointer.save(unreplicate(state) if multi else state, rng, history)
+                checkpointer.save(single(state), history)
             if on_epoch is not None:
                 on_epoch(row)
     finally:
         if checkpointer is not None:
             checkpointer.wait()
-    return (unreplicate(state) if multi else state), history
+    return FitResult(single(state), history, diverged)

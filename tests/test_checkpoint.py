@@ -1,4 +1,5 @@
-"""Checkpoints: exact resume after SIGKILL, fallback from broken checkpoints, device-count change, config mismatch."""
+"""Checkpoints: exact resume after SIGKILL, fallback from broken checkpoints, device-count change, config
+mismatch, damaged config files, and the per-run lock."""
 import json
 import os
 import subprocess
@@ -12,15 +13,14 @@ import pytest
 from jaxres import checkpoint, models, train
 
 ROOT = Path(__file__).resolve().parents[1]
-RAW = Path(os.environ.get("JAXRES_RAW_DIR", ROOT.parent / "shared" / "datasets"))
-pytestmark = pytest.mark.skipif(not (RAW / "mnist").is_dir(), reason=f"no datasets at {RAW}")
 
 
-def run(run_dir, epochs, n_dev=1, kill=None, devices=None):
+def run(raw, run_dir, epochs, n_dev=1, kill=None, devices=None):
+    """tests/run_for_resume.py on the synthetic files ``raw`` in a subprocess with ``devices`` CPU devices."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices or n_dev}"])
-    cmd = [sys.executable, str(ROOT / "tests" / "run_for_resume.py"), str(run_dir), str(RAW), str(epochs), str(n_dev)]
+    cmd = [sys.executable, str(ROOT / "tests" / "run_for_resume.py"), str(run_dir), str(raw), str(epochs), str(n_dev)]
     out = subprocess.run(cmd + [str(k) for k in (kill or ())], capture_output=True, text=True, env=env, timeout=600)
     return out
 
@@ -35,29 +35,29 @@ def history(run_dir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(tmp_path_factory, raw_dir):
     d = tmp_path_factory.mktemp("straight")
-    out = run(d, 3)
+    out = run(raw_dir, d, 3)
     assert out.returncode == 0, out.stderr[-3000:]
     return d
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(uninterrupted, tmp_path):
-    killed = run(tmp_path, 3, kill=(1, 2))  # during epoch 2, after epoch 1's checkpoint
+def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(uninterrupted, tmp_path, raw_dir):
+    killed = run(raw_dir, tmp_path, 3, kill=(1, 2))  # during epoch 2, after epoch 1's checkpoint
     assert killed.returncode == -9 and "killing myself" in killed.stdout, killed.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
-    resumed = run(tmp_path, 3)
+    resumed = run(raw_dir, tmp_path, 3)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after epoch 1" in resumed.stdout + resumed.stderr
     for a, b in zip(finals(uninterrupted), finals(tmp_path), strict=True):
         np.testing.assert_array_equal(a, b)  # bitwise, on CPU
     assert history(tmp_path) == history(uninterrupted)
     # Running the finished run again trains nothing and reports the same history.
-    again = run(tmp_path, 3)
+    again = run(raw_dir, tmp_path, 3)
     assert "nothing to do" in again.stdout + again.stderr and history(tmp_path) == history(uninterrupted)
 
 
-def test_broken_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path):
+def test_broken_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path, raw_dir):
     import shutil
 
     shutil.copytree(uninterrupted, tmp_path / "run")
@@ -69,7 +69,7 @@ def test_broken_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, 
     for f in (ckpts / "3" / "state").rglob("*"):  # truncate every file of the newest state
         if f.is_file():
             f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
-    out = run(tmp_path / "run", 3)
+    out = run(raw_dir, tmp_path / "run", 3)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
     assert "checkpoint of epoch 3" in text and "unreadable" in text and "resuming after epoch 2" in text
@@ -81,14 +81,15 @@ def test_broken_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, 
     for p in (ckpts / "2").rglob("*"):
         if p.is_file() and p.parent.name == "meta":
             p.unlink()
-    out = run(tmp_path / "run", 3)  # epoch 3 was re-saved, so it is used; 2 is not needed
+    out = run(raw_dir, tmp_path / "run", 3)  # epoch 3 was re-saved, so it is used; 2 is not needed
     assert out.returncode == 0 and "nothing to do" in out.stdout + out.stderr
 
 
-def test_checkpoint_from_4_devices_resumes_on_1(tmp_path):
-    four = run(tmp_path, 1, n_dev=4)
+@pytest.mark.slow  # two subprocesses, one compiling for 4 devices
+def test_checkpoint_from_4_devices_resumes_on_1(tmp_path, raw_dir):
+    four = run(raw_dir, tmp_path, 1, n_dev=4)
     assert four.returncode == 0, four.stderr[-3000:]
-    one = run(tmp_path, 2, n_dev=1)
+    one = run(raw_dir, tmp_path, 2, n_dev=1)
     assert one.returncode == 0, one.stderr[-3000:]
     assert "resuming after epoch 1" in one.stdout + one.stderr
     h = history(tmp_path)
@@ -97,17 +98,57 @@ def test_checkpoint_from_4_devices_resumes_on_1(tmp_path):
 
 def test_keep_last_k_plus_the_best(tmp_path):
     state = train.create_train_state(models.seed_cnn(widths=(4,)), jax.random.key(0), (8, 8, 1))
-    ckpt = checkpoint.Checkpointer(tmp_path, {"x": 1}, keep=2)
-    hist = []
-    for acc in (0.5, 0.9, 0.6, 0.7, 0.65):
-        hist.append({"test_accuracy": acc})
-        ckpt.save(state, jax.random.key(0), hist)
-        ckpt.wait()
-    assert ckpt.epochs() == [2, 4, 5]  # best (epoch 2, 0.9) plus the last two
-    ckpt.close()
+    with checkpoint.Checkpointer(tmp_path, {"x": 1}, keep=2) as ckpt:
+        hist = []
+        for acc in (0.5, 0.9, 0.6, 0.7, 0.65):
+            hist.append({"test_accuracy": acc})
+            ckpt.save(state, hist)
+            ckpt.wait()
+        assert ckpt.epochs() == [2, 4, 5]  # best (epoch 2, 0.9) plus the last two
 
 
 def test_a_run_dir_with_another_config_is_refused(tmp_path):
-    checkpoint.Checkpointer(tmp_path, {"model": "seed_cnn", "lr": 0.001}).close()
-    with pytest.raises(checkpoint.CheckpointError, match=r"different config \(model: 'seed_cnn' there, 'seed_resnet' asked\)"):
-        checkpoint.Checkpointer(tmp_path, {"model": "seed_resnet", "lr": 0.001})
+    checkpoint.Checkpointer(tmp_path, {"model": {"name": "seed_cnn"}, "lr": 0.001}).close()
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"different config \(model.name: 'seed_cnn' there, 'seed_resnet' asked\)"):
+        checkpoint.Checkpointer(tmp_path, {"model": {"name": "seed_resnet"}, "lr": 0.001})
+
+
+def test_config_json_is_written_whole_and_a_damaged_one_is_named(tmp_path):
+    checkpoint.Checkpointer(tmp_path, {"x": 1}).close()
+    assert json.loads((tmp_path / "config.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    (tmp_path / "config.json").write_text("")  # as if killed during a non-atomic write
+    with pytest.raises(checkpoint.CheckpointError, match=r"config.json is damaged \(not JSON\); .*delete"):
+        checkpoint.Checkpointer(tmp_path, {"x": 1})
+
+
+# ------------------------------------------------------------------ the per-run lock
+LOCK_HOLDER = """
+import sys, time
+from jaxres.checkpoint import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_run_lock_names_the_live_holder_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    import signal
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path), "60"], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(checkpoint.RunLocked, match=rf"is being trained by pid {holder.pid} on .* since"):
+            checkpoint.RunLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    lock = checkpoint.RunLock(tmp_path).acquire()  # the killed holder's lock is free, and it says whose it was
+    assert lock.took_over is not None and f"pid {holder.pid}" in lock.took_over
+    lock.release()
+    again = checkpoint.RunLock(tmp_path).acquire()  # released cleanly: nothing to take over
+    assert again.took_over is None
+    again.release()

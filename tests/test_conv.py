@@ -86,3 +86,23 @@ def test_model_gradients_match_the_plain_path(name, monkeypatch):
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(fast), jax.tree.leaves(plain)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(b))) + 1e-12,
                                    err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_backend_is_an_explicit_visible_choice(monkeypatch):
+    x, w = jnp.ones((2, 8, 8, 6)), jnp.ones((3, 3, 6, 4))
+    monkeypatch.delenv(conv.ENV, raising=False)
+    assert conv.backend() == "xla-swapped"  # the CPU default
+    monkeypatch.setenv(conv.ENV, "xla")
+    assert conv.backend() == "xla" and not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0,
+                                                                                padding="SAME"), x, w)
+    monkeypatch.setenv(conv.ENV, "onednn")
+    with pytest.raises(ValueError, match=r"unknown convolution backend 'onednn'; choose one of xla, xla-swapped"):
+        conv.backend()
+    monkeypatch.delenv(conv.ENV)
+    try:
+        conv.set_backend("xla")  # explicit, and clears what was compiled with the other choice
+        assert conv.backend() == "xla"
+        assert not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0, padding="SAME"), x, w)
+    finally:
+        conv.set_backend(None)
+    assert conv.backend() == "xla-swapped"

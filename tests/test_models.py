@@ -74,11 +74,13 @@ def test_equation_5_x_L_minus_x_l_is_sum_of_branches(shortcut, holds):
 
 # ------------------------------------------------------------------ gradient flow
 def test_gradient_reaches_first_layer_of_resnet56_but_vanishes_in_plain56():
-    x = jax.random.uniform(jax.random.key(1), (8, *CIFAR))
-    y = jnp.arange(8) % 10
+    """Without normalization and with the seed's Glorot init (He init without normalization makes the
+    residual stack explode instead). 16x16 images: the effect is one of depth, and this is 3x faster."""
+    x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 3))
+    y = jnp.arange(4) % 10
     norms = {}
     for name in ("resnet56", "plain56"):
-        model = models.get_model(name)
+        model = models.get_model(name, norm="none", kernel_init="glorot_uniform")
         params = model.init(jax.random.key(0), x)["params"]
         loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
         norms[name] = float(jnp.linalg.norm(jax.grad(loss)(params)["stem"]["kernel"]))
@@ -87,6 +89,122 @@ def test_gradient_reaches_first_layer_of_resnet56_but_vanishes_in_plain56():
           f"ratio {ratio:.3g}")
     assert norms["resnet56"] > 1e-3
     assert ratio > 1e3
+
+
+# ------------------------------------------------------------------ padding at stride 2 (He et al.)
+def _delta_block_branch_and_input(padding, size=8, cin=4, cout=8, monkeypatch=None):
+    """A stride-2 option-A block whose two convolutions are centred deltas (channel c -> c): the branch
+    output is relu(x) sampled at the pixels the first convolution centres on."""
+    monkeypatch.setattr(models, "PAD", padding)
+    block = models.ResidualBlock(cout, cout, strides=2, shortcut="identity", post_act=False)
+    x = jax.random.uniform(jax.random.key(0), (2, size, size, cin), minval=0.1, maxval=1.0)
+    variables = block.init(jax.random.key(1), x)
+    p = jax.tree.map(jnp.zeros_like, variables["params"])
+    k0 = np.zeros((3, 3, cin, cout), np.float32)
+    k1 = np.zeros((3, 3, cout, cout), np.float32)
+    k0[1, 1, np.arange(cin), np.arange(cin)] = 1.0
+    k1[1, 1, np.arange(cout), np.arange(cout)] = 1.0
+    p["conv0"]["kernel"], p["conv1"]["kernel"] = jnp.asarray(k0), jnp.asarray(k1)
+    out, state = block.apply({"params": p}, x, mutable=["intermediates"])
+    return state["intermediates"]["branch"][0], x, out
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_stride_2_branch_samples_the_same_pixel_as_the_option_a_shortcut(size, monkeypatch):
+    branch, x, out = _delta_block_branch_and_input(models.PAD, size, monkeypatch=monkeypatch)
+    kept = x[:, ::2, ::2, :]  # what the option-A shortcut takes: pixel (2i, 2j)
+    assert branch.shape == (2, (size + 1) // 2, (size + 1) // 2, 8) and kept.shape[1:3] == branch.shape[1:3]
+    np.testing.assert_array_equal(np.asarray(branch[..., :4]), np.asarray(kept))
+    np.testing.assert_array_equal(np.asarray(out[..., :4]), np.asarray(2 * kept))  # branch + shortcut, aligned
+    assert float(jnp.abs(out[..., 4:]).max()) == 0.0
+
+
+def test_same_padding_at_stride_2_would_misalign_branch_and_shortcut(monkeypatch):
+    """The regression the explicit (1, 1) padding fixes: lax's "SAME" pads (0, 1) at stride 2 on an even
+    size, so the branch samples pixel (2i+1, 2j+1) while the shortcut takes (2i, 2j)."""
+    branch, x, _ = _delta_block_branch_and_input("SAME", 8, monkeypatch=monkeypatch)
+    assert not np.array_equal(np.asarray(branch[..., :4]), np.asarray(x[:, ::2, ::2, :]))
+    np.testing.assert_array_equal(np.asarray(branch[..., :4]), np.asarray(x[:, 1::2, 1::2, :]))
+
+
+@pytest.mark.parametrize("shape, sizes", [(CIFAR, (32, 16, 8)), (MNIST, (28, 14, 7)), ((15, 15, 3), (15, 8, 4))])
+def test_cifar_resnet_stage_output_shapes(shape, sizes):
+    model = models.get_model("resnet20")
+    x = jnp.zeros((2, *shape))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    _, state = jax.eval_shape(lambda v: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]),
+                              variables)
+    inter = state["intermediates"]
+    for stage, (size, width) in enumerate(zip(sizes, (16, 32, 64))):
+        assert inter[f"stage{stage}_block2"]["__call__"][0].shape == (2, size, size, width)
+
+
+def test_seed_networks_are_unchanged_by_the_explicit_padding(monkeypatch):
+    """At stride 1, (1, 1) is exactly what "SAME" pads: the seed networks' outputs and gradients are bitwise equal."""
+    x = jax.random.uniform(jax.random.key(1), (4, *MNIST))
+    y = jnp.arange(4)
+    results = {}
+    for padding in (models.PAD, "SAME"):
+        monkeypatch.setattr(models, "PAD", padding)
+        for name in ("seed_cnn", "seed_resnet"):
+            model = models.get_model(name)
+            params = model.init(jax.random.key(0), x)["params"]
+            loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
+            results[padding, name] = jax.tree.leaves((model.apply({"params": params}, x), jax.grad(loss)(params)))
+    for name in ("seed_cnn", "seed_resnet"):
+        for a, b in zip(results[models.PAD, name], results["SAME", name], strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resnet20_equals_a_pytorch_reference_on_the_same_weights():
+    """He et al.'s CIFAR ResNet-20 written in PyTorch (padding=1, option A, BN, global pooling; eval mode)
+    given our weights and batch statistics: the logits agree to float noise."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    model = models.get_model("resnet20", norm="batch")
+    x = jax.random.normal(jax.random.key(1), (4, *CIFAR))
+    variables = model.init(jax.random.key(0), x)
+    rng = np.random.default_rng(0)  # non-trivial running statistics, so eval-mode BN does something
+    stats = jax.tree.map(lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape) if a.ndim else a, jnp.float32),
+                         variables["batch_stats"])
+    stats = jax.tree_util.tree_map_with_path(
+        lambda path, a: a - 1.0 if path[-1].key == "mean" else a, stats)
+    variables = {"params": variables["params"], "batch_stats": stats}
+    ours = np.asarray(model.apply(variables, x))
+    P, S = variables["params"], variables["batch_stats"]
+    t = lambda a: torch.from_numpy(np.array(a))
+
+    def conv(h, p, stride=1):
+        return F.conv2d(h, t(p["kernel"]).permute(3, 2, 0, 1), stride=stride, padding=1)
+
+    def bn(h, p, s):
+        return F.batch_norm(h, t(s["mean"]), t(s["var"]), t(p["scale"]), t(p["bias"]), training=False, eps=1e-5)
+
+    h = t(x).permute(0, 3, 1, 2)
+    h = F.relu(bn(conv(h, P["stem"]), P["stem_norm"], S["stem_norm"]))
+    for stage in range(3):
+        for block in range(3):
+            name = f"stage{stage}_block{block}"
+            p, s = P[name], S[name]
+            stride = 2 if stage > 0 and block == 0 else 1
+            r = F.relu(bn(conv(h, p["conv0"], stride), p["norm0"], s["norm0"]))
+            r = bn(conv(r, p["conv1"]), p["norm1"], s["norm1"])
+            short = h[:, :, ::stride, ::stride]
+            short = F.pad(short, (0, 0, 0, 0, 0, r.shape[1] - short.shape[1]))
+            h = F.relu(r + short)
+    ref = F.linear(h.mean(dim=(2, 3)), t(P["head"]["kernel"]).T, t(P["head"]["bias"])).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_cifar_presets_use_he_initialization():
+    """N(0, 2/fan_in) kernels: the stem's empirical std is sqrt(2 / 27), the seed networks stay Glorot."""
+    params = models.get_model("resnet110").init(jax.random.key(0), jnp.zeros((1, *CIFAR)))["params"]
+    k = np.asarray(params["stage2_block5"]["conv1"]["kernel"])  # 3x3x64x64: fan_in 576
+    assert abs(k.std() / np.sqrt(2 / 576) - 1) < 0.03
+    seed = models.seed_cnn().init(jax.random.key(0), jnp.zeros((1, *MNIST)))["params"]["conv1"]["kernel"]
+    limit = np.sqrt(6 / (9 * 64 + 9 * 32))  # Glorot uniform bound
+    assert float(jnp.abs(seed).max()) <= limit and float(jnp.abs(seed).max()) > 0.95 * limit
 
 
 # ------------------------------------------------------------------ shapes and parameter counts
@@ -125,7 +243,11 @@ def test_projection_shortcut_adds_parameters_only_at_stage_entries():
     x = jnp.zeros((1, *CIFAR))
     a = models.count_params(jax.eval_shape(models.resnet20().init, jax.random.key(0), x)["params"])
     b = models.count_params(jax.eval_shape(models.resnet20(shortcut="projection").init, jax.random.key(0), x)["params"])
-    assert b - a == (16 * 32 + 32) + (32 * 64 + 64)  # two 1x1 convs with bias
+    assert b - a == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)  # two 1x1 convs, each with batch norm
+    a = models.count_params(jax.eval_shape(models.resnet20(norm="none").init, jax.random.key(0), x)["params"])
+    b = models.count_params(jax.eval_shape(models.resnet20(norm="none", shortcut="projection").init,
+                                           jax.random.key(0), x)["params"])
+    assert b - a == (16 * 32 + 32) + (32 * 64 + 64)  # without a norm: two 1x1 convs with bias
 
 
 # ------------------------------------------------------------------ knobs

@@ -1,0 +1,137 @@
+"""The tensorflow-datasets source: tfds builders prepared offline from the raw files, read by tf.data.
+
+TensorFlow is a heavy, optional guest: it is imported here only, when a run asks for
+``source="tfds"``. ``prepare_tfds`` prepares the real ``mnist`` / ``cifar10`` datasets once from
+the original files through ``DownloadConfig(manual_dir=...)``; ``TfdsDataset`` caches, shuffles
+with a seed, batches and prefetches with tf.data, and gives the same examples as the device source.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+
+from jaxres.data import Arrays, DataError, Dataset, info, load_raw, raw_files, resolve_raw_dir
+
+if TYPE_CHECKING:
+    from jaxres.config import DataConfig
+
+
+def _import_tfds():
+    try:
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataError(f"source 'tfds' needs tensorflow and tensorflow-datasets ({e}); "
+                        "use source 'device', which reads the raw files without TensorFlow") from None
+    tf.config.set_visible_devices([], "GPU")  # keep TensorFlow off the accelerator JAX uses
+    return tf, tfds
+
+
+def prepare_tfds(name: str, raw_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None):
+    """The tfds builder for ``name``, prepared once into ``data_dir`` from the files in ``raw_dir``.
+
+    Files whose checksums differ from the ones tfds registered (re-compressed copies) are
+    accepted with one warning each. The installed tfds package is never written to: the
+    actual checksums go to a private subclass of the builder, not to tfds's checksum files.
+    """
+    info(name)
+    tf, tfds = _import_tfds()
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    root = resolve_raw_dir(raw_dir)
+    if root is None:
+        try:
+            builder.download_and_prepare()
+            return builder
+        except Exception:  # noqa: BLE001 - any download failure means: give us the files
+            raw_files(name, None)  # raises the error that says which files to put where
+    for split in ("train", "test"):  # parse with numpy first, so a bad file is named before tfds starts
+        load_raw(name, split, root)
+
+    base = type(builder)
+    actual = {}
+    for url, url_info in (base.url_infos or {}).items():
+        path = root / name / url_info.filename
+        got = tfds.download.checksums.compute_url_info(path)
+        if (got.size, got.checksum) != (url_info.size, url_info.checksum):
+            warnings.warn(f"{path}: sha256 {got.checksum} ({int(got.size)} bytes) differs from the checksum tfds "
+                          f"registered, {url_info.checksum} ({int(url_info.size)} bytes); using it (a re-compressed "
+                          "copy?)", stacklevel=2)
+        actual[url] = tfds.download.checksums.UrlInfo(size=got.size, checksum=got.checksum,
+                                                      filename=url_info.filename)
+    offline = type(base.__name__, (base,), {"name": base.name, "url_infos": actual, "__module__": __name__},
+                   skip_registration=True)
+    offline_builder = offline(data_dir=data_dir)
+    offline_builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(root / name)))
+    return tfds.builder(name, data_dir=data_dir)
+
+
+class TfdsDataset(Dataset):
+    """tfds splits (each process its own slice, ``tfds.split_for_jax_process``) read by tf.data."""
+
+    def __init__(self, config: DataConfig, raw_dir: str | os.PathLike | None = None,
+                 data_dir: str | os.PathLike | None = None, order_seed: int = 0, n_devices: int = 1,
+                 process_index: int | None = None, process_count: int | None = None):
+        self.process_index = jax.process_index() if process_index is None else process_index
+        self.process_count = jax.process_count() if process_count is None else process_count
+        self._subset = {"train": config.train_subset, "test": config.test_subset}
+        self._builder, self._cache = prepare_tfds(config.name, raw_dir, data_dir), {}
+        sizes = {s: self._builder.info.splits[self._split_name(s)].num_examples for s in ("train", "test")}
+        super().__init__(config, sizes, order_seed, n_devices, self.process_index, self.process_count)
+        if config.preprocess == "standardize":  # statistics of the whole (subset of the) training split
+            whole = self._subset["train"]
+            self._set_stats(self._read(f"train[:{whole}]" if whole else "train")[0])
+
+    def _split_name(self, split: str) -> str:
+        import tensorflow_datasets as tfds
+
+        n = self._subset[split]
+        return tfds.split_for_jax_process(f"{split}[:{n}]" if n else split, process_index=self.process_index,
+                                          process_count=self.process_count)
+
+    def _read(self, tfds_split: str) -> Arrays:
+        import tensorflow_datasets as tfds
+
+        ds = self._builder.as_dataset(split=tfds_split, batch_size=-1, as_supervised=True)
+        images, labels = tfds.as_numpy(ds)
+        return images.astype(np.uint8), labels.astype(np.int32)
+
+    def split_arrays(self, split: str) -> Arrays:
+        return self._read(self._split_name(split))
+
+    def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
+        return self._batches("train", self.config.batch_size, shuffle_seed=self.epoch_seed(epoch))
+
+    def _eval_arrays(self, split: str) -> Iterator[Arrays]:
+        return self._batches(split, self.config.eval_batch_size)
+
+    def _batches(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> Iterator[Arrays]:
+        """uint8 batches from tf.data: cached, shuffled with a seed (training), batched, prefetched."""
+        tf, tfds = _import_tfds()
+        if split not in self._cache:  # one cached dataset per split, filled on its first pass
+            self._cache[split] = self._builder.as_dataset(split=self._split_name(split), as_supervised=True,
+                                                          shuffle_files=False).cache()
+        ds = self._cache[split]
+        if shuffle_seed is not None:
+            ds = ds.shuffle(self._sizes[split], seed=shuffle_seed, reshuffle_each_iteration=False)
+        ds = ds.batch(batch_size, drop_remainder=shuffle_seed is not None).prefetch(tf.data.AUTOTUNE)
+        return _prefetch_to_device(iter(tfds.as_numpy(ds)), 2)
+
+
+def _prefetch_to_device(batches: Iterator, size: int) -> Iterator:
+    """Start copying the next ``size`` batches to the device while the current one trains."""
+    queue: collections.deque = collections.deque()
+    for batch in batches:
+        queue.append(jax.device_put(batch))
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()

@@ -1,0 +1,126 @@
+"""The run config and studies: typed keys, checked values, identity, run names, study expansion."""
+import dataclasses
+import json
+
+import pytest
+
+from jaxres import config
+from jaxres.config import ConfigError, RunConfig
+
+
+def test_defaults_are_the_seed_study():
+    cfg = RunConfig()
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.b1, cfg.optimizer.b2) == ("adam", 1e-3, 0.9, 0.999)
+    assert (cfg.data.batch_size, cfg.data.augment, cfg.schedule.name) == (128, False, "constant")
+    assert cfg.model.build(10).norm == "none"  # the seed networks' own: no normalization
+    resnet = config.replace(cfg, "model.name", "resnet20").model.build(10)
+    assert (resnet.norm, resnet.kernel_init) == ("batch", "he_normal")  # He et al.'s, unless set
+    assert config.replace(config.replace(cfg, "model.name", "resnet20"), "model.norm", "none").model.build(10).norm == "none"
+
+
+@pytest.mark.parametrize("key, text, value", [
+    ("optimizer.lr", "0.1", 0.1), ("optimizer.lr", "1", 1.0), ("data.batch_size", "64", 64),
+    ("data.augment", "true", True), ("data.augment", "off", False), ("data.train_subset", "none", None),
+    ("data.train_subset", "3072", 3072), ("model.norm", "none", "none"), ("model.norm", "null", None), ("schedule.boundaries", "32000,48000", (32000, 48000)),
+    ("schedule.boundaries", "[32000, 48000]", (32000, 48000)), ("model.kernel_init", "he_normal", "he_normal"),
+    ("optimizer.nesterov", "yes", True), ("seed", "7", 7), ("model.name", "resnet20", "resnet20"),
+])
+def test_values_from_strings_take_the_fields_type(key, text, value):
+    cfg = config.replace(RunConfig(), key, text)
+    assert config.get(cfg, key) == value and type(config.get(cfg, key)) is type(value)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("optimizer.lrr", "0.1", r"unknown config key 'optimizer.lrr'; did you mean optimizer.lr\?"),
+    ("lr", "0.1", r"unknown config key 'lr'"),
+    ("optimizer.lr", "nan", r"optimizer.lr=nan must be a finite number"),
+    ("optimizer.lr", "inf", r"optimizer.lr=inf must be a finite number"),
+    ("optimizer.lr", "0", r"optimizer.lr=0.0 must be > 0"),
+    ("optimizer.lr", "-1", r"optimizer.lr=-1.0 must be > 0"),
+    ("optimizer.lr", "fast", r"optimizer.lr='fast' must be a number"),
+    ("optimizer.name", "lamb", r"optimizer.name='lamb' is not one of adam, adamw, sgd"),
+    ("optimizer.b2", "1", r"optimizer.b2=1.0 must be >= 0 and < 1"),
+    ("epochs", "0", r"epochs=0 must be >= 1"), ("epochs", "-1", r"epochs=-1 must be >= 1"),
+    ("epochs", "2.5", r"epochs=2.5 must be an integer"),
+    ("seed", "-1", r"seed=-1 must be >= 0"), ("seed", "99999999999999999999", r"seed=99999999999999999999 must be"),
+    ("data.batch_size", "0", r"data.batch_size=0 must be >= 1"),
+    ("data.batch_size", "60001", r"data.batch_size=60001 is larger than the 60000 training examples of mnist"),
+    ("data.test_subset", "-9700", r"data.test_subset=-9700 must be >= 1 and <= 10000"),
+    ("data.train_subset", "0", r"data.train_subset=0 must be >= 1"),
+    ("data.augment", "maybe", r"data.augment='maybe' must be true or false"),
+    ("data.name", "imagenet", r"data.name='imagenet' is not one of mnist, fashion_mnist, cifar10, cifar100"),
+    ("model.name", "resnet21", r"model.name='resnet21' is not one of seed_cnn"),
+    ("model.shortcut", "projection", r"model.shortcut does not apply to seed_cnn"),
+    ("schedule.boundaries", "48000,32000", r"schedule.boundaries=\[48000, 32000\] must be increasing positive"),
+    ("schedule.name", "piecewise", r"needs schedule.boundaries"),
+])
+def test_bad_keys_and_values_are_one_line_errors(key, value, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        config.replace(RunConfig(), key, value)
+    assert "\n" not in str(e.value)
+
+
+def test_python_values_are_checked_too():
+    with pytest.raises(ConfigError, match=r"optimizer.lr=True must be a number"):
+        config.OptimizerConfig(lr=True)
+    assert config.OptimizerConfig(lr=1).lr == 1.0 and isinstance(config.OptimizerConfig(lr=1).lr, float)
+    with pytest.raises(ConfigError, match="data must be a DataConfig"):
+        RunConfig(data={"name": "mnist"})
+
+
+def test_identity_leaves_out_the_epochs_unless_the_schedule_spans_the_run():
+    a, b = RunConfig(epochs=3), RunConfig(epochs=30)
+    assert config.identity(a) == config.identity(b) and config.run_name(a) == config.run_name(b)
+    cos = config.replace(a, "schedule.name", "cosine")
+    assert config.identity(cos) != config.identity(config.replace(cos, "epochs", 30))
+    assert json.loads(json.dumps(config.to_dict(cos)))["schedule"]["boundaries"] == []
+
+
+def test_run_names_are_readable_stable_and_unique():
+    base = RunConfig()
+    assert config.run_name(base) == "mnist_seed_cnn_seed0"
+    assert config.run_name(config.replace(base, "seed", 3)) == "mnist_seed_cnn_seed3"
+    names = {config.run_name(config.replace(base, k, v)) for k, v in [
+        ("optimizer.lr", 0.01), ("optimizer.lr", 0.02), ("data.batch_size", 64), ("model.norm", "batch"),
+        ("optimizer.name", "sgd"), ("schedule.warmup_steps", 5)]}
+    assert len(names) == 6 and all(n.startswith("mnist_seed_cnn_seed0_") and len(n) == 29 for n in names)
+    # the name depends on the config only: the same settings reached another way give the same name
+    via_study = config.Study("s", "", base).set("optimizer.lr", "0.01").runs()[0]
+    assert config.run_name(via_study) == config.run_name(config.replace(base, "optimizer.lr", 0.01))
+
+
+def test_a_study_is_the_product_of_its_axes_with_per_dataset_epochs():
+    quick = config.get_study("quick")
+    runs = quick.runs()
+    assert len(runs) == 6 and {r.epochs for r in runs} == {3}
+    assert {(r.data.name, r.model.name) for r in runs} == {(d, m) for d in ("mnist", "cifar10")
+                                                           for m in ("seed_cnn", "seed_resnet", "seed_plain_twin")}
+    swept = quick.sweep("optimizer.lr", "0.001,0.01").sweep("seed", [0, 1, 2])
+    assert len(swept.runs()) == 36 and len({config.run_name(r) for r in swept.runs()}) == 36
+    seed = config.get_study("seed").runs()
+    assert {(r.data.name, r.epochs) for r in seed} == {("mnist", 30), ("cifar10", 100)}
+    assert {r.epochs for r in quick.set("epochs", 5).runs()} == {5}
+
+
+def test_a_dataset_without_epochs_in_the_study_is_an_error():
+    with pytest.raises(ConfigError, match=r"study 'quick' sets no epochs for fashion_mnist .* --set epochs=N"):
+        config.get_study("quick").sweep("data.name", "fashion_mnist").runs()
+    assert config.get_study("quick").sweep("data.name", "fashion_mnist").set("epochs", 2).runs()[0].epochs == 2
+
+
+def test_sweep_values_are_checked_when_the_axis_is_made():
+    with pytest.raises(ConfigError, match=r"optimizer.lr=-0.1 must be > 0"):
+        config.get_study("tiny").sweep("optimizer.lr", "0.1,-0.1")
+    with pytest.raises(ConfigError, match=r"unknown study 'fast'"):
+        config.get_study("fast")
+
+
+def test_every_key_round_trips_through_its_string_form():
+    cfg = RunConfig()
+    for key in config.keys():
+        value = config.get(cfg, key)
+        text = "null" if value is None else (",".join(map(str, value)) if isinstance(value, tuple) else str(value))
+        if key == "schedule.boundaries":
+            continue  # the empty list has no comma form; tested above
+        assert config.get(config.replace(cfg, key, text), key) == value, key
+    assert dataclasses.is_dataclass(cfg) and hash(cfg) == hash(RunConfig())

@@ -1,0 +1,109 @@
+"""Optimizers and schedules from the config: the schedule values, and the updates against torch.optim.
+
+Reference: PyTorch's ``Adam`` / ``AdamW`` / ``SGD`` with ``MultiStepLR``, ``CosineAnnealingLR`` and
+``LinearLR`` warm-up, fed the same gradients (fixed per step, independent of the parameters) from
+the same starting parameters. Tolerance: float32 arithmetic in another order over 40 steps;
+parameters agree to 1e-5 absolute (the updates are ~1e-3..1e-1 per step).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxres import config, optim
+
+
+def run_config(**sections):
+    parts = {"optimizer": config.OptimizerConfig(**sections.pop("optimizer", {})),
+             "schedule": config.ScheduleConfig(**sections.pop("schedule", {}))}
+    return config.RunConfig(**parts, **sections)
+
+
+def lrs(cfg, steps, total=None):
+    sched = optim.make_schedule(cfg.schedule, cfg.optimizer.lr, total)
+    return np.array([float(sched(jnp.asarray(s))) for s in range(steps)])
+
+
+def test_constant_piecewise_cosine_and_warmup_values():
+    assert np.allclose(lrs(run_config(), 5), 1e-3)
+    he = run_config(optimizer={"name": "sgd", "lr": 0.1},
+                    schedule={"name": "piecewise", "boundaries": (32000, 48000), "factor": 0.1})
+    sched = optim.make_schedule(he.schedule, he.optimizer.lr)
+    got = [float(sched(s)) for s in (0, 31999, 32000, 47999, 48000, 63999)]
+    np.testing.assert_allclose(got, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+    cos = lrs(run_config(optimizer={"lr": 1.0}, schedule={"name": "cosine", "final_fraction": 0.1}), 11, total=10)
+    np.testing.assert_allclose(cos[[0, 5, 10]], [1.0, 0.55, 0.1], rtol=1e-6)
+    warm = lrs(run_config(optimizer={"lr": 1.0}, schedule={"name": "piecewise", "boundaries": (6,),
+                                                           "warmup_steps": 4}), 8)
+    np.testing.assert_allclose(warm, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 0.1, 0.1], rtol=1e-6)  # boundaries absolute
+
+
+def test_a_whole_run_cosine_needs_the_run_length():
+    cfg = run_config(schedule={"name": "cosine"}, epochs=3)
+    with pytest.raises(config.ConfigError, match="needs the run's total steps"):
+        optim.make_optimizer(cfg)
+    sched = optim.make_schedule(cfg.schedule, 1.0, 3 * 7)
+    assert float(sched(21)) == pytest.approx(0.0, abs=1e-7) and float(sched(0)) == 1.0
+
+
+def test_weight_decay_on_kernels_only_spares_biases_and_norms():
+    params = {"conv0": {"kernel": jnp.ones((3, 3, 1, 2)), "bias": jnp.ones(2)}, "norm0": {"scale": jnp.ones(2)}}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    for decay_on, moved in (("all", {"kernel", "bias", "scale"}), ("kernels", {"kernel"})):
+        tx = optim.make_optimizer(run_config(optimizer={"name": "sgd", "lr": 1.0, "momentum": 0.0,
+                                                        "weight_decay": 0.5, "decay_on": decay_on}))
+        updates, _ = tx.update(zero, tx.init(params), params)
+        flat = {path[-1].key: float(jnp.abs(u).max()) for path, u in jax.tree_util.tree_leaves_with_path(updates)}
+        assert {k for k, v in flat.items() if v > 0} == moved
+
+
+CASES = {
+    "adam (the seed's)": ({}, {}),
+    "adam + L2 + cosine": ({"weight_decay": 1e-2}, {"name": "cosine", "decay_steps": 40, "final_fraction": 0.1}),
+    "adamw": ({"name": "adamw", "weight_decay": 1e-1}, {}),
+    "sgd momentum, He et al.": ({"name": "sgd", "lr": 0.1, "weight_decay": 1e-4},
+                                {"name": "piecewise", "boundaries": (15, 30), "warmup_steps": 5}),
+    "sgd nesterov": ({"name": "sgd", "lr": 0.05, "nesterov": True, "weight_decay": 5e-4}, {}),
+    "plain sgd": ({"name": "sgd", "lr": 0.05, "momentum": 0.0}, {}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_updates_equal_torch_optim_on_the_same_gradients(case):
+    torch = pytest.importorskip("torch")
+    opt_kw, sched_kw = CASES[case]
+    cfg = run_config(optimizer=opt_kw, schedule=sched_kw, epochs=1)
+    o, s = cfg.optimizer, cfg.schedule
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(size=(5, 7)).astype(np.float32)
+    grads = rng.normal(size=(40, 5, 7)).astype(np.float32)
+
+    tx = optim.make_optimizer(cfg)
+    params, state = {"w": jnp.asarray(p0)}, None
+    state = tx.init(params)
+    for g in grads:
+        updates, state = tx.update({"w": jnp.asarray(g)}, state, params)
+        params = optax.apply_updates(params, updates)
+
+    w = torch.nn.Parameter(torch.tensor(p0))
+    if o.name == "sgd":
+        opt = torch.optim.SGD([w], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    else:
+        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+        opt = cls([w], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps, weight_decay=o.weight_decay)
+    scheds = []
+    if s.warmup_steps:
+        scheds.append(torch.optim.lr_scheduler.LinearLR(opt, 1 / s.warmup_steps, 1.0, s.warmup_steps - 1))
+    if s.name == "piecewise":
+        scheds.append(torch.optim.lr_scheduler.MultiStepLR(opt, list(s.boundaries), s.factor))
+    if s.name == "cosine":
+        scheds.append(torch.optim.lr_scheduler.CosineAnnealingLR(opt, s.decay_steps, o.lr * s.final_fraction))
+    chain = torch.optim.lr_scheduler.ChainedScheduler(scheds) if scheds else None
+    for g in grads:
+        w.grad = torch.tensor(g)
+        opt.step()
+        if chain:
+            chain.step()
+    np.testing.assert_allclose(np.asarray(params["w"]), w.detach().numpy(), rtol=0, atol=1e-5)
+    assert not np.allclose(np.asarray(params["w"]), p0, atol=1e-3)  # the parameters moved: the check had teeth
