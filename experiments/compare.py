@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,24 @@ def _describe(runs: list) -> list[str]:
     return [f"{config.run_name(r)}  " + " ".join(f"{k}={f[k]}" for k in vary) for r, f in zip(runs, flats)]
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from jaxres.checkpoint import quiet_orbax
+
+    # orbax's failures surface here as one-line errors; its own tracebacks (some logged late, when
+    # asyncio collects a failed future) would bury them
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    with warnings.catch_warnings(), quiet_orbax():
+        warnings.showwarning = _one_line  # one line per warning, without the source line
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         from jaxres import config, report
@@ -289,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file jaxres writes (results, report, TensorBoard) could not be written
+        print(f"compare: error: cannot write {e.filename or 'a file'} ({e.strerror or e}); finished epochs and "
+              "runs are kept, run the same command again when that is fixed", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("compare: interrupted; finished epochs are kept, run the same command to continue", file=sys.stderr)

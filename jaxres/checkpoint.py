@@ -5,7 +5,10 @@ A run directory holds ``config.json`` (what the run is: ``jaxres.config.identity
 ``checkpoints/<epoch>/``, each an orbax composite of
 
 * ``state``: the TrainState pytree (step, params, optimizer state, batch stats);
-* ``meta``: the epoch, the step and the per-epoch metrics history so far.
+* ``meta``: the epoch, the step and the per-epoch metrics history so far;
+
+and ``manifests/<epoch>.json``, the sha256 of every file of that checkpoint, checked before it is
+trusted (orbax does not notice every damaged data file, and reports some with hundreds of lines).
 
 Nothing else is needed to resume exactly: the random streams derive from the config's seed
 and the data order from (seed, epoch), and every epoch starts at its first batch.
@@ -20,11 +23,18 @@ folder is told which process holds it, and a lock left by a killed process is ta
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import shutil
+import signal
 import socket
+import sys
+import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -135,32 +145,75 @@ class Checkpointer:
         self._open()
 
     def _open(self) -> None:
-        policy = policies.AnyPreservationPolicy([
-            policies.LatestN(n=self._keep),
-            policies.BestN(get_metric_fn=lambda m: m["test_accuracy"], n=1),
-        ])
+        best = lambda m: m["test_accuracy"]  # noqa: E731
+        policy = policies.AnyPreservationPolicy([policies.LatestN(n=self._keep), policies.BestN(get_metric_fn=best, n=1)])
+        # best_fn as well: without it orbax keeps the metrics in memory only, so after a restart no
+        # checkpoint has one, BestN ranks none, and nothing written before the restart is ever pruned.
         self.manager = ocp.CheckpointManager(
             self.run_dir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, cleanup_tmp_directories=True),
+            options=ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=best, best_mode="max",
+                                                 cleanup_tmp_directories=True),
             item_names=("state", "meta"))
 
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - already failing: the first error is the one to report
+            if exc_type is None:
+                raise
 
     # ----------------------------------------------------------- save
     def save(self, state: Any, history: list[dict]) -> None:
-        """Checkpoint the end of epoch ``len(history)`` (asynchronously; see ``wait``)."""
+        """Checkpoint the end of epoch ``len(history)``, and return once it is on disk, verified.
+
+        Synchronous, so that a failed write (a full disk) is reported at the epoch it concerns and
+        costs at most that epoch. A Ctrl-C during the write is held until the checkpoint is complete
+        (a second one abandons it). The files are hashed into ``manifests/<epoch>.json``, which
+        ``restore_latest`` checks before it trusts a checkpoint.
+        """
         epoch = len(history)
         meta = {"epoch": epoch, "step": int(state.step), "history": history}
-        self.manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                         meta=ocp.args.JsonSave(meta)),
-                          metrics={"test_accuracy": float(history[-1]["test_accuracy"])})
+        with _interrupts_held(), quiet_orbax():
+            try:
+                self.manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                                 meta=ocp.args.JsonSave(meta)),
+                                  metrics={"test_accuracy": float(history[-1]["test_accuracy"])}, force=True)
+                self.manager.wait_until_finished()
+                self._write_manifest(epoch)
+            except Exception as e:  # noqa: BLE001 - any failure to write is reported as one
+                kept = [k for k in self.epochs() if k != epoch]
+                after = (f"run the same command once there is room: it resumes after epoch {kept[-1]}" if kept
+                         else "no earlier epoch of this run was saved")
+                raise CheckpointError(f"cannot write checkpoint to {self.run_dir} ({_reason(e)}); {after}") from None
+
+    def _write_manifest(self, epoch: int) -> None:
+        step_dir = Path(self.manager.directory) / str(epoch)
+        files = {str(p.relative_to(step_dir)): _sha256(p) for p in sorted(step_dir.rglob("*")) if p.is_file()}
+        (self.run_dir / "manifests").mkdir(exist_ok=True)
+        write_json_atomic(self.run_dir / "manifests" / f"{epoch}.json", files)
+        kept = {str(e) for e in self.epochs()}
+        for old in (self.run_dir / "manifests").glob("*.json"):  # the pruned checkpoints' manifests
+            if old.stem not in kept:
+                old.unlink(missing_ok=True)
+
+    def _verify(self, epoch: int) -> None:
+        """Raise if a file of checkpoint ``epoch`` is missing or differs from what was written."""
+        manifest = self.run_dir / "manifests" / f"{epoch}.json"
+        if not manifest.exists():
+            return  # written by an older jaxres: orbax's own checks only
+        step_dir = Path(self.manager.directory) / str(epoch)
+        for name, digest in json.loads(manifest.read_text()).items():
+            path = step_dir / name
+            if not path.is_file():
+                raise ValueError(f"{name} is missing")
+            if _sha256(path) != digest:
+                raise ValueError(f"{name} differs from what was written")
 
     def wait(self) -> None:
-        """Block until every save has reached the disk."""
+        """Block until every save has reached the disk (saves are synchronous: nothing to wait for)."""
         self.manager.wait_until_finished()
 
     def close(self) -> None:
@@ -173,14 +226,16 @@ class Checkpointer:
     def restore_latest(self, state: Any) -> tuple[Any, list[dict]] | None:
         """(state, history) from the newest intact checkpoint, shaped like ``state``; None if there is none.
 
-        A checkpoint that cannot be read is moved to ``checkpoints.broken/`` with a warning
-        naming it, and the next older one is tried.
+        A checkpoint that cannot be read, or whose files differ from its manifest, is moved to
+        ``checkpoints.broken/`` with a one-line warning naming it, and the next older one is tried.
         """
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
         for epoch in reversed(self.epochs()):
             try:
-                restored = self.manager.restore(epoch, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+                self._verify(epoch)
+                with quiet_orbax():
+                    restored = self.manager.restore(epoch, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
                 meta, saved = restored["meta"], restored["state"]
                 history = meta["history"]
                 if meta["epoch"] != epoch or len(history) != epoch or int(saved.step) != meta["step"]:
@@ -190,8 +245,8 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any failure to read means: use an older checkpoint
                 moved = self._quarantine(epoch)
                 warnings.warn(f"checkpoint of epoch {epoch} in {self.run_dir / 'checkpoints'} is unreadable "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                              f"skipped and moved to {moved}; trying the previous one", stacklevel=2)
+                              f"({type(e).__name__}: {_reason(e)}); moved to {moved}; trying the previous one",
+                              stacklevel=2)
         return None
 
     def _quarantine(self, epoch: int) -> Path:
@@ -200,6 +255,80 @@ class Checkpointer:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.exists():
             shutil.move(str(src), str(dst))
+        manifest = self.run_dir / "manifests" / f"{epoch}.json"
+        if manifest.exists():
+            shutil.move(str(manifest), str(dst / "manifest.json") if dst.exists() else str(dst) + ".manifest.json")
         self.manager.close()
         self._open()  # re-read the steps on disk
         return dst
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _reason(e: BaseException) -> str:
+    """A short, whole-word reason for ``e``: the operating system's words where a system call failed."""
+    seen, chain = set(), []
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for err in chain:
+        if isinstance(err, OSError) and err.strerror:
+            return err.strerror
+    text = " ".join(str(err) for err in chain)
+    for words in ("No space left on device", "File too large", "Disk quota exceeded", "Read-only file system",
+                  "Permission denied"):
+        if words.lower() in text.lower():
+            return words
+    first = next((str(err).splitlines()[0] for err in chain if str(err).strip()), type(chain[0]).__name__)
+    return textwrap.shorten(first, 160, placeholder=" ...")
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+    """Keep orbax's own reports of a failed read or write off the terminal while the block runs: pages of
+    tracebacks logged from its threads (absl) and printed by tensorstore callbacks that reach an event
+    loop orbax has closed. jaxres reports such a failure itself, in one line."""
+    absl, level, previous = logging.getLogger("absl"), logging.getLogger("absl").level, sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+            return
+        previous(unraisable)
+
+    absl.setLevel(logging.CRITICAL)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
+        sys.unraisablehook = previous
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it; a second one raises at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+
+    def hold(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+        print("interrupt: finishing the checkpoint being written (Ctrl-C again to abandon it)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt

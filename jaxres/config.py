@@ -9,7 +9,8 @@ A *study* is a base ``RunConfig`` plus axes, lists of values for any key, expand
 are studies. Keys are dotted paths (``optimizer.lr``, ``data.batch_size``, ``seed``):
 ``Study.set`` overrides one for every run and ``Study.sweep`` makes it an axis, both from typed
 values or from command-line strings. Every value is checked when a config is made, so bad input
-is one ``ConfigError`` line before anything is written. Define a study in Python::
+is one ``ConfigError`` line before anything is written (a key's own value when it is set; checks
+that involve several keys, such as a batch larger than the data, when the study is expanded). Define a study in Python::
 
     from jaxres import config
     study = config.get_study("quick").set("optimizer.name", "sgd").sweep("optimizer.lr", [0.1, 0.01])
@@ -174,7 +175,10 @@ class DataConfig:
                 _number(f"data.{key}", n, 1, size)
         for key in ("batch_size", "eval_batch_size"):
             _number(f"data.{key}", getattr(self, key), 1)
-        train = self.train_subset or info.num_train
+
+    def check(self) -> None:
+        """The checks that involve several keys (run when a study is expanded, once every key is set)."""
+        train = self.train_subset or data.DATASETS[self.name].num_train
         if self.batch_size > train:
             raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {train} training examples "
                               f"of {self.name}; lower it or raise data.train_subset")
@@ -202,6 +206,8 @@ class ModelConfig:
             _choice("model.shortcut", self.shortcut, models.SHORTCUTS)
         if self.kernel_init is not None:
             _choice("model.kernel_init", self.kernel_init, models.KERNEL_INITS)
+
+    def check(self) -> None:
         fields = {f.name for f in dataclasses.fields(models.PRESETS[self.name].func)}
         for key in ("shortcut", "zero_init_residual"):
             if getattr(self, key) not in (None, False) and key not in fields:
@@ -210,6 +216,8 @@ class ModelConfig:
     def build(self, num_classes: int) -> Any:
         """The Flax module this config describes."""
         import jax.numpy as jnp
+
+        self.check()
 
         knobs = {"dtype": jnp.dtype(self.dtype), "num_classes": num_classes}
         knobs.update({k: getattr(self, k) for k in ("norm", "shortcut", "kernel_init") if getattr(self, k) is not None})
@@ -264,6 +272,8 @@ class ScheduleConfig:
             _number("schedule.decay_steps", self.decay_steps, 1)
         if any(b <= 0 for b in self.boundaries) or list(self.boundaries) != sorted(set(self.boundaries)):
             raise ConfigError(f"schedule.boundaries={list(self.boundaries)} must be increasing positive steps")
+
+    def check(self) -> None:
         if self.name == "piecewise" and not self.boundaries:
             raise ConfigError("schedule.name='piecewise' needs schedule.boundaries (e.g. [32000,48000])")
 
@@ -287,6 +297,13 @@ class RunConfig:
         _coerce(self)
         _number("epochs", self.epochs, 1)
         _number("seed", self.seed, 0, MAX_SEED)
+
+    def check(self) -> RunConfig:
+        """Every check that involves several keys; returns the config. Each key's own value is checked
+        when it is set; these wait until the whole config is (``Study.runs`` calls this)."""
+        for part in (self.data, self.model, self.schedule):
+            part.check()
+        return self
 
 
 # ---------------------------------------------------------------------------- keys, values, identity
@@ -417,7 +434,7 @@ class Study:
                     raise ConfigError(f"study {self.name!r} sets no epochs for {cfg.data.name} (it has "
                                       f"{', '.join(table)}); give them with --set epochs=N")
                 cfg = dataclasses.replace(cfg, epochs=table[cfg.data.name])
-            out.setdefault(run_name(cfg), cfg)
+            out.setdefault(run_name(cfg), cfg.check())
         return list(out.values())
 
 

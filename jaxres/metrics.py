@@ -49,12 +49,28 @@ def layer_norms(tree: Any) -> dict[str, float]:
             for path, leaf in flat}
 
 
+def _import_summary_writer():
+    """tensorboardX's SummaryWriter, without the import of all of PyTorch (2 s) that tensorboardX makes,
+    where it is installed, to recognise its tensors: jaxres writes Python floats."""
+    import sys
+
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # makes `import torch` fail for this import only
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoardWriter:
     """Per-epoch scalars as TensorBoard event files (tensorboardX), or nothing with a note if it is absent."""
 
     def __init__(self, logdir: str, log=print):
         try:
-            from tensorboardX import SummaryWriter
+            SummaryWriter = _import_summary_writer()
         except ImportError:
             log(f"note: tensorboardX is not installed, so no TensorBoard event files are written to {logdir}")
             self._writer = None

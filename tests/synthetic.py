@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _images(rng: np.random.Generator, labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    patterns = rng.integers(0, 256, (10, *shape))
-    noise = rng.integers(-40, 41, (len(labels), *shape))
+def _images(rng: np.random.Generator, labels: np.ndarray, patterns: np.ndarray) -> np.ndarray:
+    noise = rng.integers(-60, 61, (len(labels), *patterns.shape[1:]))
     return np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8)
 
 
@@ -31,10 +30,11 @@ def write_mnist(root: Path, n_train: int = 512, n_test: int = 256, seed: int = 0
     rng = np.random.default_rng(seed)
     d = Path(root) / name
     d.mkdir(parents=True, exist_ok=True)
+    patterns = rng.integers(0, 256, (10, 28, 28))  # one per class, shared by both splits
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = np.arange(n) % 10
         rng.shuffle(labels)
-        (d / f"{prefix}-images-idx3-ubyte.gz").write_bytes(_idx(_images(rng, labels, (28, 28))))
+        (d / f"{prefix}-images-idx3-ubyte.gz").write_bytes(_idx(_images(rng, labels, patterns)))
         (d / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(_idx(labels))
     return d
 
@@ -44,11 +44,12 @@ def write_cifar10(root: Path, n_train: int = 500, n_test: int = 250, seed: int =
     rng = np.random.default_rng(seed)
     d = Path(root) / "cifar10"
     d.mkdir(parents=True, exist_ok=True)
+    patterns = rng.integers(0, 256, (10, 32, 32, 3))
     members = {}
     for name, n in [(f"data_batch_{i}.bin", n_train // 5) for i in range(1, 6)] + [("test_batch.bin", n_test)]:
         labels = np.arange(n) % 10
         rng.shuffle(labels)
-        planes = _images(rng, labels, (32, 32, 3)).transpose(0, 3, 1, 2).reshape(n, -1)  # R, G, B planes
+        planes = _images(rng, labels, patterns).transpose(0, 3, 1, 2).reshape(n, -1)  # R, G, B planes
         members[f"cifar-10-batches-bin/{name}"] = np.concatenate([labels[:, None].astype(np.uint8), planes], 1).tobytes()
     members["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(
         ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]).encode() + b"\n"

@@ -105,6 +105,13 @@ def test_keep_last_k_plus_the_best(tmp_path):
             ckpt.save(state, hist)
             ckpt.wait()
         assert ckpt.epochs() == [2, 4, 5]  # best (epoch 2, 0.9) plus the last two
+    with checkpoint.Checkpointer(tmp_path, {"x": 1}, keep=2) as ckpt:  # a resumed or extended run
+        restored, hist = ckpt.restore_latest(state)
+        for acc in (0.7, 0.8):
+            hist.append({"test_accuracy": acc})
+            ckpt.save(restored, hist)
+        assert ckpt.epochs() == [2, 6, 7]  # the checkpoints of before the restart are pruned too
+    assert sorted(p.stem for p in (tmp_path / "manifests").iterdir()) == ["2", "6", "7"]
 
 
 def test_a_run_dir_with_another_config_is_refused(tmp_path):

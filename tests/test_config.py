@@ -56,8 +56,18 @@ def test_values_from_strings_take_the_fields_type(key, text, value):
 ])
 def test_bad_keys_and_values_are_one_line_errors(key, value, message):
     with pytest.raises(ConfigError, match=message) as e:
-        config.replace(RunConfig(), key, value)
+        config.replace(RunConfig(), key, value).check()  # checks across keys wait for .check()
     assert "\n" not in str(e.value)
+
+
+def test_keys_can_be_set_in_any_order():
+    """A check that involves two keys waits until the study is expanded, so the order of --set does not matter."""
+    study = config.get_study("tiny").set("data.train_subset", 64).set("data.batch_size", 32)
+    assert {r.data.batch_size for r in study.runs()} == {32}
+    study = config.get_study("tiny").set("schedule.name", "piecewise").set("schedule.boundaries", "10,20")
+    assert study.runs()[0].schedule.boundaries == (10, 20)
+    with pytest.raises(ConfigError, match=r"data.batch_size=128 is larger than the 64 training examples"):
+        config.get_study("tiny").set("data.train_subset", 64).runs()
 
 
 def test_python_values_are_checked_too():
