@@ -6,10 +6,11 @@ For 3x3 SAME convolutions of the seed networks' shapes, times (median of --reps,
 each piece on its own under ``jax.jit``: the forward convolution, the input gradient, the kernel
 gradient by XLA's own rule, the same convolution with its operands already in the layouts it
 wants (so the difference is the transposes), the kernel gradient computed the other way round
-(``jaxres.conv.kernel_gradient_swapped``, for every shape), and jaxres's kernel gradient where
-``jaxres.conv`` applies that order (more channels in than out). With PyTorch installed, its forward, input and kernel gradients (oneDNN on
-CPU, through ``aten.convolution_backward`` as autograd calls it) on the
-same shapes, channels-last. Run it under ``taskset -c 0`` to see the one-core figures.
+(``jaxres.conv.kernel_gradient_swapped``, for every shape; the ``xla-swapped`` backend uses it where
+more channels go in than out), and the three passes through jaxres's oneDNN handlers (the CPU
+default, ``jaxres.onednn``). With PyTorch installed, its forward, input and kernel gradients (oneDNN
+on CPU, through ``aten.convolution_backward`` as autograd calls it) on the same shapes,
+channels-last. Run it under ``taskset -c 0`` to see the one-core figures.
 """
 from __future__ import annotations
 
@@ -46,7 +47,6 @@ def _median_ms(fn, reps):
 
 def _jax_pieces(x, w, dy):
     fwd = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
-    ours = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
     pieces = {
         "forward": (fwd, (x, w)),
         "input gradient": (lambda x, w, dy: jax.vjp(lambda x: fwd(x, w), x)[1](dy)[0], (x, w, dy)),
@@ -57,9 +57,13 @@ def _jax_pieces(x, w, dy):
         "kernel gradient, swapped order": (
             lambda x, dy: conv.kernel_gradient_swapped(x, dy, (3, 3), ((1, 1), (1, 1))), (x, dy)),
     }
-    if "custom_vjp_call" in str(jax.make_jaxpr(ours)(x, w)):
-        pieces["kernel gradient, jaxres"] = (lambda x, w, dy: jax.vjp(lambda w: ours(x, w), w)[1](dy)[0],
-                                             (x, w, dy))
+    from jaxres import onednn
+
+    if onednn.load()[0]:  # jaxres's oneDNN handlers, through the XLA FFI (jaxres.conv's CPU default)
+        s, p = (1, 1), ((1, 1), (1, 1))
+        pieces["oneDNN forward"] = (lambda x, w: onednn.forward(x, w, s, p), (x, w))
+        pieces["oneDNN input gradient"] = (lambda w, dy: onednn.input_grad(dy, w, x.shape, s, p), (w, dy))
+        pieces["oneDNN kernel gradient"] = (lambda x, dy: onednn.kernel_grad(x, dy, w.shape, s, p), (x, dy))
     return pieces
 
 

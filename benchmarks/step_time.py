@@ -31,14 +31,19 @@ CASES = [  # (model, input shape HWC, norm)
     ("seed_resnet", (32, 32, 3), "none"),
     ("resnet20", (32, 32, 3), "batch"),
 ]
-WORKERS = ("jaxres-default-flags", "jaxres", "pytorch", "keras-tf")
+WORKERS = ("jaxres-default-flags", "jaxres-xla", "jaxres", "pytorch", "keras-tf")
+# jaxres: as shipped (on CPU, convolutions through oneDNN); jaxres-xla: XLA's convolutions with
+# jaxres's swapped kernel-gradient rule (the CPU path where oneDNN is unavailable); default flags:
+# XLA's convolutions through YNNPACK, without jaxres's CPU fast path.
+CONV_BACKENDS = {"jaxres-xla": "xla-swapped", "jaxres-xla-kernel-grad": "xla"}
 # Options tried on top of jaxres as shipped (--frameworks jaxres,jaxres-no-donate,...), README "Benchmarks":
 JAX_VARIANTS = {
-    "jaxres-xla-kernel-grad": "XLA's own kernel-gradient convolution instead of jaxres.conv's rule",
+    "jaxres-xla-kernel-grad": "XLA's convolutions, its own kernel-gradient rule (JAXRES_CONV=xla)",
     "jaxres-no-donate": "the old train state's buffers are not donated to the new one",
     "jaxres-scan4": "4 steps per dispatch with lax.scan, unrolled (same batch)",
     "jaxres-scan2-rolled": "2 steps per dispatch with lax.scan as a while loop (same batch)",
     "jaxres-2-devices": "pmap over 2 host devices (--xla_force_host_platform_device_count=2), batch split",
+    "jaxres-omp1": "oneDNN with one OpenMP thread (OMP_NUM_THREADS=1) instead of one per core",
 }
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,12 +88,10 @@ def _jax_worker(case, batch, variant=""):
             step = jax.jit(many, donate_argnums=(0,))
         else:
             step = train.jit_train_step(donate=variant != "no-donate")
+        flops = _xla_flops(step, state, b, key) / per_call
         t = time.perf_counter()
         compiled = step.lower(state, b, key).compile()
         compile_s = time.perf_counter() - t
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        flops = float(cost.get("flops", 0.0)) / per_call if cost else 0.0
     holder = {"state": state}
 
     def run(n):
@@ -105,6 +108,20 @@ def _jax_worker(case, batch, variant=""):
     for _ in range(2):
         run(1)
     return {"params": params, "compile_s": compile_s, "flops": flops}, run
+
+
+def _xla_flops(step, state, batch, key) -> float:
+    """FLOP per call from XLA's cost analysis of the step compiled with XLA's own convolutions: XLA
+    cannot count what a oneDNN custom call computes, so every jaxres worker counts the same way."""
+    from jaxres import conv
+
+    try:
+        conv.set_backend("xla")
+        cost = step.lower(state, batch, key).compile().cost_analysis()
+    finally:
+        conv.set_backend(None)  # the automatic choice again (JAXRES_CONV for the variant workers)
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
 def _torch_worker(case, batch):
@@ -272,11 +289,9 @@ def worker_main(kind: str, batch: int) -> None:
     """Line protocol on stdin/stdout: 'setup i' -> info JSON, 'run n' -> times JSON, 'peak' -> GFLOP/s."""
     if kind.startswith("jaxres"):
         import jaxres  # noqa: F401 - applies (or, by JAXRES_CPU_FAST_PATH=0, skips) the CPU fast path first
-    if kind == "jaxres-xla-kernel-grad":
-        os.environ["JAXRES_CPU_FAST_PATH"] = "0"  # after the import: the XLA flag stays, jaxres.conv's rule is off
 
-    builders = {"jaxres": _jax_worker, "jaxres-default-flags": _jax_worker, "pytorch": _torch_worker,
-                "keras-tf": _keras_worker}
+    builders = {"jaxres": _jax_worker, "jaxres-default-flags": _jax_worker, "jaxres-xla": _jax_worker,
+                "pytorch": _torch_worker, "keras-tf": _keras_worker}
     builders.update({k: functools.partial(_jax_worker, variant=k[len("jaxres-"):]) for k in JAX_VARIANTS})
     run = None
     for line in sys.stdin:
@@ -311,6 +326,10 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
         if kind == "jaxres-default-flags":
             env["JAXRES_CPU_FAST_PATH"] = "0"
+        if kind in CONV_BACKENDS:
+            env["JAXRES_CONV"] = CONV_BACKENDS[kind]
+        if kind == "jaxres-omp1":
+            env["OMP_NUM_THREADS"] = "1"
         if kind == "jaxres-2-devices":
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
         self.kind = kind
@@ -402,7 +421,8 @@ def main(argv=None) -> int:
             peers = [rows[k]["median_s"] for k in ("pytorch", "keras-tf") if k in rows]
             ratio = rows["jaxres"]["median_s"] / min(peers) if peers and "jaxres" in rows else None
             case = {"model": name, "input": list(shape), "norm": norm, "params": counts.popitem()[1],
-                    "flop_per_step": flops, "flop_source": "XLA cost analysis of the compiled jaxres train step",
+                    "flop_per_step": flops, "flop_source": "XLA cost analysis of the jaxres train step compiled "
+                                                           "with XLA's convolutions",
                     "frameworks": rows, "jaxres_over_fastest_peer": ratio}
             results["cases"].append(case)
             print(f"\n{name} {'x'.join(map(str, shape))} norm={norm}, batch {args.batch}, {args.dtype}, "

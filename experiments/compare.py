@@ -126,7 +126,7 @@ def environment() -> dict[str, Any]:
             "flax": flax.__version__, "optax": optax.__version__, "orbax": orbax.checkpoint.__version__,
             "backend": jax.default_backend(), "device_count": jax.local_device_count(),
             "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
-            "conv_backend": conv.backend(), "cpu_fast_path": cpu.fast_path_status(),
+            "conv_backend": conv.backend(), "conv_backend_note": conv.describe(), "cpu_fast_path": cpu.fast_path_status(),
             "python": sys.version.split()[0]}
 
 
@@ -190,7 +190,7 @@ def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[s
         n_params = models.count_params(state.params)
         print(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, {ds.num_train} train / {ds.num_test} "
               f"test examples, {cfg.epochs} epochs of {ds.steps_per_epoch} steps, {cfg.optimizer.name} "
-              f"lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), {n_dev} device(s), conv backend {conv.backend()}")
+              f"lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), {n_dev} device(s), conv backend {conv.describe()}")
         with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=args.keep) as ckpt:
             writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name))  # tensorboard --logdir OUT/tensorboard
             try:
@@ -215,8 +215,14 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
 
     from jaxres import data
 
+    from jaxres import conv
+
     if args.keep < 1:
         raise UsageError(f"--keep must be at least 1, got {args.keep}")
+    try:
+        conv.backend()
+    except ValueError as e:  # JAXRES_CONV names a backend that cannot run here
+        raise UsageError(f"{e} (${conv.ENV})") from None
     n_dev = jax.local_device_count()
     if args.devices is not None and not 1 <= args.devices <= n_dev:
         raise UsageError(f"--devices must be between 1 and the {n_dev} local devices, got {args.devices}")

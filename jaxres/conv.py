@@ -1,27 +1,25 @@
-"""The convolution jaxres's models use: ``lax.conv_general_dilated``, with a cheaper kernel gradient on CPU.
+"""The convolution jaxres's models use: ``lax.conv_general_dilated``, or oneDNN on the CPU.
 
-For a stride-1 NHWC/HWIO convolution, the gradient with respect to the kernel is itself a
-convolution that contracts over batch and image, ``dW = conv(x, dy)``. JAX's transpose rule makes
-``x`` its image operand, so XLA's CPU (Eigen) path transposes ``x`` to batch-minor order
-(an element-wise transpose) and ``dy`` to the kernel layout (a block transpose). When ``x`` has
-more channels than ``dy`` (a 64 -> 32 layer), computing the same sum the other way round,
-``conv(dy, x)`` flipped, puts the element-wise transpose on the smaller tensor: 1.1-1.4x faster
-for that gradient here (``python -m benchmarks.conv_layer``, README "Benchmarks"). The result is
-the same sum in another order (f32 rounding only; ``tests/test_conv.py``).
+The convolution *backend* is an explicit, visible choice (``backend()``, printed in every run header
+and recorded in every ``results.json``):
 
-The convolution *backend* is an explicit, visible choice (``backend()``, printed in every run
-header and recorded in every ``results.json``):
+* ``onednn`` (the CPU default where jaxres's oneDNN extension loaded, ``jaxres.onednn``): forward,
+  input gradient and kernel gradient of every NHWC/HWIO convolution without dilation or groups, in
+  float32 or bfloat16, run as oneDNN primitives through the XLA FFI: 1.2-4x faster than XLA's CPU
+  convolutions per pass (``python -m benchmarks.conv_layer``), the kernel gradient most. Anything else
+  (dilation, groups, other dtypes) stays ``lax``.
+* ``xla-swapped`` (the CPU default where oneDNN is unavailable): ``lax``, except that for a stride-1
+  convolution with more input than output channels (64 -> 32) the kernel gradient, itself a
+  convolution ``dW = conv(x, dy)``, is computed the other way round, ``conv(dy, x)`` flipped, so
+  XLA's element-wise transpose falls on the smaller tensor (1.1-1.4x for that gradient).
+* ``xla``: ``lax.conv_general_dilated`` for everything (the default off the CPU).
 
-* ``xla``: ``lax.conv_general_dilated`` for everything;
-* ``xla-swapped``: the same, but the kernel gradient of the cases above is computed the other way
-  round. CPU only.
-
-By default the backend is ``xla-swapped`` on the CPU backend and ``xla`` elsewhere;
-``JAXRES_CONV=xla`` (or ``JAXRES_CPU_FAST_PATH=0``, which also drops the XLA flag of
-``jaxres.cpu``) or ``set_backend("xla")`` chooses ``xla``. The choice is read when a function is
-traced, so ``set_backend`` clears JAX's compilation caches. A ``jax.custom_vjp`` function supports
-reverse mode (``grad``, ``vjp``, ``jacrev``) but not forward mode (``jvp``, ``jacfwd``); use the
-``xla`` backend for those.
+``JAXRES_CONV=xla`` (or another name), ``JAXRES_CPU_FAST_PATH=0`` (``xla``, and no XLA flag, see
+``jaxres.cpu``) or ``set_backend(...)`` choose. The choice is read when a function is traced, so
+``set_backend`` clears JAX's compilation caches. ``onednn`` and ``xla-swapped`` are ``jax.custom_vjp``
+functions: reverse mode (``grad``, ``vjp``, ``jacrev``) and ``jit``, ``pmap``, ``vmap`` work; forward mode
+(``jvp``, ``jacfwd``) does not: use the ``xla`` backend for it. Tests: ``tests/test_conv.py``,
+``tests/test_onednn.py`` (same values and gradients as lax up to float32 rounding).
 """
 from __future__ import annotations
 
@@ -29,12 +27,13 @@ import functools
 import os
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from jaxres import cpu
 
 NHWC = ("NHWC", "HWIO", "NHWC")
-BACKENDS = ("xla", "xla-swapped")
+BACKENDS = ("onednn", "xla-swapped", "xla")
 ENV = "JAXRES_CONV"
 _chosen: str | None = None  # set_backend's choice; None: automatic
 
@@ -42,8 +41,14 @@ _chosen: str | None = None  # set_backend's choice; None: automatic
 def _check(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown convolution backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name == "xla-swapped" and jax.default_backend() != "cpu":
-        raise ValueError(f"convolution backend 'xla-swapped' is for the CPU backend, not {jax.default_backend()}")
+    if name != "xla" and jax.default_backend() != "cpu":
+        raise ValueError(f"convolution backend {name!r} is for the CPU backend, not {jax.default_backend()}")
+    if name == "onednn":
+        from jaxres import onednn
+
+        ok, why = onednn.load()
+        if not ok:
+            raise ValueError(f"convolution backend 'onednn' is unavailable: {why}")
     return name
 
 
@@ -53,7 +58,20 @@ def backend() -> str:
         return _chosen
     if os.environ.get(ENV):
         return _check(os.environ[ENV].strip())
-    return "xla-swapped" if cpu.switched_on() and jax.default_backend() == "cpu" else "xla"
+    if not cpu.switched_on() or jax.default_backend() != "cpu":
+        return "xla"
+    from jaxres import onednn
+
+    return "onednn" if onednn.load()[0] else "xla-swapped"
+
+
+def describe() -> str:
+    """The backend in use, in words, for run headers: with oneDNN's version, or why it is not used."""
+    name = backend()
+    from jaxres import onednn
+
+    ok, what = onednn.load() if jax.default_backend() == "cpu" else (False, "not a CPU backend")
+    return f"{name} ({what})" if name == "onednn" or not ok else name
 
 
 def set_backend(name: str | None) -> None:
@@ -65,7 +83,7 @@ def set_backend(name: str | None) -> None:
 
 
 def enabled() -> bool:
-    """Whether the custom kernel gradient is used for convolutions traced now."""
+    """Whether the swapped kernel-gradient rule is used for convolutions traced now."""
     return backend() == "xla-swapped"
 
 
@@ -73,30 +91,82 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
     """Drop-in for ``lax.conv_general_dilated`` (Flax ``nn.Conv(conv_general_dilated=...)``)."""
-    pads = _eligible(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                     feature_group_count, batch_group_count)
-    if pads is None or not enabled():
-        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, batch_group_count,
-                                        precision, preferred_element_type)
-    return _conv(lhs, rhs, pads, precision, preferred_element_type)
+    name = backend()
+    if name == "onednn":
+        pads = _onednn_eligible(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                                feature_group_count, batch_group_count, preferred_element_type)
+        if pads is not None:
+            return _onednn_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+    if name == "xla-swapped":
+        pads = _eligible(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                         feature_group_count, batch_group_count)
+        if pads is not None:
+            return _conv(lhs, rhs, pads, precision, preferred_element_type)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, batch_group_count,
+                                    precision, preferred_element_type)
 
 
-def _eligible(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups):
-    """The explicit padding when the custom kernel gradient applies and pays, else None."""
+def _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups):
+    """Explicit ((top, bottom), (left, right)) padding of a plain NHWC/HWIO convolution, else None."""
     if lhs.ndim != 4 or rhs.ndim != 4 or groups != 1 or batch_groups != 1:
         return None
-    if any(s != 1 for s in strides) or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())):
+    if any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ())):
         return None
     if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dn) != lax.conv_dimension_numbers(
             lhs.shape, rhs.shape, NHWC):
         return None
-    if lhs.shape[-1] <= rhs.shape[-1]:  # x has no more channels than dy: XLA's own order is the cheaper one
-        return None
     window = rhs.shape[:2]
-    pads = lax.padtype_to_pads(lhs.shape[1:3], window, (1, 1), padding) if isinstance(padding, str) else padding
-    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    if any(not (0 <= p < k) for (lo, hi), k in zip(pads, window) for p in (lo, hi)):
+    pads = lax.padtype_to_pads(lhs.shape[1:3], window, strides, padding) if isinstance(padding, str) else padding
+    return tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+# ------------------------------------------------------------------ onednn
+def _onednn_eligible(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups,
+                     preferred_element_type):
+    pads = _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups)
+    if pads is None or preferred_element_type is not None:
+        return None
+    if lhs.dtype != rhs.dtype or lhs.dtype not in (jnp.float32, jnp.bfloat16):
+        return None
+    if any(p < 0 for pair in pads for p in pair) or any(s < 1 for s in strides):
+        return None
+    if any(size + lo + hi < k for size, (lo, hi), k in zip(lhs.shape[1:3], pads, rhs.shape[:2])):
+        return None  # an empty output: leave it to lax
+    return pads
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _onednn_conv(x, w, strides, pads):
+    from jaxres import onednn
+
+    return onednn.forward(x, w, strides, pads)
+
+
+def _onednn_conv_fwd(x, w, strides, pads):
+    return _onednn_conv(x, w, strides, pads), (x, w)
+
+
+def _onednn_conv_bwd(strides, pads, res, dy):
+    from jaxres import onednn
+
+    x, w = res
+    dy = dy.astype(x.dtype)
+    return onednn.input_grad(dy, w, x.shape, strides, pads), onednn.kernel_grad(x, dy, w.shape, strides, pads)
+
+
+_onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
+
+
+# ------------------------------------------------------------------ xla-swapped
+def _eligible(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups):
+    """The explicit padding when the swapped kernel gradient applies and pays, else None."""
+    if any(s != 1 for s in strides):
+        return None
+    pads = _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups)
+    if pads is None or lhs.shape[-1] <= rhs.shape[-1]:  # x has no more channels than dy: XLA's order pays
+        return None
+    if any(not (0 <= p < k) for (lo, hi), k in zip(pads, rhs.shape[:2]) for p in (lo, hi)):
         return None
     return pads
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiments import compare
+from jaxres import conv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,8 @@ def test_every_artifact_exists_and_parses(study):
         assert len(res["history"]) == 2 and res["final"] == res["history"][-1] and res["diverged"] is None
         assert res["final"]["test_examples"] == 200 and 0 <= res["final"]["test_accuracy"] <= 1
         env = res["environment"]
-        assert {"jax", "flax", "backend", "device_count"} <= set(env) and env["conv_backend"] in ("xla", "xla-swapped")
+        assert {"jax", "flax", "backend", "device_count"} <= set(env) and env["conv_backend"] in conv.BACKENDS
+        assert env["conv_backend_note"].startswith(env["conv_backend"])
         assert strict_json(study / r / "config.json") == res["identity"]
     png = (study / "curves_mnist.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -1,4 +1,5 @@
-"""jaxres.conv: the CPU kernel-gradient rule gives lax's gradients, and only takes the cases it should.
+"""jaxres.conv: the swapped CPU kernel-gradient rule (backend "xla-swapped", the CPU default where oneDNN
+is unavailable) gives lax's gradients and only takes the cases it should; the backend is an explicit choice.
 
 Tolerance: the custom rule sums the same N*H*W products as XLA's kernel-gradient convolution in
 another order, so the two differ by f32 rounding only; we allow 1e-5 of the largest gradient
@@ -13,6 +14,12 @@ from jax import lax
 from jaxres import conv, models, train
 
 DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.fixture(autouse=True)
+def swapped(monkeypatch):
+    """These tests are about the xla-swapped backend (oneDNN has its own, tests/test_onednn.py)."""
+    monkeypatch.setenv(conv.ENV, "xla-swapped")
 
 
 def _uses_custom_rule(fn, *args) -> bool:
@@ -61,8 +68,9 @@ def test_switch_turns_the_rule_off(monkeypatch):
         return _loss(conv.conv_general_dilated, x, w, 1.0, padding="SAME")
 
     assert _uses_custom_rule(fn, x, w)
+    monkeypatch.delenv(conv.ENV)
     monkeypatch.setenv("JAXRES_CPU_FAST_PATH", "0")
-    assert not conv.enabled()
+    assert conv.backend() == "xla" and not conv.enabled()
     assert not _uses_custom_rule(lambda x, w: fn(x, w), x, w)
 
 
@@ -80,7 +88,7 @@ def test_model_gradients_match_the_plain_path(name, monkeypatch):
 
     assert _uses_custom_rule(lambda p: model.apply({"params": p}, x), state.params)
     fast = grads()
-    monkeypatch.setenv("JAXRES_CPU_FAST_PATH", "0")
+    monkeypatch.setenv(conv.ENV, "xla")
     assert not _uses_custom_rule(lambda p: model.apply({"params": p}, x), state.params)
     plain = grads()
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(fast), jax.tree.leaves(plain)):
@@ -89,20 +97,22 @@ def test_model_gradients_match_the_plain_path(name, monkeypatch):
 
 
 def test_the_backend_is_an_explicit_visible_choice(monkeypatch):
+    from jaxres import onednn
+
     x, w = jnp.ones((2, 8, 8, 6)), jnp.ones((3, 3, 6, 4))
     monkeypatch.delenv(conv.ENV, raising=False)
-    assert conv.backend() == "xla-swapped"  # the CPU default
+    assert conv.backend() == ("onednn" if onednn.load()[0] else "xla-swapped")  # the CPU default
     monkeypatch.setenv(conv.ENV, "xla")
     assert conv.backend() == "xla" and not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0,
                                                                                 padding="SAME"), x, w)
-    monkeypatch.setenv(conv.ENV, "onednn")
-    with pytest.raises(ValueError, match=r"unknown convolution backend 'onednn'; choose one of xla, xla-swapped"):
+    monkeypatch.setenv(conv.ENV, "cudnn")
+    with pytest.raises(ValueError, match=r"unknown convolution backend 'cudnn'; choose one of onednn, xla-swapped, xla"):
         conv.backend()
     monkeypatch.delenv(conv.ENV)
     try:
         conv.set_backend("xla")  # explicit, and clears what was compiled with the other choice
-        assert conv.backend() == "xla"
+        assert conv.backend() == "xla" and conv.describe().startswith("xla")
         assert not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0, padding="SAME"), x, w)
     finally:
         conv.set_backend(None)
-    assert conv.backend() == "xla-swapped"
+    assert conv.backend() in ("onednn", "xla-swapped")

@@ -1,0 +1,205 @@
+// XLA FFI handlers that run 2-D convolutions through oneDNN, the library PyTorch and TensorFlow use on
+// CPUs: forward, gradient with respect to the input, gradient with respect to the kernel.
+//
+// Glue only: each handler describes the convolution to oneDNN (activations in plain NHWC, the kernel
+// in the layout oneDNN chooses, reordered from or to HWIO), builds the primitive once per shape and
+// caches it, and executes it on the buffers XLA hands over. Python side: jaxres/onednn.py.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+namespace {
+
+enum Pass : int64_t { kForward = 0, kInputGrad = 1, kKernelGrad = 2 };
+
+// Everything that decides a primitive: pass, dtype, NHWC input, HWIO kernel, output, strides, padding.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+
+struct Plan {
+  dnnl::primitive conv;
+  memory::desc src, weights, dst;    // src/dst: the activations (NHWC); weights: the primitive's layout
+  memory::desc user_weights;         // HWIO, as JAX holds the kernel
+  bool reorder = false;              // the primitive's kernel layout is not HWIO
+  dnnl::reorder weights_reorder;     // HWIO -> chosen (forward, input grad) or chosen -> HWIO (kernel grad)
+  memory weights_buffer;             // the kernel in the primitive's layout, allocated once
+  memory scratchpad;                 // the primitive's workspace, allocated once (not per call: large
+                                     // fresh allocations cost page faults every call)
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+std::mutex& Lock() {  // XLA may call handlers from several threads; oneDNN's OpenMP team is one
+  static std::mutex mutex;
+  return mutex;
+}
+
+std::map<Key, std::unique_ptr<Plan>>& Cache() {
+  static std::map<Key, std::unique_ptr<Plan>> cache;
+  return cache;
+}
+
+struct Geometry {
+  int64_t n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr;
+};
+
+Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g) {
+  Key key{pass, static_cast<int64_t>(dt), g.n, g.h, g.w, g.c, g.kh, g.kw, g.o, g.oh, g.ow,
+          g.sh, g.sw, g.pt, g.pb, g.pl, g.pr};
+  auto& cache = Cache();
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second.get();
+
+  auto& engine = Engine();
+  memory::desc src({g.n, g.c, g.h, g.w}, dt, Tag::nhwc);
+  memory::desc dst({g.n, g.o, g.oh, g.ow}, dt, Tag::nhwc);
+  memory::desc any_weights({g.o, g.c, g.kh, g.kw}, dt, Tag::any);
+  memory::desc user_weights({g.o, g.c, g.kh, g.kw}, dt, Tag::hwio);
+  memory::dims strides{g.sh, g.sw}, pad_l{g.pt, g.pl}, pad_r{g.pb, g.pr};
+  auto algo = dnnl::algorithm::convolution_direct;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::convolution_forward::primitive_desc fwd(engine, dnnl::prop_kind::forward_training, algo, src,
+                                                any_weights, dst, strides, pad_l, pad_r, attr);
+  auto plan = std::make_unique<Plan>();
+  plan->src = src;
+  plan->dst = dst;
+  plan->user_weights = user_weights;
+  memory::desc scratch;
+  if (pass == kForward) {
+    plan->weights = fwd.weights_desc();
+    scratch = fwd.scratchpad_desc();
+    plan->conv = dnnl::convolution_forward(fwd);
+  } else if (pass == kInputGrad) {
+    dnnl::convolution_backward_data::primitive_desc bwd(engine, algo, src, any_weights, dst, strides, pad_l,
+                                                        pad_r, fwd, attr);
+    plan->weights = bwd.weights_desc();
+    scratch = bwd.scratchpad_desc();
+    plan->conv = dnnl::convolution_backward_data(bwd);
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc bwd(engine, algo, src, any_weights, dst, strides, pad_l,
+                                                           pad_r, fwd, attr);
+    plan->weights = bwd.diff_weights_desc();
+    scratch = bwd.scratchpad_desc();
+    plan->conv = dnnl::convolution_backward_weights(bwd);
+  }
+  plan->scratchpad = memory(scratch, engine);
+  plan->reorder = plan->weights != user_weights;
+  if (plan->reorder) {
+    plan->weights_buffer = memory(plan->weights, engine);
+    plan->weights_reorder = pass == kKernelGrad
+                                ? dnnl::reorder(dnnl::reorder::primitive_desc(engine, plan->weights, engine,
+                                                                              user_weights))
+                                : dnnl::reorder(dnnl::reorder::primitive_desc(engine, user_weights, engine,
+                                                                              plan->weights));
+  }
+  Plan* raw = plan.get();
+  cache.emplace(key, std::move(plan));
+  return raw;
+}
+
+memory::data_type DataType(ffi::DataType t) {
+  return t == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+ffi::Error CheckTypes(ffi::DataType a, ffi::DataType b, ffi::DataType out) {
+  if ((a != ffi::DataType::F32 && a != ffi::DataType::BF16) || b != a || out != a) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: float32 or bfloat16 operands of one type");
+  }
+  return ffi::Error::Success();
+}
+
+// x: NHWC input, w: HWIO kernel, y: NHWC output. Which of them are inputs depends on the pass.
+ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, int64_t sh, int64_t sw, int64_t pt,
+               int64_t pb, int64_t pl, int64_t pr) {
+  auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: rank-4 NHWC activations and HWIO kernel");
+  }
+  Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], yd[1], yd[2], sh, sw, pt, pb, pl, pr};
+  if (wd[2] != g.c || yd[0] != g.n || yd[3] != g.o) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: operand shapes do not agree");
+  }
+  try {
+    std::lock_guard<std::mutex> guard(Lock());
+    auto dt = DataType(x.element_type());
+    Plan* plan = GetPlan(pass, dt, g);
+    auto& engine = Engine();
+    dnnl::stream stream(engine);
+    memory src(plan->src, engine, x.untyped_data());
+    memory dst(plan->dst, engine, y.untyped_data());
+    memory user_w(plan->user_weights, engine, w.untyped_data());
+    memory prim_w = plan->reorder ? plan->weights_buffer : user_w;
+    auto& scratch = plan->scratchpad;
+    if (pass == kForward) {
+      if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
+      plan->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
+                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+    } else if (pass == kInputGrad) {  // here src is dx (the result) and dst is dy
+      if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
+      plan->conv.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DIFF_DST, dst},
+                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+    } else {  // here w is dw (the result)
+      plan->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w}, {DNNL_ARG_DIFF_DST, dst},
+                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+      if (plan->reorder) plan->weights_reorder.execute(stream, prim_w, user_w);
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw,
+                   int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  if (auto e = CheckTypes(x.element_type(), w.element_type(), y->element_type()); e.failure()) return e;
+  return Run(kForward, x, w, *y, sh, sw, pt, pb, pl, pr);
+}
+
+ffi::Error InputGrad(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, int64_t sh, int64_t sw,
+                     int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  if (auto e = CheckTypes(dy.element_type(), w.element_type(), dx->element_type()); e.failure()) return e;
+  return Run(kInputGrad, *dx, w, dy, sh, sw, pt, pb, pl, pr);
+}
+
+ffi::Error KernelGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw, int64_t sh, int64_t sw,
+                      int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  if (auto e = CheckTypes(x.element_type(), dy.element_type(), dw->element_type()); e.failure()) return e;
+  return Run(kKernelGrad, x, *dw, dy, sh, sw, pt, pb, pl, pr);
+}
+
+}  // namespace
+
+#define JAXRES_CONV_BINDING(first, second, result)                                               \
+  ffi::Ffi::Bind()                                                                               \
+      .Arg<ffi::AnyBuffer>()                                                                     \
+      .Arg<ffi::AnyBuffer>()                                                                     \
+      .Ret<ffi::AnyBuffer>()                                                                     \
+      .Attr<int64_t>("stride_h")                                                                 \
+      .Attr<int64_t>("stride_w")                                                                 \
+      .Attr<int64_t>("pad_top")                                                                  \
+      .Attr<int64_t>("pad_bottom")                                                               \
+      .Attr<int64_t>("pad_left")                                                                 \
+      .Attr<int64_t>("pad_right")
+
+// The handler symbols must stay visible whatever the compiler's default visibility.
+#pragma GCC visibility push(default)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_forward, Forward, JAXRES_CONV_BINDING(x, w, y));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_input_grad, InputGrad, JAXRES_CONV_BINDING(dy, w, dx));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_grad, KernelGrad, JAXRES_CONV_BINDING(x, dy, dw));
+#pragma GCC visibility pop

@@ -1,0 +1,113 @@
+"""oneDNN convolutions for JAX's CPU backend, through the XLA foreign function interface.
+
+``jaxres/_onednn/conv.cc`` is glue around oneDNN (the library PyTorch and TensorFlow run CPU
+convolutions with): three XLA FFI handlers, forward, input gradient and kernel gradient, for NHWC
+activations and HWIO kernels, any stride, explicit padding, float32 or bfloat16. ``pip install``
+builds it (``setup.py``, an optional extension: where it cannot be built, nothing fails).
+``load()`` loads oneDNN's library by its installed path, then the handlers, and registers them for
+the "cpu" platform; where any of that fails, it says why in one line and jaxres uses XLA's
+convolutions. ``jaxres.conv`` decides where these functions are used.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import numpy as np
+
+HANDLERS = {"forward": "jaxres_onednn_conv_forward", "input_grad": "jaxres_onednn_conv_input_grad",
+            "kernel_grad": "jaxres_onednn_conv_kernel_grad"}
+DTYPES = ("float32", "bfloat16")
+EXTENSION_DIR = Path(__file__).parent  # where pip builds _onednn_conv*.so
+
+
+def _libdnnl() -> Path | None:
+    """Where pip put oneDNN's library: in the environment's lib/, not in site-packages."""
+    try:
+        for f in metadata.files("onednn-cpu-gomp") or ():
+            if f.name == "libdnnl.so.3":  # the name the extension asks for
+                path = Path(f.locate()).resolve()
+                if path.is_file():
+                    return path
+    except metadata.PackageNotFoundError:
+        pass
+    path = Path(sys.prefix) / "lib" / "libdnnl.so.3"
+    return path if path.is_file() else None
+
+
+@functools.cache
+def load() -> tuple[bool, str]:
+    """(True, what was loaded) once the handlers are registered; (False, why not) otherwise."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False, f"oneDNN convolutions are built for x86-64 Linux only, not {sys.platform} {platform.machine()}"
+    ext = next(iter(sorted(EXTENSION_DIR.glob("_onednn_conv*.so"))), None)
+    if ext is None:
+        return False, "jaxres's oneDNN extension was not built at install time (no C++ compiler or no oneDNN?)"
+    lib = _libdnnl()
+    if lib is None:
+        return False, "oneDNN's library (onednn-cpu-gomp) is not installed"
+    try:
+        dnnl = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)  # before the extension, which links to it
+        handlers = ctypes.CDLL(str(ext))
+        for name, symbol in HANDLERS.items():
+            jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(handlers, symbol)), platform="cpu")
+    except (OSError, AttributeError) as e:
+        return False, f"jaxres's oneDNN extension could not be loaded ({e})"
+    return True, f"oneDNN {_version(dnnl)} from {lib}, {_threads()} OpenMP threads"
+
+
+def _version(dnnl: ctypes.CDLL) -> str:
+    class Version(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                    ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
+
+    dnnl.dnnl_version.restype = ctypes.POINTER(Version)
+    v = dnnl.dnnl_version().contents
+    return f"{v.major}.{v.minor}.{v.patch}"
+
+
+def _threads() -> int:
+    try:
+        return ctypes.CDLL("libgomp.so.1").omp_get_max_threads()
+    except (OSError, AttributeError):
+        return os.cpu_count() or 1
+
+
+def _attrs(strides, pads) -> dict[str, np.int64]:
+    (pt, pb), (pl, pr) = pads
+    return {"stride_h": np.int64(strides[0]), "stride_w": np.int64(strides[1]), "pad_top": np.int64(pt),
+            "pad_bottom": np.int64(pb), "pad_left": np.int64(pl), "pad_right": np.int64(pr)}
+
+
+def output_shape(x_shape, w_shape, strides, pads) -> tuple[int, int, int, int]:
+    n, h, w, _ = x_shape
+    kh, kw, _, o = w_shape
+    (pt, pb), (pl, pr) = pads
+    return n, (h + pt + pb - kh) // strides[0] + 1, (w + pl + pr - kw) // strides[1] + 1, o
+
+
+def _call(handler: str, shape, dtype, *operands, strides, pads):
+    # vmap: one call per element ("sequential"), correct for any batched operand
+    return jax.ffi.ffi_call(HANDLERS[handler], jax.ShapeDtypeStruct(tuple(shape), dtype),
+                            vmap_method="sequential")(*operands, **_attrs(strides, pads))
+
+
+def forward(x, w, strides, pads):
+    """y = conv(x, w): NHWC x, HWIO w."""
+    return _call("forward", output_shape(x.shape, w.shape, strides, pads), x.dtype, x, w, strides=strides, pads=pads)
+
+
+def input_grad(dy, w, x_shape, strides, pads):
+    """dL/dx of y = conv(x, w), given dL/dy."""
+    return _call("input_grad", x_shape, dy.dtype, dy, w, strides=strides, pads=pads)
+
+
+def kernel_grad(x, dy, w_shape, strides, pads):
+    """dL/dw of y = conv(x, w), given dL/dy."""
+    return _call("kernel_grad", w_shape, x.dtype, x, dy, strides=strides, pads=pads)

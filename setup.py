@@ -1,0 +1,49 @@
+"""Builds jaxres's optional oneDNN extension; the project itself is described in pyproject.toml.
+
+The extension (jaxres/_onednn/conv.cc) is XLA FFI glue around oneDNN. It compiles against the XLA
+FFI headers that jaxlib ships and oneDNN's headers and library (onednn-devel-cpu-gomp, onednn-cpu-gomp),
+all build requirements. It is optional: without a C++ compiler, off x86-64 Linux, or if compiling
+fails, jaxres installs without it and uses XLA's convolutions (``jaxres.onednn.load`` says why).
+"""
+import sys
+from importlib import metadata, util
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+
+def _locate(dist: str, suffix: str) -> Path | None:
+    """The folder holding the file of the installed distribution ``dist`` whose path ends with ``suffix``."""
+    try:
+        for f in metadata.files(dist) or ():
+            if str(f).endswith(suffix):
+                return Path(f.locate()).resolve().parent
+    except metadata.PackageNotFoundError:
+        pass
+    return None
+
+
+def _extensions() -> list[Extension]:
+    import platform
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return []
+    jaxlib = util.find_spec("jaxlib")
+    headers = _locate("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp")  # include/oneapi/dnnl/
+    library = _locate("onednn-cpu-gomp", "libdnnl.so.3") or _locate("onednn-devel-cpu-gomp", "libdnnl.so")
+    if jaxlib is None or headers is None or library is None:
+        print("jaxres: jaxlib or oneDNN not found at build time; building without the oneDNN extension")
+        return []
+    if not (library / "libdnnl.so").exists():  # link by the versioned name when the bare one is absent
+        link = [f"-l:{next(library.glob('libdnnl.so.3*')).name}"]
+    else:
+        link = ["-ldnnl"]
+    return [Extension(
+        "jaxres._onednn_conv", ["jaxres/_onednn/conv.cc"],
+        include_dirs=[str(Path(jaxlib.origin).parent / "include"), str(headers.parent.parent)],
+        library_dirs=[str(library)], extra_link_args=link,
+        extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
+        language="c++", optional=True)]
+
+
+setup(ext_modules=_extensions())

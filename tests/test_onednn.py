@@ -1,0 +1,198 @@
+"""oneDNN convolutions through the XLA FFI (jaxres.onednn, backend "onednn" of jaxres.conv).
+
+Tolerance: oneDNN and XLA sum the same products in other orders and blockings, so values and
+gradients agree to float32 rounding: 1e-5 of each result's largest entry (observed: up to 8e-6 for
+kernel gradients that sum 100,000 products, ~1e-7 for the rest). bfloat16: 2e-2.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import lax
+
+from jaxres import conv, models, onednn
+
+ROOT = Path(__file__).resolve().parents[1]
+DN = ("NHWC", "HWIO", "NHWC")
+pytestmark = pytest.mark.skipif(not onednn.load()[0], reason=f"oneDNN unavailable: {onednn.load()[1]}")
+
+
+@pytest.fixture(autouse=True)
+def use_onednn(monkeypatch):
+    monkeypatch.setenv(conv.ENV, "onednn")
+
+
+def close(a, b, tol=1e-5):
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    np.testing.assert_allclose(a, b, rtol=0, atol=tol * float(np.abs(b).max()) + 1e-30)
+
+
+def through_onednn(fn, *args) -> bool:
+    return "jaxres_onednn_conv_forward" in str(jax.make_jaxpr(fn)(*args))
+
+
+CASES = [  # batch, height, width, channels in, out, kernel, stride, padding
+    (1, 7, 7, 1, 16, (3, 3), 1, "SAME"),                # batch 1, odd size, one channel
+    (2, 8, 8, 3, 16, (3, 3), 2, ((1, 1), (1, 1))),      # even size, stride 2, He et al.'s padding
+    (3, 9, 6, 16, 32, (3, 3), 2, "VALID"),              # odd and even sides, stride 2, no padding
+    (2, 6, 6, 32, 64, (3, 3), 1, ((0, 2), (1, 0))),     # asymmetric padding
+    (2, 10, 10, 64, 32, (3, 3), 1, "SAME"),             # the seed networks' 64 -> 32
+    (2, 7, 7, 16, 32, (1, 1), 2, "VALID"),              # option B's 1x1 projection
+    (2, 8, 9, 3, 8, (5, 3), 1, "SAME"),                 # a non-square kernel
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[3]}to{c[4]}-s{c[6]}-{c[1]}x{c[2]}-n{c[0]}" for c in CASES])
+def test_values_and_gradients_equal_lax(case):
+    n, h, w_, cin, cout, kernel, stride, padding = case
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, h, w_, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, cin, cout)), jnp.float32)
+
+    def f(conv_fn):
+        return lambda x, w: conv_fn(x, w, (stride, stride), padding, dimension_numbers=DN)
+
+    ours, ref = f(conv.conv_general_dilated), f(lax.conv_general_dilated)
+    assert through_onednn(ours, x, w)
+    y, y_ref = jax.jit(ours)(x, w), ref(x, w)
+    close(y, y_ref)
+    r = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    grads = jax.jit(jax.grad(lambda x, w: jnp.sum(ours(x, w) * r), (0, 1)))(x, w)
+    grads_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) * r), (0, 1))(x, w)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        close(g, g_ref)
+
+
+def test_bfloat16():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(4, 8, 8, 16)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(3, 3, 16, 32)) / 12, jnp.bfloat16)
+    ours = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
+    assert through_onednn(ours, x, w)
+    y = jax.jit(ours)(x, w)
+    assert y.dtype == jnp.bfloat16
+    close(y, lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.float32), (1, 1), "SAME",
+                                      dimension_numbers=DN), tol=2e-2)
+    dw = jax.grad(lambda w: jnp.sum(ours(x, w).astype(jnp.float32)))(w)
+    dw_ref = jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(x.astype(jnp.float32), w, (1, 1), "SAME",
+                                                                 dimension_numbers=DN)))(w.astype(jnp.float32))
+    close(dw, dw_ref, tol=2e-2)
+
+
+def test_what_onednn_does_not_take_stays_lax():
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    for kw in ({"rhs_dilation": (2, 2)}, {"feature_group_count": 2}, {"preferred_element_type": jnp.float32}):
+        wk = w[:, :, :2] if "feature_group_count" in kw else w
+        fn = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN, **kw)
+        assert not through_onednn(fn, x, wk)
+        close(fn(x, wk), lax.conv_general_dilated(x, wk, (1, 1), "SAME", dimension_numbers=DN, **kw))
+    nchw = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    assert not through_onednn(nchw, jnp.ones((2, 4, 8, 8)), jnp.ones((4, 4, 3, 3)))
+
+
+def test_vmap_and_jit_and_the_jvp_fallback():
+    rng = np.random.default_rng(2)
+    xs = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 4)), jnp.float32)  # a vmapped axis in front of the batch
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 8)), jnp.float32)
+    ours = lambda x: conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
+    close(jax.jit(jax.vmap(ours))(xs), jax.vmap(lambda x: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                                                      dimension_numbers=DN))(xs))
+    with pytest.raises(TypeError, match="custom_vjp"):  # forward mode: not through oneDNN ...
+        jax.jvp(ours, (xs[0],), (xs[1],))
+    try:
+        conv.set_backend("xla")  # ... but through the xla backend, as documented
+        y, t = jax.jvp(ours, (xs[0],), (xs[1],))
+    finally:
+        conv.set_backend(None)
+    close(t, lax.conv_general_dilated(xs[1], w, (1, 1), "SAME", dimension_numbers=DN))
+
+
+@pytest.mark.parametrize("name, shape", [("seed_cnn", (28, 28, 1)), ("seed_resnet", (32, 32, 3)),
+                                         ("resnet20", (32, 32, 3))])
+def test_model_gradients_equal_the_xla_path(name, shape):
+    """The gradient of a training step's loss, oneDNN against XLA, on the same batch and weights.
+    resnet20 has batch norm, whose gradients are sums with heavy cancellation (tests/test_train.py):
+    there a leaf may differ by 2e-3 of its largest entry."""
+    model = models.get_model(name)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.random((8, *shape)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 10, 8))
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+
+    def loss(params):
+        out = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        logits = out[0] if isinstance(out, tuple) else out
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = {}
+    try:
+        for backend in ("onednn", "xla"):
+            conv.set_backend(backend)  # and clears the traces made with the other one
+            assert through_onednn(loss, variables["params"]) == (backend == "onednn")
+            grads[backend] = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    finally:
+        conv.set_backend(None)
+    assert float(grads["onednn"][0]) == pytest.approx(float(grads["xla"][0]), rel=1e-5)
+    tol = 2e-3 if name == "resnet20" else 1e-4
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads["onednn"][1]),
+                            jax.tree.leaves(grads["xla"][1]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=tol * float(jnp.abs(b).max()) + 1e-12,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+FALLBACK = """
+import sys
+from pathlib import Path
+import jaxres.onednn as o
+if sys.argv[1] == "no-library":
+    o._libdnnl = lambda: None
+else:
+    o.EXTENSION_DIR = Path(sys.argv[2])
+import jax, jax.numpy as jnp
+from jaxres import conv, models
+print(conv.describe())
+model = models.seed_cnn(widths=(4,))
+x = jnp.ones((2, 8, 8, 1))
+print(float(jax.grad(lambda p: model.apply({"params": p}, x).sum())(model.init(jax.random.key(0), x)["params"])
+            ["conv0"]["kernel"].sum()))
+"""
+
+
+@pytest.mark.parametrize("missing", ["no-library", "no-extension"])
+def test_without_onednn_jaxres_falls_back_to_xla_with_a_note(missing, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != conv.ENV}  # the automatic choice
+    out = subprocess.run([sys.executable, "-c", FALLBACK, missing, str(tmp_path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    note = out.stdout.splitlines()[0]
+    why = "is not installed" if missing == "no-library" else "was not built at install time"
+    assert note.startswith("xla-swapped (") and why in note
+    float(out.stdout.splitlines()[1])  # and it computed
+
+
+def test_pmap_on_4_devices_equals_jit():
+    """Each simulated device calls the oneDNN handlers on its own shard (XLA calls them from several
+    threads at once; the plan cache is locked): the pmapped convolution and its gradients equal the
+    jitted one on the whole batch."""
+    assert jax.local_device_count() == 4, "tests/conftest.py simulates 4 CPU devices"
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(8, 10, 10, 32)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 32, 64)), jnp.float32)
+    r = jnp.asarray(rng.normal(size=(8, 10, 10, 64)), jnp.float32)
+
+    def loss(x, w, r):
+        return jnp.sum(conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) * r)
+
+    assert through_onednn(loss, x, w, r)
+    value, (dx, dw) = jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w, r)
+    split = lambda a: a.reshape(4, 2, *a.shape[1:])
+    pv, (pdx, pdw) = jax.pmap(jax.value_and_grad(loss, (0, 1)), in_axes=(0, None, 0))(split(x), w, split(r))
+    close(pv.sum(), value)
+    close(pdx.reshape(dx.shape), dx)
+    close(pdw.sum(0), dw)
