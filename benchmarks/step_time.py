@@ -44,7 +44,16 @@ JAX_VARIANTS = {
     "jaxres-scan2-rolled": "2 steps per dispatch with lax.scan as a while loop (same batch)",
     "jaxres-2-devices": "pmap over 2 host devices (--xla_force_host_platform_device_count=2), batch split",
     "jaxres-omp1": "oneDNN with one OpenMP thread (OMP_NUM_THREADS=1) instead of one per core",
+    "jaxres-layer-norms-every1": "per-layer gradient/parameter/update norms recorded at every step",
+    "jaxres-layer-norms-every10": "per-layer norms at every 10th step (the default of experiments.compare)",
+    "jaxres-unkept-memory": "glibc's default malloc settings (JAXRES_KEEP_MEMORY=0, jaxres.cpu): every step "
+                            "maps and faults in fresh memory for XLA's temporary buffer",
 }
+# The peers with jaxres's malloc settings, by glibc's environment variable (is the gain jaxres's own?):
+KEPT_MEMORY = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+PEER_VARIANTS = {"pytorch-kept-memory": "PyTorch with GLIBC_TUNABLES=" + KEPT_MEMORY,
+                 "keras-tf-kept-memory": "Keras with GLIBC_TUNABLES=" + KEPT_MEMORY}
+VARIANTS = {**JAX_VARIANTS, **PEER_VARIANTS}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,7 +96,8 @@ def _jax_worker(case, batch, variant=""):
                                     length=per_call, unroll=unroll)
             step = jax.jit(many, donate_argnums=(0,))
         else:
-            step = train.jit_train_step(donate=variant != "no-donate")
+            every = int(variant.rsplit("every", 1)[1]) if variant.startswith("layer-norms-every") else 0
+            step = train.jit_train_step(donate=variant != "no-donate", layer_norms_every=every)
         flops = _xla_flops(step, state, b, key) / per_call
         t = time.perf_counter()
         compiled = step.lower(state, b, key).compile()
@@ -293,6 +303,7 @@ def worker_main(kind: str, batch: int) -> None:
     builders = {"jaxres": _jax_worker, "jaxres-default-flags": _jax_worker, "jaxres-xla": _jax_worker,
                 "pytorch": _torch_worker, "keras-tf": _keras_worker}
     builders.update({k: functools.partial(_jax_worker, variant=k[len("jaxres-"):]) for k in JAX_VARIANTS})
+    builders.update({k: builders[k.removesuffix("-kept-memory")] for k in PEER_VARIANTS})
     run = None
     for line in sys.stdin:
         cmd, arg = (line.split() + [""])[:2]
@@ -313,6 +324,7 @@ def _available(kind: str) -> str | None:
     """None when the worker can run here, else why not."""
     import importlib.util
 
+    kind = kind.removesuffix("-kept-memory")
     need = {"pytorch": "torch", "keras-tf": "tensorflow"}.get(kind)
     if need and importlib.util.find_spec(need) is None:
         return f"{need} is not installed (pip install -e '.[bench]')"
@@ -330,6 +342,10 @@ class Worker:
             env["JAXRES_CONV"] = CONV_BACKENDS[kind]
         if kind == "jaxres-omp1":
             env["OMP_NUM_THREADS"] = "1"
+        if kind == "jaxres-unkept-memory":
+            env["JAXRES_KEEP_MEMORY"] = "0"
+        if kind in PEER_VARIANTS:
+            env["GLIBC_TUNABLES"] = KEPT_MEMORY
         if kind == "jaxres-2-devices":
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
         self.kind = kind
@@ -370,7 +386,7 @@ def main(argv=None) -> int:
                    help="indices into: " + "; ".join(f"{i}={m} {'x'.join(map(str, s))} norm={n}"
                                                       for i, (m, s, n) in enumerate(CASES)))
     p.add_argument("--frameworks", default=",".join(WORKERS),
-                   help="comma-separated, from: " + ", ".join(WORKERS + tuple(JAX_VARIANTS)))
+                   help="comma-separated, from: " + ", ".join(WORKERS + tuple(VARIANTS)))
     p.add_argument("--json", help="write the results here too")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -378,12 +394,12 @@ def main(argv=None) -> int:
         worker_main(args.worker, args.batch)
         return 0
     kinds = [k for k in args.frameworks.split(",") if k]
-    unknown = [k for k in kinds if k not in WORKERS and k not in JAX_VARIANTS]
+    unknown = [k for k in kinds if k not in WORKERS and k not in VARIANTS]
     if unknown:
-        p.error(f"unknown framework(s) {', '.join(unknown)}; choose from {', '.join(WORKERS + tuple(JAX_VARIANTS))}")
+        p.error(f"unknown framework(s) {', '.join(unknown)}; choose from {', '.join(WORKERS + tuple(VARIANTS))}")
     for k in kinds:
-        if k in JAX_VARIANTS:
-            print(f"{k}: {JAX_VARIANTS[k]}")
+        if k in VARIANTS:
+            print(f"{k}: {VARIANTS[k]}")
     notes = {k: why for k in kinds if (why := _available(k))}
     for k, why in notes.items():
         print(f"skipping {k}: {why}")

@@ -127,6 +127,7 @@ def environment() -> dict[str, Any]:
             "backend": jax.default_backend(), "device_count": jax.local_device_count(),
             "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
             "conv_backend": conv.backend(), "conv_backend_note": conv.describe(), "cpu_fast_path": cpu.fast_path_status(),
+            "cpu_keep_memory": cpu.memory_status(),
             "python": sys.version.split()[0]}
 
 
@@ -193,9 +194,14 @@ def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[s
               f"lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), {n_dev} device(s), conv backend {conv.describe()}")
         with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=args.keep) as ckpt:
             writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name))  # tensorboard --logdir OUT/tensorboard
+            def on_layer_norms(epoch: int, norms: train.LayerNorms) -> None:
+                metrics.append_layer_norms(run_dir / metrics.LAYER_FILE, state.layers, norms)
+                writer.layer_norms(state.layers, norms)
+
             try:
                 fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=not args.no_progress,
-                                on_epoch=writer)
+                                on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
+                                on_layer_norms=on_layer_norms)
             finally:
                 writer.close()
         history = fit.history[:cfg.epochs]

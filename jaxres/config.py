@@ -292,11 +292,15 @@ class RunConfig:
     schedule: ScheduleConfig = ScheduleConfig()
     epochs: int = 10
     seed: int = 0                       # the root of every random stream (jaxres.train.Streams)
+    # Per-layer gradient, parameter and update norms every N steps (0: off); observes, changes no
+    # result, so it is not part of a run's identity. Every 10th step costs under 1% of a step.
+    layer_norms_every: int = 10
 
     def __post_init__(self) -> None:
         _coerce(self)
         _number("epochs", self.epochs, 1)
         _number("seed", self.seed, 0, MAX_SEED)
+        _number("layer_norms_every", self.layer_norms_every, 0)
 
     def check(self) -> RunConfig:
         """Every check that involves several keys; returns the config. Each key's own value is checked
@@ -364,6 +368,7 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
     """What a run is, for its checkpoints: the whole config but the epoch count, so a finished run can
     be extended; a schedule whose length is the run's (cosine without decay_steps) keeps it."""
     d = to_dict(cfg)
+    d.pop("layer_norms_every")  # what is recorded, not what is trained
     if not cfg.schedule.needs_total_steps:
         d.pop("epochs")
     return d

@@ -7,7 +7,9 @@ and recorded in every ``results.json``):
   input gradient and kernel gradient of every NHWC/HWIO convolution without dilation or groups, in
   float32 or bfloat16, run as oneDNN primitives through the XLA FFI: 1.2-4x faster than XLA's CPU
   convolutions per pass (``python -m benchmarks.conv_layer``), the kernel gradient most. Anything else
-  (dilation, groups, other dtypes) stays ``lax``.
+  (dilation, groups, other dtypes) stays ``lax``. The models call ``conv_bias_act``, which on this
+  backend also adds the bias and applies a following ReLU inside oneDNN's forward pass, and computes
+  the bias gradient inside its kernel-gradient pass (no separate XLA passes over the activations).
 * ``xla-swapped`` (the CPU default where oneDNN is unavailable): ``lax``, except that for a stride-1
   convolution with more input than output channels (64 -> 32) the kernel gradient, itself a
   convolution ``dW = conv(x, dy)``, is computed the other way round, ``conv(dy, x)`` flipped, so
@@ -107,6 +109,23 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                     precision, preferred_element_type)
 
 
+def conv_bias_act(x, w, b, strides, padding, relu: bool = False):
+    """``max(conv(x, w) + b, 0)`` (``relu``) or ``conv(x, w) + b`` for NHWC ``x``, HWIO ``w``, bias ``b``
+    of one entry per output channel, or None. On the ``onednn`` backend bias and ReLU run inside the
+    convolution's own output loop, and the bias gradient inside the kernel gradient's pass over dy
+    (what Keras's fused convolutions do); elsewhere, and where oneDNN does not take the convolution,
+    it is ``conv_general_dilated`` then ``+ b`` then ``jax.nn.relu``, which XLA fuses."""
+    strides = tuple(int(s) for s in strides)
+    if b is not None and backend() == "onednn" and b.dtype == x.dtype and b.shape == w.shape[-1:]:
+        pads = _onednn_eligible(x, w, strides, padding, None, None, NHWC, 1, 1, None)
+        if pads is not None:
+            return _onednn_conv_bias(x, w, b, strides, pads, bool(relu))
+    y = conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+    if b is not None:
+        y = y + b
+    return jax.nn.relu(y) if relu else y
+
+
 def _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups):
     """Explicit ((top, bottom), (left, right)) padding of a plain NHWC/HWIO convolution, else None."""
     if lhs.ndim != 4 or rhs.ndim != 4 or groups != 1 or batch_groups != 1:
@@ -127,7 +146,9 @@ def _onednn_eligible(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn,
     pads = _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups)
     if pads is None or preferred_element_type is not None:
         return None
-    if lhs.dtype != rhs.dtype or lhs.dtype not in (jnp.float32, jnp.bfloat16):
+    from jaxres import onednn
+
+    if lhs.dtype != rhs.dtype or jnp.dtype(lhs.dtype).name not in onednn.dtypes():  # bfloat16: where the CPU has it
         return None
     if any(p < 0 for pair in pads for p in pair) or any(s < 1 for s in strides):
         return None
@@ -156,6 +177,32 @@ def _onednn_conv_bwd(strides, pads, res, dy):
 
 
 _onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _onednn_conv_bias(x, w, b, strides, pads, relu):
+    from jaxres import onednn
+
+    return onednn.bias_forward(x, w, b, strides, pads, relu)
+
+
+def _onednn_conv_bias_fwd(x, w, b, strides, pads, relu):
+    y = _onednn_conv_bias(x, w, b, strides, pads, relu)
+    return y, (x, w, y if relu else None)
+
+
+def _onednn_conv_bias_bwd(strides, pads, relu, res, dy):
+    from jaxres import onednn
+
+    x, w, y = res
+    dy = dy.astype(x.dtype)
+    if relu:  # jax.nn.relu's rule: no gradient where the output is 0
+        dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))
+    dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads)
+    return onednn.input_grad(dy, w, x.shape, strides, pads), dw, db
+
+
+_onednn_conv_bias.defvjp(_onednn_conv_bias_fwd, _onednn_conv_bias_bwd)
 
 
 # ------------------------------------------------------------------ xla-swapped

@@ -7,6 +7,8 @@ them on the device (the first non-finite step is a minimum; no host sync per ste
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -49,6 +51,37 @@ def layer_norms(tree: Any) -> dict[str, float]:
             for path, leaf in flat}
 
 
+LAYER_FILE = "layer_norms.npz"  # beside results.json: per-layer norms of the recorded steps
+
+
+def append_layer_norms(path: str | Path, names: tuple[str, ...], norms: Any) -> None:
+    """Add one epoch's per-layer norms (``jaxres.train.LayerNorms``) to the run's file, atomically.
+    Recorded steps from that step on are replaced: after a resume, an epoch recorded but not
+    checkpointed before the interruption is trained, and recorded, again."""
+    path = Path(path)
+    names = list(names)
+    if not norms.steps.size:  # an epoch shorter than the recording interval
+        return
+    old = load_layer_norms(path) if path.exists() else None
+    series = {"steps": norms.steps, "grad": norms.grad, "param": norms.param, "update": norms.update}
+    if old is not None and old[0] == names:
+        keep = old[1]["steps"] < norms.steps.min()
+        series = {k: np.concatenate([old[1][k][keep], v]) for k, v in series.items()}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, names=np.array(names), **series)
+    os.replace(tmp, path)
+
+
+def load_layer_norms(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    """(layer names in network order, {"steps": (S,), "grad"/"param"/"update": (S, layers)}), or None
+    where the file is missing or unreadable."""
+    try:
+        with np.load(path) as f:
+            return [str(n) for n in f["names"]], {k: f[k] for k in ("steps", "grad", "param", "update")}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _import_summary_writer():
     """tensorboardX's SummaryWriter, without the import of all of PyTorch (2 s) that tensorboardX makes,
     where it is installed, to recognise its tensors: jaxres writes Python floats."""
@@ -85,6 +118,17 @@ class TensorBoardWriter:
                 split, _, name = key.partition("_")
                 tag = f"{name}/{split}" if split in ("train", "test") else key
                 self._writer.add_scalar(tag, value, row["epoch"])
+        self._writer.flush()
+
+    def layer_norms(self, names: tuple[str, ...], norms: Any) -> None:
+        """Per-layer gradient norms and update/parameter ratios at the recorded steps."""
+        if self._writer is None:
+            return
+        for i, step in enumerate(norms.steps):
+            for j, name in enumerate(names):
+                self._writer.add_scalar(f"layer_grad_norm/{name}", float(norms.grad[i, j]), int(step))
+                ratio = norms.update[i, j] / norms.param[i, j] if norms.param[i, j] > 0 else float("nan")
+                self._writer.add_scalar(f"layer_update_ratio/{name}", float(ratio), int(step))
         self._writer.flush()
 
     def close(self) -> None:

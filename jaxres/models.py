@@ -73,7 +73,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxres.conv import conv_general_dilated
+from jaxres.conv import conv_bias_act
 
 NORMS = ("none", "batch", "group", "layer")
 SHORTCUTS = ("identity", "projection", "none")
@@ -98,10 +98,32 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
 
 
+class Conv(nn.Module):
+    """A 2-D convolution with ``nn.Conv``'s parameters (names, shapes, initializers, dtype promotion),
+    computed by ``jaxres.conv.conv_bias_act``, so that the bias and a following ReLU (``relu=True``)
+    run inside the convolution where the backend can (oneDNN on CPU)."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: int = 1
+    padding: Any = PAD
+    use_bias: bool = True
+    relu: bool = False
+    kernel_init: Callable[..., Any] = KERNEL_INITS["glorot_uniform"]
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return conv_bias_act(x, kernel, bias, (self.strides, self.strides), self.padding, self.relu)
+
+
 def _conv(init: str, **kw: Any) -> Callable[..., nn.Module]:
-    """``nn.Conv`` with jaxres's convolution and the named kernel initializer."""
+    """``Conv`` with the named kernel initializer."""
     _check_choice("kernel_init", init, tuple(KERNEL_INITS))
-    return functools.partial(nn.Conv, kernel_init=KERNEL_INITS[init], conv_general_dilated=conv_general_dilated, **kw)
+    return functools.partial(Conv, kernel_init=KERNEL_INITS[init], **kw)
 
 
 def make_norm(kind: str, train: bool, axis_name: str | None, dtype: Any) -> Callable[..., nn.Module] | None:
@@ -142,10 +164,9 @@ class PlainCNN(nn.Module):
         conv = _conv(self.kernel_init, kernel_size=(3, 3), padding=PAD, use_bias=norm is None, dtype=self.dtype)
         x = x.astype(self.dtype)
         for i, w in enumerate(self.widths):
-            x = conv(w, name=f"conv{i}")(x)
+            x = conv(w, relu=norm is None, name=f"conv{i}")(x)  # ReLU inside the convolution ...
             if norm is not None:
-                x = norm(w, name=f"norm{i}")(x)
-            x = nn.relu(x)
+                x = nn.relu(norm(w, name=f"norm{i}")(x))  # ... or after the normalization
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.num_classes, kernel_init=KERNEL_INITS[self.kernel_init], dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
@@ -174,10 +195,9 @@ class ResidualBlock(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         conv = _conv(self.kernel_init, kernel_size=(3, 3), padding=PAD, use_bias=self.norm is None, dtype=self.dtype)
         last_init = nn.initializers.zeros if self.zero_init_residual else None
-        r = conv(self.inner, strides=self.strides, name="conv0")(x)
+        r = conv(self.inner, strides=self.strides, relu=self.norm is None, name="conv0")(x)
         if self.norm is not None:
-            r = self.norm(self.inner, name="norm0")(r)
-        r = nn.relu(r)
+            r = nn.relu(self.norm(self.inner, name="norm0")(r))
         if self.norm is None:
             r = conv(self.out, name="conv1", **({"kernel_init": last_init} if last_init else {}))(r)
         else:
@@ -235,11 +255,10 @@ class ResNet(nn.Module):
         norm = make_norm(self.norm, train, axis_name, self.dtype)
         inner = self.inner_widths or self.widths
         x = x.astype(self.dtype)
-        x = _conv(self.kernel_init)(self.stem_width, (3, 3), padding=PAD, use_bias=norm is None, dtype=self.dtype,
-                                    name="stem")(x)
+        x = _conv(self.kernel_init)(self.stem_width, (3, 3), padding=PAD, use_bias=norm is None, relu=norm is None,
+                                    dtype=self.dtype, name="stem")(x)
         if norm is not None:
-            x = norm(self.stem_width, name="stem_norm")(x)
-        x = nn.relu(x)
+            x = nn.relu(norm(self.stem_width, name="stem_norm")(x))
         for i, n in enumerate(self.stage_sizes):
             for j in range(n):
                 x = ResidualBlock(inner=inner[i], out=self.widths[i],

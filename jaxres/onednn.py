@@ -1,8 +1,10 @@
 """oneDNN convolutions for JAX's CPU backend, through the XLA foreign function interface.
 
 ``jaxres/_onednn/conv.cc`` is glue around oneDNN (the library PyTorch and TensorFlow run CPU
-convolutions with): three XLA FFI handlers, forward, input gradient and kernel gradient, for NHWC
-activations and HWIO kernels, any stride, explicit padding, float32 or bfloat16. ``pip install``
+convolutions with): XLA FFI handlers for the forward pass (plain, or with the bias and a ReLU as
+oneDNN post-ops), the input gradient and the kernel gradient (alone, or with the bias gradient), for
+NHWC activations and HWIO kernels, any stride, explicit padding, float32, and bfloat16 where the CPU
+has oneDNN's bfloat16 convolutions (``dtypes()``). ``pip install``
 builds it (``setup.py``, an optional extension: where it cannot be built, nothing fails).
 ``load()`` loads oneDNN's library by its installed path, then the handlers, and registers them for
 the "cpu" platform; where any of that fails, it says why in one line and jaxres uses XLA's
@@ -22,8 +24,9 @@ import jax
 import numpy as np
 
 HANDLERS = {"forward": "jaxres_onednn_conv_forward", "input_grad": "jaxres_onednn_conv_input_grad",
-            "kernel_grad": "jaxres_onednn_conv_kernel_grad"}
-DTYPES = ("float32", "bfloat16")
+            "kernel_grad": "jaxres_onednn_conv_kernel_grad", "bias_forward": "jaxres_onednn_conv_bias_forward",
+            "kernel_bias_grad": "jaxres_onednn_conv_kernel_bias_grad"}
+DTYPES = ("float32", "bfloat16")  # bfloat16 where this CPU has it (``dtypes()``)
 EXTENSION_DIR = Path(__file__).parent  # where pip builds _onednn_conv*.so
 
 
@@ -57,9 +60,18 @@ def load() -> tuple[bool, str]:
         handlers = ctypes.CDLL(str(ext))
         for name, symbol in HANDLERS.items():
             jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(handlers, symbol)), platform="cpu")
+        _supported.extend(DTYPES if handlers.jaxres_onednn_bf16_supported() else DTYPES[:1])
     except (OSError, AttributeError) as e:
         return False, f"jaxres's oneDNN extension could not be loaded ({e})"
-    return True, f"oneDNN {_version(dnnl)} from {lib}, {_threads()} OpenMP threads"
+    return True, f"oneDNN {_version(dnnl)} from {lib}, {_threads()} OpenMP threads, {'/'.join(_supported)}"
+
+
+_supported: list[str] = []
+
+
+def dtypes() -> tuple[str, ...]:
+    """The dtypes oneDNN convolves on this CPU (bfloat16 only where it has all three passes for it)."""
+    return tuple(_supported) if load()[0] else ()
 
 
 def _version(dnnl: ctypes.CDLL) -> str:
@@ -92,15 +104,23 @@ def output_shape(x_shape, w_shape, strides, pads) -> tuple[int, int, int, int]:
     return n, (h + pt + pb - kh) // strides[0] + 1, (w + pl + pr - kw) // strides[1] + 1, o
 
 
-def _call(handler: str, shape, dtype, *operands, strides, pads):
+def _call(handler: str, shape, dtype, *operands, strides, pads, **attrs):
     # vmap: one call per element ("sequential"), correct for any batched operand
-    return jax.ffi.ffi_call(HANDLERS[handler], jax.ShapeDtypeStruct(tuple(shape), dtype),
-                            vmap_method="sequential")(*operands, **_attrs(strides, pads))
+    out = ([jax.ShapeDtypeStruct(tuple(s), dtype) for s in shape] if isinstance(shape, list)
+           else jax.ShapeDtypeStruct(tuple(shape), dtype))
+    return jax.ffi.ffi_call(HANDLERS[handler], out, vmap_method="sequential")(
+        *operands, **_attrs(strides, pads), **{k: np.int64(v) for k, v in attrs.items()})
 
 
 def forward(x, w, strides, pads):
     """y = conv(x, w): NHWC x, HWIO w."""
     return _call("forward", output_shape(x.shape, w.shape, strides, pads), x.dtype, x, w, strides=strides, pads=pads)
+
+
+def bias_forward(x, w, b, strides, pads, relu: bool):
+    """y = conv(x, w) + b, then max(y, 0) if ``relu``, in one pass over y (oneDNN's post-op)."""
+    return _call("bias_forward", output_shape(x.shape, w.shape, strides, pads), x.dtype, x, w, b,
+                 strides=strides, pads=pads, relu=int(relu))
 
 
 def input_grad(dy, w, x_shape, strides, pads):
@@ -111,3 +131,8 @@ def input_grad(dy, w, x_shape, strides, pads):
 def kernel_grad(x, dy, w_shape, strides, pads):
     """dL/dw of y = conv(x, w), given dL/dy."""
     return _call("kernel_grad", w_shape, x.dtype, x, dy, strides=strides, pads=pads)
+
+
+def kernel_bias_grad(x, dy, w_shape, strides, pads):
+    """(dL/dw, dL/db) of y = conv(x, w) + b, given dL/dy: the bias gradient in the same pass over dy."""
+    return tuple(_call("kernel_bias_grad", [w_shape, w_shape[-1:]], x.dtype, x, dy, strides=strides, pads=pads))

@@ -14,6 +14,8 @@ import math
 import statistics
 import warnings
 from collections import defaultdict
+
+import numpy as np
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from jaxres.config import flatten
 from jaxres.data import DATASETS
 
 SCHEMA = 2
-GROUP_EXCLUDE = ("seed",)                     # pooled over: the seed only
+GROUP_EXCLUDE = ("seed", "layer_norms_every")  # pooled over: the seed (and what was recorded, not trained)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 
 
@@ -132,9 +134,17 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def significance_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[str]:
-    """With 3+ seeds each: for rows that differ only in the model, does the test accuracy gap exceed
-    twice the larger seed-to-seed std?"""
+CONFIDENCE = 0.95
+MIN_SEEDS = 2  # Welch's interval needs a variance on each side; 3 seeds (the comparison presets) is the default
+
+
+def model_differences(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each pair of rows that differ only in the model: the difference of mean test accuracy (a - b)
+    and its 95% confidence interval by Welch's t (unequal variances, Welch-Satterthwaite degrees of
+    freedom, ``scipy.stats.ttest_ind(equal_var=False)``), over the seeds of each row. Pairs with fewer
+    than MIN_SEEDS finished seeds on either side get no interval (``ci`` None)."""
+    from scipy import stats
+
     accs: dict[str, list[float]] = defaultdict(list)
     for r in results:
         if not r.get("diverged"):
@@ -146,14 +156,37 @@ def significance_lines(rows: list[dict[str, Any]], results: list[dict[str, Any]]
     for group in by_rest.values():
         for i, a in enumerate(group):
             for b in group[i + 1:]:
-                xa, xb = accs[json.dumps(a["config"], sort_keys=True)], accs[json.dumps(b["config"], sort_keys=True)]
-                if len(xa) < 3 or len(xb) < 3:
+                xa, xb = accs[_key(a["config"])], accs[_key(b["config"])]
+                if not xa or not xb:
                     continue
-                gap = statistics.fmean(xa) - statistics.fmean(xb)
-                spread = max(statistics.stdev(xa), statistics.stdev(xb))
-                verdict = "exceeds" if abs(gap) > 2 * spread else "does not exceed"
-                out.append(f"- {a['dataset']}: {a['model']} − {b['model']} test accuracy = {gap:+.4f}; this {verdict} "
-                           f"twice the larger seed-to-seed std ({spread:.4f}), n = {len(xa)}/{len(xb)} seeds.")
+                d = {"dataset": a["dataset"], "a": a["model"], "b": b["model"], "config": a["config"],
+                     "difference": statistics.fmean(xa) - statistics.fmean(xb), "n_a": len(xa), "n_b": len(xb),
+                     "ci": None, "df": None, "excludes_zero": None}
+                if len(xa) >= MIN_SEEDS and len(xb) >= MIN_SEEDS:
+                    if statistics.variance(xa) + statistics.variance(xb) == 0:  # no spread: no interval
+                        d["ci"], d["excludes_zero"] = (d["difference"], d["difference"]), d["difference"] != 0
+                    else:
+                        t = stats.ttest_ind(xa, xb, equal_var=False)
+                        ci = t.confidence_interval(CONFIDENCE)
+                        d["ci"], d["df"] = (float(ci.low), float(ci.high)), float(t.df)
+                        d["excludes_zero"] = ci.low > 0 or ci.high < 0
+                out.append(d)
+    return out
+
+
+def difference_lines(diffs: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    out = []
+    for d in diffs:
+        where = ", ".join(f"{k}={_value(d['config'][k])}" for k in columns if k not in ("data.name", "model.name"))
+        head = f"- {d['dataset']}{f' ({where})' if where else ''}: {d['a']} − {d['b']} test accuracy = {d['difference']:+.4f}"
+        if d["ci"] is None:
+            out.append(f"{head}, n = {d['n_a']}/{d['n_b']} seeds: too few seeds for an interval (need {MIN_SEEDS}+ each).")
+            continue
+        lo, hi = d["ci"]
+        verdict = "excludes 0: the models differ" if d["excludes_zero"] else "includes 0: no difference shown"
+        df = f", df {d['df']:.1f}" if d["df"] is not None else ", no seed-to-seed spread"
+        out.append(f"{head}, {CONFIDENCE:.0%} CI [{lo:+.4f}, {hi:+.4f}] (Welch's t{df}, n = {d['n_a']}/{d['n_b']} "
+                   f"seeds); the interval {verdict}.")
     return out
 
 
@@ -210,6 +243,86 @@ def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path,
     return path
 
 
+def _conv_layers(names: list[str]) -> list[int]:
+    """Indices of the convolutions among a run's layers (not the normalizations, not the head)."""
+    return [i for i, n in enumerate(names) if n != "head" and "norm" not in n.rsplit("/", 1)[-1]]
+
+
+def plot_layer_heatmap(names: list[str], series: dict[str, Any], title: str, path: str | Path) -> Path:
+    """Gradient norm of every layer (rows, network order from the top) at every recorded step, log colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    g = np.asarray(series["grad"], np.float64).T  # layers x steps
+    positive = g[np.isfinite(g) & (g > 0)]
+    fig, ax = plt.subplots(figsize=(10, 0.22 * len(names) + 1.6))
+    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
+    steps = series["steps"]
+    extent = (steps[0] - 0.5, steps[-1] + 0.5, len(names) - 0.5, -0.5) if len(steps) else None
+    im = ax.imshow(np.where(g > 0, g, np.nan), aspect="auto", norm=norm, cmap="viridis", interpolation="nearest",
+                   extent=extent)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_xlabel("step")
+    fig.colorbar(im, ax=ax, label="L2 norm of the layer's gradient")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_layer_lines(runs: list[tuple[str, list[str], dict[str, Any]]], title: str, path: str | Path) -> Path:
+    """First, middle and last convolution's gradient norm against the step, one panel per model side
+    by side on a shared log axis (e.g. the plain twin beside the residual network)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), sharey=True, squeeze=False)
+    for ax, (label, names, series) in zip(axes[0], runs):
+        convs = _conv_layers(names)
+        picks = dict.fromkeys([convs[0], convs[len(convs) // 2], convs[-1]]) if convs else {}
+        for i, style in zip(picks, ("-", "--", ":")):
+            ax.plot(series["steps"], series["grad"][:, i], style, label=names[i])
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("L2 norm of the layer's gradient")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_layer_norms(results: list[dict[str, Any]], out_dir: Path, columns: list[str]) -> list[Path]:
+    """``layers_<run>.png`` (heatmap) for every run with recorded layer norms, and per dataset
+    ``layer_grads_<dataset>.png``: first / middle / last convolution of each model side by side
+    (the first seed of each row)."""
+    from jaxres.metrics import LAYER_FILE, load_layer_norms
+
+    written, by_dataset = [], defaultdict(dict)
+    for r in results:
+        loaded = load_layer_norms(out_dir / r["run"] / LAYER_FILE)
+        if loaded is None or not len(loaded[1]["steps"]):
+            continue
+        names, series = loaded
+        written.append(plot_layer_heatmap(names, series, f"{r['run']}: per-layer gradient norm",
+                                          out_dir / f"layers_{r['run']}.png"))
+        label = _label(r, columns, False)
+        by_dataset[r["config"]["data"]["name"]].setdefault(label, (label, names, series))
+    for dataset, runs in sorted(by_dataset.items()):
+        written.append(plot_layer_lines(list(runs.values()), f"{dataset}: gradient norm of the first, middle and "
+                                        "last convolution", out_dir / f"layer_grads_{dataset}.png"))
+    return written
+
+
 def _write(path: Path, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -230,6 +343,8 @@ def write_report(out_dir: str | Path) -> list[Path]:
     datasets = sorted({r["config"]["data"]["name"] for r in results})
     for d in datasets:
         written.append(plot_curves(results, d, out_dir / f"curves_{d}.png", columns))
+    layer_figures = plot_layer_norms(results, out_dir, columns)
+    written += layer_figures
     shared = {k: v for k, v in flatten(results[0]["config"]).items() if k not in columns and k != "seed"}
     envs = {json.dumps({k: r["environment"].get(k) for k in ("jax", "flax", "backend", "device_count",
                                                                "device_kind", "conv_backend")}) for r in results}
@@ -246,10 +361,19 @@ def write_report(out_dir: str | Path) -> list[Path]:
         lines += ["## Runs that diverged", ""] + [
             f"- {r['run']}: non-finite loss or gradient at step {r['diverged']['step']} (epoch "
             f"{r['diverged']['epoch']}); left out of the means." for r in diverged] + [""]
-    sig = significance_lines(rows, results)
-    lines += ["## Model against model, against the seed-to-seed spread", ""] + (
-        sig or ["Fewer than 3 seeds per model: no claim about the gap is made."]) + [""]
+    diffs = difference_lines(model_differences(rows, results), columns)
+    lines += ["## Model against model", "",
+              "Difference of mean test accuracy between rows that differ only in the model, with a "
+              f"{CONFIDENCE:.0%} confidence interval by Welch's t over the seeds (unequal variances). An interval "
+              "that excludes 0 is the only claim made; with one seed no interval exists.", ""] + (
+        diffs or ["No two rows differ only in the model."]) + [""]
     lines += ["## Curves", ""] + [f"![{d}](curves_{d}.png)" for d in datasets] + [""]
+    if layer_figures:
+        lines += ["## Per-layer gradients", "",
+                  "L2 norm of each layer's gradient at the recorded steps (every `layer_norms_every` steps; the "
+                  "series are in each run's `layer_norms.npz`, with parameter and update norms).", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in layer_figures if p.name.startswith("layer_grads_")]
+        lines += [f"![{p.stem}]({p.name})" for p in layer_figures if p.name.startswith("layers_")] + [""]
     lines += ["## Runs", "", "| run | wall time (s) | test examples |", "| --- | ---: | ---: |"]
     lines += [f"| {r['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} |" for r in results]
     written.append(_write(out_dir / "report.md", "\n".join(lines) + "\n"))

@@ -11,6 +11,12 @@ batches of different sizes, padded evaluation batches and several devices all ag
 exactly; ``jaxres.metrics`` turns them into means. Each step also reports whether its loss or
 gradient was non-finite, on the device: ``fit`` looks once per epoch and stops a run that
 diverged (no host sync per step).
+
+Per-layer monitoring (``layer_norms_every=N``): every N-th step also returns, computed on the
+device inside the same compiled step (no second backward pass), the L2 norm of each layer's
+gradient, of its parameters before the update and of the update, for the layers of
+``layer_names`` (network order); the other steps skip that work (``lax.cond``). ``train_epoch``
+keeps the per-step device arrays and fetches them once at the end of the epoch.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -35,9 +42,11 @@ NO_STEP = 2**31 - 1     # "no non-finite step yet" in the first_nonfinite_step m
 
 
 class TrainState(train_state.TrainState):
-    """flax TrainState plus the batch-norm running statistics (an empty dict without batch norm)."""
+    """flax TrainState plus the batch-norm running statistics (an empty dict without batch norm), and
+    the model's layers in network order (static; ``layer_names``)."""
 
     batch_stats: Any = flax.core.FrozenDict()
+    layers: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +84,8 @@ def create_train_state(model: nn.Module, rng: jax.Array, input_shape: tuple[int,
         tx = optim.make_optimizer(config.RunConfig())
     variables = _init_variables(model, rng, tuple(input_shape))
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables.get("batch_stats", flax.core.FrozenDict()), tx=tx)
+                             batch_stats=variables.get("batch_stats", flax.core.FrozenDict()), tx=tx,
+                             layers=layer_names(model, variables["params"], tuple(input_shape)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -98,13 +108,52 @@ def _metric_sums(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray) ->
     return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array,
-               axis_name: str | None = None) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+def layer_names(model: nn.Module, params: Any, input_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The layers of ``model`` in network order, e.g. ``("stem", "stage0_block0/conv0", ..., "head")``:
+    the modules that own parameters (kernel, bias, scale), in the order a forward pass calls them
+    (traced once, abstractly; parameter trees themselves come back from jit with sorted keys)."""
+    owners = set()
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        owners.add("/".join(str(getattr(k, "key", k)) for k in path[:-1]))
+    order: list[str] = []
+
+    def record(next_fun, args, kwargs, context):
+        name = "/".join(context.module.path)
+        if context.method_name == "__call__" and name in owners and name not in order:
+            order.append(name)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                       jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    return tuple(order) + tuple(sorted(owners - set(order)))
+
+
+def _per_layer_norms(tree: Any, names: list[str]) -> jnp.ndarray:
+    """The L2 norm over all parameters of each layer in ``names``, as one float32 vector."""
+    def layer(name: str) -> jnp.ndarray:
+        node = tree
+        for part in name.split("/"):
+            node = node[part]
+        leaves = [v for v in node.values() if not isinstance(v, dict)]
+        return jnp.sqrt(sum(jnp.sum(jnp.square(v.astype(jnp.float32))) for v in leaves))
+
+    return jnp.stack([layer(n) for n in names])
+
+
+LAYER_SERIES = ("grad", "param", "update")  # the rows of the "layer_norms" step output
+
+
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_name: str | None = None,
+               layer_norms_every: int = 0) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One optimizer step on ``batch``; returns the new state and metric sums over the batch.
 
     The loss is the mean cross-entropy over the (global) batch. ``rng`` is the step stream
     (``Streams.step``): the step folds in its own index, and under pmap each device its index,
-    for stochastic layers (the "dropout" collection).
+    for stochastic layers (the "dropout" collection). With ``layer_norms_every=N`` > 0 the metrics
+    also hold ``layer_norms`` (3 x layers: gradient, parameter and update norms, rows
+    ``LAYER_SERIES``), ``layer_norms_step`` (this step's index) and ``layer_norms_recorded`` (1 on
+    every N-th step, whose norms are computed; 0 elsewhere, norms left zero).
     """
     rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
@@ -129,7 +178,21 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array,
     bad = ~(jnp.isfinite(metrics["loss_sum"]) & jnp.isfinite(metrics["grad_norm"]))
     metrics["nonfinite_steps"] = bad.astype(jnp.float32)
     metrics["first_nonfinite_step"] = jnp.where(bad, state.step + 1, NO_STEP).astype(jnp.int32)
+    old = state
     state = state.apply_gradients(grads=grads)
+    if layer_norms_every > 0:
+        names = list(old.layers)
+        if not names:
+            raise ValueError("layer norms need the layer order: make the state with create_train_state")
+        recorded = old.step % layer_norms_every == 0
+
+        def norms(_):
+            update = jax.tree.map(jnp.subtract, state.params, old.params)
+            return jnp.stack([_per_layer_norms(t, names) for t in (grads, old.params, update)])
+
+        metrics["layer_norms"] = jax.lax.cond(recorded, norms, lambda _: jnp.zeros((3, len(names))), None)
+        metrics["layer_norms_step"] = old.step.astype(jnp.int32)
+        metrics["layer_norms_recorded"] = recorded.astype(jnp.int32)
     if mutable:
         state = state.replace(batch_stats=updates["batch_stats"])
     return state, metrics
@@ -146,20 +209,22 @@ def eval_step(state: TrainState, batch: Batch, axis_name: str | None = None) -> 
 
 
 # ------------------------------------------------------------------ one device / many devices
-def jit_train_step(donate: bool = True) -> Callable:
+def jit_train_step(donate: bool = True, layer_norms_every: int = 0) -> Callable:
     """``train_step`` compiled for one device; the old state's buffers are reused when ``donate``."""
-    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+    return jax.jit(functools.partial(train_step, layer_norms_every=layer_norms_every),
+                   donate_argnums=(0,) if donate else ())
 
 
 def jit_eval_step() -> Callable:
     return jax.jit(eval_step)
 
 
-def pmap_train_step(donate: bool = True, devices: list | None = None) -> Callable:
+def pmap_train_step(donate: bool = True, devices: list | None = None, layer_norms_every: int = 0) -> Callable:
     """``train_step`` replicated over ``devices`` (default: all local ones): state replicated, batch split
     on axis 0."""
-    return jax.pmap(functools.partial(train_step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS,
-                    in_axes=(0, 0, None), donate_argnums=(0,) if donate else (), devices=devices)
+    return jax.pmap(functools.partial(train_step, axis_name=PMAP_AXIS, layer_norms_every=layer_norms_every),
+                    axis_name=PMAP_AXIS, in_axes=(0, 0, None), donate_argnums=(0,) if donate else (),
+                    devices=devices)
 
 
 def pmap_eval_step(devices: list | None = None) -> Callable:
@@ -208,18 +273,47 @@ class FitResult(NamedTuple):
     diverged: dict[str, int] | None     # {"epoch", "step"} of the first non-finite loss or gradient
 
 
+class LayerNorms(NamedTuple):
+    """Per-layer norms of the recorded steps: ``steps`` (S,), and (S, layers) arrays."""
+    steps: np.ndarray
+    grad: np.ndarray
+    param: np.ndarray
+    update: np.ndarray
+
+
+def _layer_norms(per_step: list[dict[str, jax.Array]]) -> LayerNorms | None:
+    """The recorded steps of an epoch's per-step outputs, fetched from the device at once."""
+    if not per_step:
+        return None
+    got = jax.device_get(per_step)
+    rows = []
+    for g in got:
+        rec, step, norms = (np.asarray(g[k]) for k in ("layer_norms_recorded", "layer_norms_step", "layer_norms"))
+        if rec.ndim:  # pmap: identical on every device (averaged gradients, replicated parameters)
+            rec, step, norms = rec[0], step[0], norms[0]
+        if rec:
+            rows.append((int(step), norms))
+    steps = np.array([r[0] for r in rows], np.int64)
+    n_layers = np.shape(got[0]["layer_norms"])[-1]
+    stacked = np.stack([r[1] for r in rows]) if rows else np.zeros((0, 3, n_layers), np.float32)
+    return LayerNorms(steps, *(stacked[:, i] for i in range(3)))
+
+
 def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: int, streams: Streams,
-                desc: str = "", progress: bool = True) -> tuple[TrainState, dict[str, float]]:
-    """One pass over ``epoch``'s training batches; (state, means of the step metrics)."""
+                desc: str = "", progress: bool = True) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
+    """One pass over ``epoch``'s training batches; (state, means of the step metrics, the per-layer
+    norms of its recorded steps where the step function records them, else None)."""
     from tqdm import tqdm
 
-    total = None
+    total, layers = None, []
     batches = tqdm(data.train_batches(epoch, streams.augment), total=data.steps_per_epoch, desc=desc,
                    leave=False, disable=not progress, unit="step")
     for batch in batches:
         state, m = step_fn(state, batch, streams.step)
+        if "layer_norms" in m:  # kept on the device until the epoch ends
+            layers.append({k: m.pop(k) for k in ("layer_norms", "layer_norms_step", "layer_norms_recorded")})
         total = M.accumulate(total, m)
-    return state, M.summarize(total)
+    return state, M.summarize(total), _layer_norms(layers)
 
 
 def evaluate(state: TrainState, eval_fn: Callable, data: BatchSource, split: str = "test") -> dict[str, float]:
@@ -232,7 +326,8 @@ def evaluate(state: TrainState, eval_fn: Callable, data: BatchSource, split: str
 
 def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         checkpointer: CheckpointStore | None = None, progress: bool = True,
-        log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+        log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
+        layer_norms_every: int = 0, on_layer_norms: Callable[[int, LayerNorms], None] | None = None) -> FitResult:
     """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating the test split after each.
 
     With a ``checkpointer`` the run resumes after the newest intact checkpoint and saves one at
@@ -241,6 +336,8 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     over the epoch's steps, as Keras reports them. A step with a non-finite loss or gradient ends
     the run after its epoch: that epoch is neither evaluated nor checkpointed, and ``diverged``
     says where. Uses pmap over the first ``data.n_devices`` local devices when there are several.
+    With ``layer_norms_every=N`` every N-th step records per-layer norms (module docstring), passed
+    per epoch to ``on_layer_norms(epoch, norms)`` before that epoch's checkpoint is saved.
     """
     from tqdm import tqdm
 
@@ -256,7 +353,8 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         return FitResult(state, history, None)
     multi = data.n_devices > 1
     devices = jax.local_devices()[:data.n_devices]
-    step_fn = pmap_train_step(devices=devices) if multi else jit_train_step()
+    step_fn = (pmap_train_step(devices=devices, layer_norms_every=layer_norms_every) if multi
+               else jit_train_step(layer_norms_every=layer_norms_every))
     eval_fn = pmap_eval_step(devices=devices) if multi else jit_eval_step()
     state = replicate(state, devices) if multi else state
     single = unreplicate if multi else (lambda s: s)
@@ -264,8 +362,10 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     try:
         for epoch in range(len(history), epochs):
             start = time.perf_counter()
-            state, train_m = train_epoch(state, step_fn, data, epoch, streams, f"epoch {epoch + 1}/{epochs}",
-                                         progress)
+            state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams,
+                                                 f"epoch {epoch + 1}/{epochs}", progress)
+            if layers is not None and on_layer_norms is not None:
+                on_layer_norms(epoch + 1, layers)
             row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
                    "grad_norm": train_m["grad_norm"], "train_examples": train_m["count"]}
             if train_m["nonfinite_steps"]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiments import compare
-from jaxres import conv
+from jaxres import conv, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,22 +44,27 @@ def test_every_artifact_exists_and_parses(study):
         res = strict_json(study / r / "results.json")
         assert res["run"] == r and res["study"] == "tiny" and res["schema"] == 2
         assert res["config"]["optimizer"]["lr"] in (0.001, 0.002) and res["config"]["epochs"] == 2
-        assert res["identity"] == {k: v for k, v in res["config"].items() if k != "epochs"}
+        assert res["identity"] == {k: v for k, v in res["config"].items() if k not in ("epochs", "layer_norms_every")}
         assert len(res["history"]) == 2 and res["final"] == res["history"][-1] and res["diverged"] is None
         assert res["final"]["test_examples"] == 200 and 0 <= res["final"]["test_accuracy"] <= 1
         env = res["environment"]
         assert {"jax", "flax", "backend", "device_count"} <= set(env) and env["conv_backend"] in conv.BACKENDS
         assert env["conv_backend_note"].startswith(env["conv_backend"])
         assert strict_json(study / r / "config.json") == res["identity"]
+        names, layers = metrics.load_layer_norms(study / r / metrics.LAYER_FILE)  # every 10th of 2 x 2 steps
+        assert names == ["conv0", "conv1", "conv2", "conv3", "conv4", "head"] and list(layers["steps"]) == [0]
     png = (study / "curves_mnist.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     report = (study / "report.md").read_text()
     assert "curves_mnist.png" in report and "`optimizer.name=adam`" in report and "conv_backend" in report
+    assert "layer_grads_mnist.png" in report and (study / "layer_grads_mnist.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"layers_{runs[0]}.png" in report
     from tensorboard_events import read_scalars
 
     scalars = read_scalars(study / "tensorboard" / runs[0])
     assert set(scalars) >= {"accuracy/test", "accuracy/train", "loss/test", "loss/train", "grad_norm"}
     assert [step for step, _ in scalars["accuracy/test"]] == [1, 2]
+    assert [step for step, _ in scalars["layer_grad_norm/conv0"]] == [0] and "layer_update_ratio/head" in scalars
 
 
 def test_two_values_of_a_key_give_two_rows_never_pooled(study):

@@ -134,3 +134,14 @@ def test_every_key_round_trips_through_its_string_form():
             continue  # the empty list has no comma form; tested above
         assert config.get(config.replace(cfg, key, text), key) == value, key
     assert dataclasses.is_dataclass(cfg) and hash(cfg) == hash(RunConfig())
+
+
+def test_layer_norm_recording_is_not_part_of_a_runs_identity():
+    """Recording per-layer norms observes a run and changes no result: a run resumes, keeps its name and
+    pools in the report whatever the recording interval."""
+    base = config.RunConfig()
+    other = config.replace(base, "layer_norms_every", "0")
+    assert other.layer_norms_every == 0 and config.identity(other) == config.identity(base)
+    assert config.run_name(other) == config.run_name(base)
+    with pytest.raises(config.ConfigError, match="layer_norms_every"):
+        config.replace(base, "layer_norms_every", "-1")

@@ -116,3 +116,19 @@ def test_the_backend_is_an_explicit_visible_choice(monkeypatch):
     finally:
         conv.set_backend(None)
     assert conv.backend() in ("onednn", "xla-swapped")
+
+
+def test_onednn_is_built_and_loaded_where_it_can_be():
+    """`pip install` on x86-64 Linux with a C++ compiler builds jaxres's oneDNN extension. Were the build
+    to fail quietly there, every test of tests/test_onednn.py would skip and the suite stay green; this
+    test fails instead."""
+    import platform
+    import shutil
+    import sys
+
+    from jaxres import onednn
+
+    if sys.platform != "linux" or platform.machine() != "x86_64" or not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("not a machine the extension is built on")
+    ok, what = onednn.load()
+    assert ok, what

@@ -68,3 +68,32 @@ def test_gradients_on_the_fast_path_match_the_default_path(tmp_path):
     print(f"max |grad| {scale:.3g}, max abs difference {diff:.3g}")
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4 * scale)
+
+
+FAULTS = """
+import os, jaxres, jax, jax.numpy as jnp
+from jaxres import cpu
+x = jnp.ones((4096, 4096))  # 64 MB
+f = jax.jit(lambda x: jnp.sum(jnp.cumsum(x, axis=0) * 2))  # the cumulative sums: a 64 MB temporary
+faults = lambda: int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[7])
+for _ in range(10):  # until the heap has grown to hold it whatever else was allocated around it
+    f(x).block_until_ready()
+before = faults()
+for _ in range(20):
+    f(x).block_until_ready()
+print(cpu.memory_status()); print((faults() - before) / 20)
+"""
+
+
+def test_freed_memory_is_reused_instead_of_faulted_in_every_step():
+    """A compiled function with a 64 MB temporary (above glibc's largest mmap threshold, as XLA's
+    per-step buffer of a train step is): by default every call maps it afresh and page-faults through
+    all of it (49,155 faults a call here); with the memory kept (jaxres.cpu.keep_freed_memory) most
+    calls reuse it and fault nothing (observed: 0 to 6,554 a call on average over 20, when glibc has
+    placed another allocation inside the freed block and must grow the heap once more; a seed_cnn
+    train step faulted 0 times in 50 steps). Asserted: under a quarter of the default's faults."""
+    kept = python(FAULTS).split()
+    default = python(FAULTS, JAXRES_KEEP_MEMORY="0").split()
+    assert kept[0] == "applied" and default[0] == "off", (kept, default)
+    assert float(default[-1]) > 16_000 and float(kept[-1]) < float(default[-1]) / 4, (kept, default)
+    assert python(FAULTS, **{cpu.SWITCH: "0"}).startswith(f"off ({cpu.SWITCH}=0)")

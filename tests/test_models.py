@@ -73,22 +73,8 @@ def test_equation_5_x_L_minus_x_l_is_sum_of_branches(shortcut, holds):
 
 
 # ------------------------------------------------------------------ gradient flow
-def test_gradient_reaches_first_layer_of_resnet56_but_vanishes_in_plain56():
-    """Without normalization and with the seed's Glorot init (He init without normalization makes the
-    residual stack explode instead). 16x16 images: the effect is one of depth, and this is 3x faster."""
-    x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 3))
-    y = jnp.arange(4) % 10
-    norms = {}
-    for name in ("resnet56", "plain56"):
-        model = models.get_model(name, norm="none", kernel_init="glorot_uniform")
-        params = model.init(jax.random.key(0), x)["params"]
-        loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
-        norms[name] = float(jnp.linalg.norm(jax.grad(loss)(params)["stem"]["kernel"]))
-    ratio = norms["resnet56"] / max(norms["plain56"], 1e-30)
-    print(f"first-conv gradient norm: resnet56 {norms['resnet56']:.3g}, plain56 {norms['plain56']:.3g}, "
-          f"ratio {ratio:.3g}")
-    assert norms["resnet56"] > 1e-3
-    assert ratio > 1e3
+# resnet56 against plain56 without normalization: tests/test_train.py, on the per-layer series recorded
+# during training (step 0 is the initialisation).
 
 
 # ------------------------------------------------------------------ padding at stride 2 (He et al.)

@@ -34,7 +34,7 @@ def close(a, b, tol=1e-5):
 
 
 def through_onednn(fn, *args) -> bool:
-    return "jaxres_onednn_conv_forward" in str(jax.make_jaxpr(fn)(*args))
+    return "jaxres_onednn_conv_" in str(jax.make_jaxpr(fn)(*args))
 
 
 CASES = [  # batch, height, width, channels in, out, kernel, stride, padding
@@ -69,12 +69,49 @@ def test_values_and_gradients_equal_lax(case):
         close(g, g_ref)
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["bias", "bias-relu"])
+@pytest.mark.parametrize("case", [c for c in CASES if c[5] == (3, 3)], ids=lambda c: f"{c[3]}to{c[4]}-s{c[6]}")
+def test_fused_bias_and_relu_equal_lax(case, relu):
+    """conv_bias_act: bias (and ReLU) inside oneDNN's forward, the bias gradient inside its kernel-gradient
+    pass; values and the gradients of x, w and b equal lax's convolution, + b, jax.nn.relu."""
+    n, h, w_, cin, cout, kernel, stride, padding = case
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(n, h, w_, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, cin, cout)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(cout,)), jnp.float32)
+    ours = lambda x, w, b: conv.conv_bias_act(x, w, b, (stride, stride), padding, relu)
+    act = jax.nn.relu if relu else (lambda v: v)
+    ref = lambda x, w, b: act(lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN) + b)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda *a: ours(*a).sum(), (0, 1, 2)))(x, w, b))
+    assert "jaxres_onednn_conv_bias_forward" in jaxpr and "jaxres_onednn_conv_kernel_bias_grad" in jaxpr
+    y_ref = ref(x, w, b)
+    close(jax.jit(ours)(x, w, b), y_ref)
+    r = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(ours(*a) * r), (0, 1, 2)))(x, w, b)
+    grads_ref = jax.grad(lambda *a: jnp.sum(ref(*a) * r), (0, 1, 2))(x, w, b)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        close(g, g_ref)
+
+
+def test_fused_bias_falls_back_where_onednn_does_not_take_it():
+    x, w, b = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8)), jnp.arange(8.0)
+    mixed = lambda x, w, b: conv.conv_bias_act(x, w, b.astype(jnp.bfloat16), (1, 1), "SAME", relu=True)
+    jaxpr = str(jax.make_jaxpr(mixed)(x, w, b))  # a bias of another dtype: the plain convolution, + b, relu
+    assert "jaxres_onednn_conv_forward" in jaxpr and "bias_forward" not in jaxpr
+    close(mixed(x, w, b), jax.nn.relu(lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN) + b))
+    no_bias = lambda x, w: conv.conv_bias_act(x, w, None, (1, 1), "SAME", relu=True)
+    assert "jaxres_onednn_conv_forward" in str(jax.make_jaxpr(no_bias)(x, w))
+    close(no_bias(x, w), jax.nn.relu(lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)))
+
+
 def test_bfloat16():
+    """Through oneDNN where this CPU has its bfloat16 convolutions (AVX-512 here), else XLA's; same values."""
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(4, 8, 8, 16)), jnp.bfloat16)
     w = jnp.asarray(rng.normal(size=(3, 3, 16, 32)) / 12, jnp.bfloat16)
     ours = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
-    assert through_onednn(ours, x, w)
+    assert "float32" in onednn.dtypes()
+    assert through_onednn(ours, x, w) == ("bfloat16" in onednn.dtypes())
     y = jax.jit(ours)(x, w)
     assert y.dtype == jnp.bfloat16
     close(y, lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.float32), (1, 1), "SAME",

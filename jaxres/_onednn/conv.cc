@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -23,13 +24,15 @@ namespace {
 
 enum Pass : int64_t { kForward = 0, kInputGrad = 1, kKernelGrad = 2 };
 
-// Everything that decides a primitive: pass, dtype, NHWC input, HWIO kernel, output, strides, padding.
+// Everything that decides a primitive: pass, dtype, NHWC input, HWIO kernel, output, strides, padding,
+// whether a bias is added (forward) or its gradient computed (kernel gradient), whether ReLU follows.
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
 
 struct Plan {
   dnnl::primitive conv;
   memory::desc src, weights, dst;    // src/dst: the activations (NHWC); weights: the primitive's layout
+  memory::desc bias;                 // the bias (forward) or its gradient (kernel gradient), if any
   memory::desc user_weights;         // HWIO, as JAX holds the kernel
   bool reorder = false;              // the primitive's kernel layout is not HWIO
   dnnl::reorder weights_reorder;     // HWIO -> chosen (forward, input grad) or chosen -> HWIO (kernel grad)
@@ -57,9 +60,9 @@ struct Geometry {
   int64_t n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr;
 };
 
-Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g) {
+Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g, bool bias, bool relu) {
   Key key{pass, static_cast<int64_t>(dt), g.n, g.h, g.w, g.c, g.kh, g.kw, g.o, g.oh, g.ow,
-          g.sh, g.sw, g.pt, g.pb, g.pl, g.pr};
+          g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, bias, relu};
   auto& cache = Cache();
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
@@ -70,12 +73,20 @@ Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g) {
   memory::desc any_weights({g.o, g.c, g.kh, g.kw}, dt, Tag::any);
   memory::desc user_weights({g.o, g.c, g.kh, g.kw}, dt, Tag::hwio);
   memory::dims strides{g.sh, g.sw}, pad_l{g.pt, g.pl}, pad_r{g.pb, g.pr};
+  memory::desc bias_desc = bias ? memory::desc({g.o}, dt, Tag::a) : memory::desc();
   auto algo = dnnl::algorithm::convolution_direct;
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::primitive_attr fwd_attr = attr;
+  if (relu) {  // y = max(conv(x, w) + b, 0) in the primitive's own output loop
+    dnnl::post_ops ops;
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    fwd_attr.set_post_ops(ops);
+  }
   dnnl::convolution_forward::primitive_desc fwd(engine, dnnl::prop_kind::forward_training, algo, src,
-                                                any_weights, dst, strides, pad_l, pad_r, attr);
+                                                any_weights, bias_desc, dst, strides, pad_l, pad_r, fwd_attr);
   auto plan = std::make_unique<Plan>();
+  plan->bias = bias_desc;
   plan->src = src;
   plan->dst = dst;
   plan->user_weights = user_weights;
@@ -91,8 +102,8 @@ Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g) {
     scratch = bwd.scratchpad_desc();
     plan->conv = dnnl::convolution_backward_data(bwd);
   } else {
-    dnnl::convolution_backward_weights::primitive_desc bwd(engine, algo, src, any_weights, dst, strides, pad_l,
-                                                           pad_r, fwd, attr);
+    dnnl::convolution_backward_weights::primitive_desc bwd(engine, algo, src, any_weights, bias_desc, dst, strides,
+                                                           pad_l, pad_r, fwd, attr);
     plan->weights = bwd.diff_weights_desc();
     scratch = bwd.scratchpad_desc();
     plan->conv = dnnl::convolution_backward_weights(bwd);
@@ -124,8 +135,9 @@ ffi::Error CheckTypes(ffi::DataType a, ffi::DataType b, ffi::DataType out) {
 }
 
 // x: NHWC input, w: HWIO kernel, y: NHWC output. Which of them are inputs depends on the pass.
-ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, int64_t sh, int64_t sw, int64_t pt,
-               int64_t pb, int64_t pl, int64_t pr) {
+// b: the bias (forward) or its gradient (kernel gradient), or nullptr; relu: forward only.
+ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, void* b, bool relu, int64_t sh,
+               int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
     return ffi::Error::InvalidArgument("jaxres oneDNN convolution: rank-4 NHWC activations and HWIO kernel");
@@ -137,7 +149,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
   try {
     std::lock_guard<std::mutex> guard(Lock());
     auto dt = DataType(x.element_type());
-    Plan* plan = GetPlan(pass, dt, g);
+    Plan* plan = GetPlan(pass, dt, g, b != nullptr, relu);
     auto& engine = Engine();
     dnnl::stream stream(engine);
     memory src(plan->src, engine, x.untyped_data());
@@ -147,15 +159,19 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
     auto& scratch = plan->scratchpad;
     if (pass == kForward) {
       if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
-      plan->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
-                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
+                                           {DNNL_ARG_SCRATCHPAD, scratch}};
+      if (b != nullptr) args.emplace(DNNL_ARG_BIAS, memory(plan->bias, engine, b));
+      plan->conv.execute(stream, args);
     } else if (pass == kInputGrad) {  // here src is dx (the result) and dst is dy
       if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
       plan->conv.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DIFF_DST, dst},
                                   {DNNL_ARG_SCRATCHPAD, scratch}});
     } else {  // here w is dw (the result)
-      plan->conv.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w}, {DNNL_ARG_DIFF_DST, dst},
-                                  {DNNL_ARG_SCRATCHPAD, scratch}});
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w},
+                                           {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}};
+      if (b != nullptr) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan->bias, engine, b));
+      plan->conv.execute(stream, args);
       if (plan->reorder) plan->weights_reorder.execute(stream, prim_w, user_w);
     }
     stream.wait();
@@ -168,38 +184,84 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
 ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw,
                    int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   if (auto e = CheckTypes(x.element_type(), w.element_type(), y->element_type()); e.failure()) return e;
-  return Run(kForward, x, w, *y, sh, sw, pt, pb, pl, pr);
+  return Run(kForward, x, w, *y, nullptr, false, sh, sw, pt, pb, pl, pr);
+}
+
+ffi::Error BiasForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
+                       int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t relu) {
+  if (auto e = CheckTypes(x.element_type(), w.element_type(), y->element_type()); e.failure()) return e;
+  if (b.element_type() != x.element_type() || b.dimensions().size() != 1 ||
+      (w.dimensions().size() == 4 && b.dimensions()[0] != w.dimensions()[3])) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
+  }
+  return Run(kForward, x, w, *y, b.untyped_data(), relu != 0, sh, sw, pt, pb, pl, pr);
 }
 
 ffi::Error InputGrad(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, int64_t sh, int64_t sw,
                      int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   if (auto e = CheckTypes(dy.element_type(), w.element_type(), dx->element_type()); e.failure()) return e;
-  return Run(kInputGrad, *dx, w, dy, sh, sw, pt, pb, pl, pr);
+  return Run(kInputGrad, *dx, w, dy, nullptr, false, sh, sw, pt, pb, pl, pr);
 }
 
 ffi::Error KernelGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw, int64_t sh, int64_t sw,
                       int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   if (auto e = CheckTypes(x.element_type(), dy.element_type(), dw->element_type()); e.failure()) return e;
-  return Run(kKernelGrad, x, *dw, dy, sh, sw, pt, pb, pl, pr);
+  return Run(kKernelGrad, x, *dw, dy, nullptr, false, sh, sw, pt, pb, pl, pr);
+}
+
+ffi::Error KernelBiasGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                          ffi::Result<ffi::AnyBuffer> db, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                          int64_t pr) {
+  if (auto e = CheckTypes(x.element_type(), dy.element_type(), dw->element_type()); e.failure()) return e;
+  if (db->element_type() != x.element_type() || db->dimensions().size() != 1 ||
+      (dy.dimensions().size() == 4 && db->dimensions()[0] != dy.dimensions()[3])) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
+  }
+  return Run(kKernelGrad, x, *dw, dy, db->untyped_data(), false, sh, sw, pt, pb, pl, pr);
 }
 
 }  // namespace
 
-#define JAXRES_CONV_BINDING(first, second, result)                                               \
-  ffi::Ffi::Bind()                                                                               \
-      .Arg<ffi::AnyBuffer>()                                                                     \
-      .Arg<ffi::AnyBuffer>()                                                                     \
-      .Ret<ffi::AnyBuffer>()                                                                     \
-      .Attr<int64_t>("stride_h")                                                                 \
-      .Attr<int64_t>("stride_w")                                                                 \
-      .Attr<int64_t>("pad_top")                                                                  \
-      .Attr<int64_t>("pad_bottom")                                                               \
-      .Attr<int64_t>("pad_left")                                                                 \
+#define JAXRES_CONV_ATTRS(binding) \
+  binding.Attr<int64_t>("stride_h")  \
+      .Attr<int64_t>("stride_w")     \
+      .Attr<int64_t>("pad_top")      \
+      .Attr<int64_t>("pad_bottom")   \
+      .Attr<int64_t>("pad_left")     \
       .Attr<int64_t>("pad_right")
 
 // The handler symbols must stay visible whatever the compiler's default visibility.
 #pragma GCC visibility push(default)
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_forward, Forward, JAXRES_CONV_BINDING(x, w, y));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_input_grad, InputGrad, JAXRES_CONV_BINDING(dy, w, dx));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_grad, KernelGrad, JAXRES_CONV_BINDING(x, dy, dw));
+// 1 where oneDNN has all three bfloat16 convolution passes on this CPU, else 0 (then jaxres keeps
+// bfloat16 convolutions on XLA): a small primitive of each kind is created and thrown away.
+extern "C" int jaxres_onednn_bf16_supported() {
+  try {
+    Geometry g{2, 8, 8, 16, 3, 3, 16, 8, 8, 1, 1, 1, 1, 1, 1};
+    std::lock_guard<std::mutex> guard(Lock());
+    for (Pass pass : {kForward, kInputGrad, kKernelGrad}) GetPlan(pass, memory::data_type::bf16, g, false, false);
+    return 1;
+  } catch (const dnnl::error&) {
+    return 0;
+  }
+}
+
+#define JAXRES_TWO_IN_ONE_OUT ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_forward, Forward, JAXRES_CONV_ATTRS(JAXRES_TWO_IN_ONE_OUT));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_input_grad, InputGrad, JAXRES_CONV_ATTRS(JAXRES_TWO_IN_ONE_OUT));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_grad, KernelGrad, JAXRES_CONV_ATTRS(JAXRES_TWO_IN_ONE_OUT));
+// x, w, b -> max(conv(x, w) + b, 0) (relu=1) or conv(x, w) + b (relu=0)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_bias_forward, BiasForward,
+                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>())
+                                  .Attr<int64_t>("relu"));
+// x, dy -> dw, db
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_bias_grad, KernelBiasGrad,
+                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>()));
 #pragma GCC visibility pop
