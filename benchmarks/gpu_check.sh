@@ -4,12 +4,14 @@
 #
 # Here, once:   make gpu-carry       (copies the dataset files the GPU image needs into the ignored .gpu/)
 # On the GPU:   bash benchmarks/gpu_check.sh   with .gpu carried; logs and JSON land in $OUT.
-# DATASETS (default mnist), PROTOCOL (default seed) and BENCH_STEPS (default 40) override the plan,
+# DATASETS (default mnist), PROTOCOL (default seed), SEEDS (default 0: one seed fits the device time) and
+# BENCH_STEPS (default 40) override the plan,
 # PYTHON (default python3) names the interpreter; e.g. PROTOCOL=tiny BENCH_STEPS=4 for a dry run on a CPU.
 set -uo pipefail
 OUT=${OUT:-/tmp/jaxres-gpu}
 DATASETS=${DATASETS:-mnist}
 PROTOCOL=${PROTOCOL:-seed}
+SEEDS=${SEEDS:-0}
 BENCH_STEPS=${BENCH_STEPS:-40}
 RAW=${RAW:-/tmp/jaxres-raw}
 PY=${PYTHON:-python3}
@@ -25,7 +27,7 @@ fi
 (cd "$RAW" && sha256sum mnist/*.gz cifar10/*.tar.gz 2>/dev/null) > "$OUT/raw_sha256.txt"
 
 echo "== seed protocol: $DATASETS"
-time $PY -m experiments.compare --study "$PROTOCOL" --datasets "$DATASETS" --raw-dir "$RAW" \
+time $PY -m experiments.compare --study "$PROTOCOL" --datasets "$DATASETS" --seeds "$SEEDS" --raw-dir "$RAW" \
   --out /tmp/jaxres-seed --no-progress > "$OUT/compare.log" 2>&1
 echo "compare exit $?"; tail -5 "$OUT/compare.log"
 cp /tmp/jaxres-seed/summary.md /tmp/jaxres-seed/report.md "$OUT/" 2>/dev/null

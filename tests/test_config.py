@@ -109,6 +109,7 @@ def test_a_study_is_the_product_of_its_axes_with_per_dataset_epochs():
     assert len(swept.runs()) == 36 and len({config.run_name(r) for r in swept.runs()}) == 36
     seed = config.get_study("seed").runs()
     assert {(r.data.name, r.epochs) for r in seed} == {("mnist", 30), ("cifar10", 100)}
+    assert len(seed) == 18 and {r.seed for r in seed} == {0, 1, 2}  # a comparison: three seeds per row
     assert {r.epochs for r in quick.set("epochs", 5).runs()} == {5}
 
 
