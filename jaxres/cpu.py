@@ -13,10 +13,11 @@ XLA reads XLA_FLAGS once, when the backend starts: importing jaxres after JAX ha
 run a computation leaves the flag without effect (``fast_path_status`` says so).
 
 The same switch keeps freed memory in the process (``keep_freed_memory``): XLA's CPU runtime
-allocates each step's temporary buffer (200 MB for seed_cnn at batch 128) with glibc's malloc from
+allocates each step's temporary buffer (210 MB for seed_cnn at batch 128) with glibc's malloc from
 one of its worker threads, and glibc serves such a block with a fresh ``mmap`` and returns it with
-``munmap`` at the end of the step, so every step page-faults through 200 MB of new, zeroed memory (a
-quarter of a seed_cnn step on this CPU; ``benchmarks/step_time.py`` measures it as a variant). With
+``munmap`` at the end of the step, so every step page-faults through 210 MB of new, zeroed memory
+(about a fifth of a seed_cnn step on this CPU; ``benchmarks/step_time.py`` measures it as the
+``jaxres-unkept-memory`` variant). With
 one malloc arena, no ``mmap`` for large blocks and no trimming, the block is reused and the step
 faults nothing; the cost is that the process keeps its peak heap (about 0.4 GB more for seed_cnn),
 as the caching allocators of TensorFlow and PyTorch's GPU backend do. glibc's

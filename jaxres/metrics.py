@@ -1,4 +1,4 @@
-"""Metric accumulation over an epoch, and per-layer norms of gradients and parameters.
+"""Metric accumulation over an epoch, the per-layer norm series of a run (file and TensorBoard).
 
 Steps return metric *sums* (``loss_sum``, ``correct``, ``count``) plus per-step values such as
 ``grad_norm``, ``nonfinite_steps`` (0 or 1) and ``first_nonfinite_step``. ``accumulate`` adds
@@ -44,13 +44,6 @@ def summarize(total: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def layer_norms(tree: Any) -> dict[str, float]:
-    """L2 norm of every leaf of a pytree (gradients or parameters), keyed "stage0_block1/conv0/kernel"."""
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): float(jnp.linalg.norm(jnp.ravel(leaf)))
-            for path, leaf in flat}
-
-
 LAYER_FILE = "layer_norms.npz"  # beside results.json: per-layer norms of the recorded steps
 
 
@@ -63,7 +56,7 @@ def append_layer_norms(path: str | Path, names: tuple[str, ...], norms: Any) -> 
     if not norms.steps.size:  # an epoch shorter than the recording interval
         return
     old = load_layer_norms(path) if path.exists() else None
-    series = {"steps": norms.steps, "grad": norms.grad, "param": norms.param, "update": norms.update}
+    series = norms._asdict()
     if old is not None and old[0] == names:
         keep = old[1]["steps"] < norms.steps.min()
         series = {k: np.concatenate([old[1][k][keep], v]) for k, v in series.items()}
@@ -77,7 +70,7 @@ def load_layer_norms(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]
     where the file is missing or unreadable."""
     try:
         with np.load(path) as f:
-            return [str(n) for n in f["names"]], {k: f[k] for k in ("steps", "grad", "param", "update")}
+            return [str(n) for n in f["names"]], {k: f[k] for k in f.files if k != "names"}
     except (OSError, ValueError, KeyError):
         return None
 

@@ -141,9 +141,6 @@ def _per_layer_norms(tree: Any, names: list[str]) -> jnp.ndarray:
     return jnp.stack([layer(n) for n in names])
 
 
-LAYER_SERIES = ("grad", "param", "update")  # the rows of the "layer_norms" step output
-
-
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_name: str | None = None,
                layer_norms_every: int = 0) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One optimizer step on ``batch``; returns the new state and metric sums over the batch.
@@ -151,8 +148,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_name: str |
     The loss is the mean cross-entropy over the (global) batch. ``rng`` is the step stream
     (``Streams.step``): the step folds in its own index, and under pmap each device its index,
     for stochastic layers (the "dropout" collection). With ``layer_norms_every=N`` > 0 the metrics
-    also hold ``layer_norms`` (3 x layers: gradient, parameter and update norms, rows
-    ``LAYER_SERIES``), ``layer_norms_step`` (this step's index) and ``layer_norms_recorded`` (1 on
+    also hold ``layer_norms`` (3 x layers: gradient, parameter and update norms, the order of
+    ``LayerNorms``'s fields), ``layer_norms_step`` (this step's index) and ``layer_norms_recorded`` (1 on
     every N-th step, whose norms are computed; 0 elsewhere, norms left zero).
     """
     rng = jax.random.fold_in(rng, state.step)

@@ -127,11 +127,12 @@ def test_bad_input_shape_names_the_problem():
         train.create_train_state(models.seed_cnn(), jax.random.key(0), (1, 28, 28, 1))
 
 
-def test_parameter_norms_name_every_parameter():
+def test_recorded_norms_cover_every_layer():
     state = state_for("seed_resnet", MNIST)
-    norms = metrics.layer_norms(state.params)  # of the parameters: no gradient is involved
-    assert "stage0_block4/conv1/kernel" in norms and "stem/kernel" in norms and "head/bias" in norms
-    assert len(norms) == 2 * 12  # 11 convs + dense, kernel and bias each
+    _, m = train.jit_train_step(donate=False, layer_norms_every=1)(state, batch_of(MNIST, 8), jax.random.key(0))
+    assert "stage0_block4/conv1" in state.layers and "stem" in state.layers and "head" in state.layers
+    assert len(state.layers) == 12 and np.asarray(m["layer_norms"]).shape == (3, 12)  # 11 convs + dense
+    assert (np.asarray(m["layer_norms"])[1] > 0).all()  # every layer's parameters (kernel and bias) counted
 
 
 # ------------------------------------------------------------------ per-layer monitoring
