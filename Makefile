@@ -31,7 +31,7 @@ compare: install
 models: install
 	$(PY) -m jaxres.models
 
-# What benchmarks/gpu_check.sh needs on a GPU machine without TensorFlow (carry .gpu, about 30 MB).
+# What benchmarks/gpu_check.sh and experiments/gpu_depth.sh need on a GPU machine without TensorFlow (carry .gpu, about 30 MB).
 gpu-carry:
 	mkdir -p .gpu/mnist
 	cp $(RAW_DIR)/mnist/*.gz .gpu/mnist/

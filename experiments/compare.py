@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set a config key for every run, e.g. optimizer.name=sgd, schedule.boundaries=[32000,48000]")
     s.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
-                   help="make a config key an axis of the study, e.g. optimizer.lr=0.1,0.01 (repeatable)")
+                   help="make a config key an axis of the study, e.g. optimizer.lr=0.1,0.01 (repeatable); keys "
+                        "that move together: optimizer.name,optimizer.lr=adam,0.001;sgd,0.1")
     s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(models.PRESETS)}")
     s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(data.DATASETS)}")
     s.add_argument("--seeds", help="sweep seed: comma-separated integers (the root of every random stream)")
@@ -279,10 +280,12 @@ def _main(argv: list[str] | None) -> int:
         study = make_study(args)
         runs = study.runs()
         if args.list_keys:
-            axes = dict(study.axes)
+            axes = study.axis_keys()
+            tied = {k: keys for keys, _ in study.axes if isinstance(keys, tuple) for k in keys}
             for key in config.keys():
                 if key in axes:
-                    print(f"{key} = {list(axes[key])!r}  (axis)")
+                    with_ = f", tied to {', '.join(k for k in tied[key] if k != key)}" if key in tied else ""
+                    print(f"{key} = {axes[key]!r}  (axis{with_})")
                 elif key == "epochs" and study.epochs_by_dataset:
                     print(f"{key} = {dict(study.epochs_by_dataset)!r}  (per dataset)")
                 else:

@@ -391,6 +391,8 @@ def run_name(cfg: RunConfig) -> str:
 class Study:
     """A base config plus axes; ``runs()`` is every combination of the axes' values.
 
+    An axis is ``(key, values)``, or ``((key1, key2, ...), rows)`` for keys that move together (a
+    *tied* axis: each row sets every key, e.g. each optimizer with its own learning rate).
     ``epochs_by_dataset`` gives each dataset its epoch count (a protocol's choice); setting or
     sweeping ``epochs`` replaces it for every dataset.
     """
@@ -398,32 +400,83 @@ class Study:
     name: str
     description: str
     base: RunConfig = RunConfig()
-    axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    axes: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
     epochs_by_dataset: tuple[tuple[str, int], ...] | None = None
+
+    def _without(self, key: str) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
+        """The axes with ``key`` taken out (from a tied axis too: its other keys stay tied)."""
+        out = []
+        for k, values in self.axes:
+            if isinstance(k, tuple) and key in k:
+                i = k.index(key)
+                k = k[:i] + k[i + 1:]
+                values = tuple(dict.fromkeys(v[:i] + v[i + 1:] for v in values))
+                if len(k) == 1:
+                    k, values = k[0], tuple(dict.fromkeys(v[0] for v in values))
+            if k != key:
+                out.append((k, values))
+        return tuple(out)
 
     def set(self, key: str, value: Any) -> Study:
         """Every run gets ``key`` = ``value`` (an axis on that key is dropped)."""
         _check_key(key)
-        axes = tuple((k, v) for k, v in self.axes if k != key)
         epochs = None if key == "epochs" else self.epochs_by_dataset
-        return dataclasses.replace(self, base=_replace_nested(self.base, key, value), axes=axes,
+        return dataclasses.replace(self, base=_replace_nested(self.base, key, value), axes=self._without(key),
                                    epochs_by_dataset=epochs)
 
     def sweep(self, key: str, values: Sequence[Any] | str) -> Study:
-        """``key`` becomes an axis over ``values`` (a list, or a command-line string "a,b,c" / "[a, b]")."""
+        """``key`` becomes an axis over ``values`` (a list, or a command-line string "a,b,c" / "[a, b]").
+        A comma-separated ``key`` ("optimizer.name,optimizer.lr") makes a tied axis: ``values`` are rows,
+        one value per key (a list of lists, or the string "adam,0.001;sgd,0.1" or JSON)."""
+        if "," in key:
+            return self.sweep_tied(tuple(k.strip() for k in key.split(",")), values)
         _check_key(key)
         if isinstance(values, str):
             text = values.strip()
             values = json.loads(text) if text.startswith("[") and _is_json(text) else text.split(",")
             values = [v.strip() if isinstance(v, str) else v for v in values]
-        values = tuple(dict.fromkeys(_freeze(v) for v in values))
+        # each value parsed and checked now, so a bad one is one line before anything runs
+        values = tuple(dict.fromkeys(_freeze(get(_replace_nested(self.base, key, v), key)) for v in values))
         if not values:
             raise ConfigError(f"no values given for {key}")
-        for v in values:  # check each value now, so a bad one is one line before anything runs
-            _replace_nested(self.base, key, v)
-        axes = tuple((k, v) for k, v in self.axes if k != key) + ((key, values),)
         epochs = None if key == "epochs" else self.epochs_by_dataset
-        return dataclasses.replace(self, axes=axes, epochs_by_dataset=epochs)
+        return dataclasses.replace(self, axes=self._without(key) + ((key, values),), epochs_by_dataset=epochs)
+
+    def sweep_tied(self, keys_: Sequence[str], rows: Sequence[Sequence[Any]] | str) -> Study:
+        """One axis over several keys that move together: each row gives one value per key."""
+        keys_ = tuple(keys_)
+        if len(set(keys_)) != len(keys_) or len(keys_) < 2:
+            raise ConfigError(f"a tied axis needs two or more different keys, got {', '.join(keys_)}")
+        for k in keys_:
+            _check_key(k)
+        if isinstance(rows, str):
+            text = rows.strip()
+            rows = (json.loads(text) if text.startswith("[") and _is_json(text)
+                    else [[v.strip() for v in row.split(",")] for row in text.split(";") if row.strip()])
+        typed = []
+        for row in rows:
+            if len(row) != len(keys_):
+                raise ConfigError(f"the row {list(row)!r} has {len(row)} values for the {len(keys_)} keys "
+                                  f"{', '.join(keys_)}")
+            typed.append(tuple(_freeze(get(_replace_nested(self.base, k, v), k)) for k, v in zip(keys_, row)))
+        rows = tuple(dict.fromkeys(typed))
+        if not rows:
+            raise ConfigError(f"no rows given for {', '.join(keys_)}")
+        study = self
+        for k in keys_:
+            study = dataclasses.replace(study, axes=study._without(k))
+        epochs = None if "epochs" in keys_ else self.epochs_by_dataset
+        return dataclasses.replace(study, axes=study.axes + ((keys_, rows),), epochs_by_dataset=epochs)
+
+    def axis_keys(self) -> dict[str, Any]:
+        """Every key that an axis moves -> its values (a tied key's values in row order)."""
+        out: dict[str, Any] = {}
+        for k, values in self.axes:
+            if isinstance(k, tuple):
+                out.update({key: [row[i] for row in values] for i, key in enumerate(k)})
+            else:
+                out[k] = list(values)
+        return out
 
     def runs(self) -> list[RunConfig]:
         """Every run of the study, checked, without duplicates, in axis order."""
@@ -432,7 +485,8 @@ class Study:
         for combo in itertools.product(*values):
             cfg = self.base
             for k, v in zip(keys_, combo):
-                cfg = _replace_nested(cfg, k, v)
+                for key, value in (zip(k, v) if isinstance(k, tuple) else ((k, v),)):
+                    cfg = _replace_nested(cfg, key, value)
             if self.epochs_by_dataset is not None:
                 table = dict(self.epochs_by_dataset)
                 if cfg.data.name not in table:
@@ -467,6 +521,27 @@ def _seed_protocol(name: str, description: str, epochs: dict[str, int], train_su
                  epochs_by_dataset=tuple(epochs.items()))
 
 
+HE_DEPTHS = (20, 32, 44, 56, 110)
+
+
+def _depth_protocol(name: str, description: str, depths: Sequence[int], epochs: int, boundaries: tuple[int, int],
+                    train_subset: int | None = None, test_subset: int | None = None,
+                    seeds: tuple[int, ...] = (0, 1, 2)) -> Study:
+    """He et al. (2015), section 4.2: plain and residual CIFAR-10 networks of several depths, batch norm,
+    SGD momentum 0.9, lr 0.1 divided by 10 at two boundaries, weight decay 1e-4 (on every parameter, as
+    Caffe / fb.resnet.torch do), 4-pixel pad + crop + flip, per-channel standardization, batch 128."""
+    base = RunConfig(data=DataConfig(name="cifar10", preprocess="standardize", augment=True,
+                                     train_subset=train_subset, test_subset=test_subset),
+                     optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4),
+                     schedule=ScheduleConfig(name="piecewise", boundaries=boundaries, factor=0.1), epochs=epochs)
+    names = tuple(f"{kind}{d}" for kind in ("plain", "resnet") for d in depths)
+    return Study(name=name, description=description, base=base, axes=(("model.name", names), ("seed", seeds)))
+
+
+# One optimizer per row, each with its own learning rate (a tied axis): Adam as the seed study; AdamW with
+# PyTorch's default decoupled decay 0.01; SGD with momentum 0.9 at Keras's default 0.01.
+NORM_OPT_OPTIMIZERS = (("adam", 1e-3, 0.0), ("adamw", 1e-3, 0.01), ("sgd", 0.01, 0.0))
+
 STUDIES: dict[str, Study] = {
     "seed": _seed_protocol(
         "seed", "the seed study as we read it: full splits, 30 MNIST / 100 CIFAR-10 epochs, batch 128, "
@@ -478,6 +553,24 @@ STUDIES: dict[str, Study] = {
     "tiny": _seed_protocol(
         "tiny", "seconds per run, for tests: 256 training and 200 test examples, 1 epoch",
         {"mnist": 1, "cifar10": 1}, 256, 200),
+    "depth": _depth_protocol(
+        "depth", "He et al. 2015's CIFAR-10 degradation experiment (their Fig. 6, Table 6): plain and resnet at "
+        "depths 20, 32, 44, 56, 110, batch norm, SGD momentum 0.9, lr 0.1 /10 at 32k and 48k steps, weight decay "
+        "1e-4, pad-crop-flip, per-channel standardization, batch 128, 164 epochs of 390 steps (63,960 of their "
+        "64k iterations); seeds 0, 1, 2. A GPU job: experiments/gpu_depth.sh", HE_DEPTHS, 164, (32000, 48000)),
+    "depth_cpu": _depth_protocol(
+        "depth_cpu", "the depth study reduced to about an hour on a 2-core CPU: depths 20, 32, 56, the first "
+        "12,800 training images (100 steps per epoch) and 2,000 test images, 10 epochs = 1,000 steps, the "
+        "schedule scaled with it (lr /10 at 500 and 750, as 32k and 48k of 64k); seed 0",
+        (20, 32, 56), 10, (500, 750), 12800, 2000, seeds=(0,)),
+    "norm_opt": Study(
+        "norm_opt", "normalization x optimizer on the seed networks at the quick scale (3,072 / 2,000 CIFAR-10 "
+        "images, 3 epochs): norm none, batch, group, layer; adam 1e-3, adamw 1e-3 (decay 0.01), sgd 0.01 "
+        "(momentum 0.9); seed_cnn, seed_resnet, seed_plain_twin; seeds 0, 1, 2",
+        RunConfig(data=DataConfig(name="cifar10", train_subset=3072, test_subset=2000), epochs=3),
+        axes=(("model.norm", ("none", "batch", "group", "layer")),
+              (("optimizer.name", "optimizer.lr", "optimizer.weight_decay"), NORM_OPT_OPTIMIZERS),
+              ("model.name", SEED_MODELS), ("seed", (0, 1, 2)))),
 }
 
 

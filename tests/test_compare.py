@@ -209,6 +209,16 @@ def test_dry_run_and_list_keys_show_the_study(raw_dir, capsys):
     assert "epochs = {'mnist': 3, 'cifar10': 3}  (per dataset)" in text and "optimizer.lr = 0.001" in text
 
 
+def test_tied_axes_from_the_command_line(capsys):
+    assert compare.main(["--study", "tiny", "--datasets", "mnist", "--models", "seed_cnn", "--sweep",
+                         "optimizer.name,optimizer.lr=adam,0.001;sgd,0.1", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "study tiny: 2 runs" in text and "optimizer.name=sgd optimizer.lr=0.1" in text
+    assert compare.main(["--study", "norm_opt", "--list-keys"]) == 0
+    text = capsys.readouterr().out
+    assert "optimizer.lr = [0.001, 0.001, 0.01]  (axis, tied to optimizer.name, optimizer.weight_decay)" in text
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--models", "seed_cnn,resnet21"], "model.name='resnet21' is not one of seed_cnn"),
     (["--datasets", "imagenet"], "data.name='imagenet' is not one of"),
@@ -267,3 +277,21 @@ def test_a_run_folder_with_another_config_is_refused(study, tmp_path, capsys, ra
     err = capsys.readouterr().err
     assert "different config (data.batch_size: 64 there, 128 asked)" in err and len(err.strip().splitlines()) == 1
     assert (run / "checkpoints").exists()  # nothing finished is lost
+
+
+@pytest.mark.slow
+def test_gpu_depth_script_dry_run_writes_the_depth_report(raw_dir, tmp_path):
+    """experiments/gpu_depth.sh at a tiny size on the CPU: the depth preset end to end, its results copied out."""
+    env = dict(os.environ, DRY_RUN="1", MODELS="plain20,plain32,resnet20", SEEDS="0", PYTHON=sys.executable,
+               RAW=str(raw_dir), RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out"))
+    proc = subprocess.run(["bash", "experiments/gpu_depth.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = tmp_path / "out"
+    assert len(list(out.glob("cifar10_*/results.json"))) == 3 and not list(out.glob("*/checkpoints"))
+    report = (out / "report.md").read_text()
+    assert "## Depth: He et al.'s degradation experiment" in report and "| cifar10 | 32 |" in report
+    assert (out / "depth_curves_cifar10.png").exists() and (out / "depth_error_cifar10.png").exists()
+    run = json.loads(next(out.glob("cifar10_plain32_*/results.json")).read_text())
+    assert run["config"]["optimizer"]["name"] == "sgd" and run["config"]["data"]["augment"] is True
+    assert run["environment"]["conv_backend"] in ("onednn", "xla", "xla-swapped")

@@ -146,3 +146,48 @@ def test_layer_norm_recording_is_not_part_of_a_runs_identity():
     assert config.run_name(other) == config.run_name(base)
     with pytest.raises(config.ConfigError, match="layer_norms_every"):
         config.replace(base, "layer_norms_every", "-1")
+
+
+def test_a_tied_axis_moves_its_keys_together_and_set_unties_one():
+    study = config.get_study("tiny").sweep("optimizer.name,optimizer.lr", "adam,0.001;sgd,0.1")
+    got = {(r.data.name, r.model.name, r.optimizer.name, r.optimizer.lr) for r in study.runs()}
+    assert len(got) == 2 * 3 * 2 and {(n, lr) for *_, n, lr in got} == {("adam", 0.001), ("sgd", 0.1)}
+    same = config.get_study("tiny").sweep_tied(["optimizer.name", "optimizer.lr"], [["adam", 1e-3], ["sgd", 0.1]])
+    assert [config.run_name(r) for r in same.runs()] == [config.run_name(r) for r in study.runs()]
+    fixed_lr = study.set("optimizer.lr", 0.01)  # the other key stays an axis
+    assert {(r.optimizer.name, r.optimizer.lr) for r in fixed_lr.runs()} == {("adam", 0.01), ("sgd", 0.01)}
+    assert study.axis_keys()["optimizer.lr"] == [0.001, 0.1]
+
+
+@pytest.mark.parametrize("keys, rows, message", [
+    ("optimizer.name,optimizer.lr", "adam,0.001;sgd", "has 1 values for the 2 keys"),
+    ("optimizer.name,optimizer.lr", "adam,-1", "optimizer.lr=-1"),
+    ("optimizer.name,optimizer.lrr", "adam,0.1", "unknown config key 'optimizer.lrr'"),
+    ("optimizer.lr,optimizer.lr", "0.1,0.1", "two or more different keys"),
+])
+def test_bad_tied_axes_are_one_config_error(keys, rows, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.get_study("tiny").sweep(keys, rows)
+
+
+def test_depth_presets_follow_he_et_al():
+    runs = config.get_study("depth").runs()
+    assert len(runs) == 2 * 5 * 3  # plain/resnet x 20..110 x seeds 0, 1, 2
+    r = runs[0]
+    assert (r.data.name, r.data.preprocess, r.data.augment, r.data.batch_size) == ("cifar10", "standardize", True, 128)
+    assert (r.optimizer.name, r.optimizer.lr, r.optimizer.momentum, r.optimizer.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    assert (r.schedule.name, r.schedule.boundaries, r.schedule.factor) == ("piecewise", (32000, 48000), 0.1)
+    assert r.epochs * (50000 // 128) == 63960 and r.model.norm is None  # the presets' own: batch norm
+    cpu = config.get_study("depth_cpu").runs()
+    steps = cpu[0].epochs * cpu[0].data.train_subset // cpu[0].data.batch_size
+    assert steps == 1000 and [b / steps for b in cpu[0].schedule.boundaries] == [32 / 64, 48 / 64]
+    assert sorted(r.model.name for r in cpu) == sorted(f"{k}{d}" for k in ("plain", "resnet") for d in (20, 32, 56))
+
+
+def test_norm_opt_preset_crosses_norms_and_optimizers_with_their_own_rates():
+    runs = config.get_study("norm_opt").runs()
+    assert len(runs) == 4 * 3 * 3 * 3
+    combos = {(r.model.norm, r.optimizer.name, r.optimizer.lr, r.optimizer.weight_decay) for r in runs}
+    assert {c[0] for c in combos} == {"none", "batch", "group", "layer"}
+    assert {c[1:] for c in combos} == {("adam", 1e-3, 0.0), ("adamw", 1e-3, 0.01), ("sgd", 0.01, 0.0)}
+    assert {r.optimizer.momentum for r in runs if r.optimizer.name == "sgd"} == {0.9}
