@@ -43,6 +43,9 @@ JAX_VARIANTS = {
     "jaxres-scan4": "4 steps per dispatch with lax.scan, unrolled (same batch)",
     "jaxres-scan2-rolled": "2 steps per dispatch with lax.scan as a while loop (same batch)",
     "jaxres-2-devices": "pmap over 2 host devices (--xla_force_host_platform_device_count=2), batch split",
+    "jaxres-sharded-2-devices": "sharded jit (one program over a 2-device mesh, shard_map) on 2 host devices",
+    "jaxres-pmap-1-device": "pmap over 1 device (the data-parallel machinery, nothing to split)",
+    "jaxres-sharded-1-device": "sharded jit over a 1-device mesh (the data-parallel machinery, nothing to split)",
     "jaxres-omp1": "oneDNN with one OpenMP thread (OMP_NUM_THREADS=1) instead of one per core",
     "jaxres-layer-norms-every1": "per-layer gradient/parameter/update norms recorded at every step",
     "jaxres-layer-norms-every10": "per-layer norms at every 10th step (the default of experiments.compare)",
@@ -78,7 +81,7 @@ def _jax_worker(case, batch, variant=""):
     b = {"image": rng.random((batch, *shape), np.float32), "label": rng.integers(0, 10, batch).astype(np.int32)}
     key = jax.random.key(0)
     per_call = 1
-    if variant == "2-devices":
+    if variant in ("2-devices", "pmap-1-device"):
         n = jax.local_device_count()
         state, b, step = train.replicate(state), data.shard(b, n), train.pmap_train_step()
         t = time.perf_counter()
@@ -86,6 +89,13 @@ def _jax_worker(case, batch, variant=""):
         jax.block_until_ready(m)
         compile_s, flops = time.perf_counter() - t, 0.0
         compiled = step
+    elif variant.startswith("sharded"):
+        mesh = train.make_mesh(jax.local_devices())
+        state, b, step = train.place(state, mesh), jax.device_put(b, train.batch_sharding(mesh)), \
+            train.sharded_train_step(mesh)
+        t = time.perf_counter()
+        compiled = step.lower(state, b, key).compile()
+        compile_s, flops = time.perf_counter() - t, 0.0
     else:
         b = jax.device_put(b)
         if variant.startswith("scan"):
@@ -346,7 +356,7 @@ class Worker:
             env["JAXRES_KEEP_MEMORY"] = "0"
         if kind in PEER_VARIANTS:
             env["GLIBC_TUNABLES"] = KEPT_MEMORY
-        if kind == "jaxres-2-devices":
+        if kind in ("jaxres-2-devices", "jaxres-sharded-2-devices"):
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
         self.kind = kind
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.step_time", "--worker", kind,

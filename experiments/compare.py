@@ -26,6 +26,7 @@ from typing import Any
 from jaxres.checkpoint import CheckpointError
 from jaxres.config import ConfigError
 from jaxres.data import DataError
+from jaxres.distributed import DistributedError
 
 
 class UsageError(Exception):
@@ -82,7 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--keep", type=int, default=2, help="checkpoints kept per run: the last KEEP plus the best (default 2)")
     io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; pmap when N > 1)")
     io.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    d = p.add_argument_group("several processes (jax.distributed; see README: SLURM, TPU pods)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process "
+                   "($JAXRES_COORDINATOR)")
+    d.add_argument("--num-processes", type=int, help="how many processes share the study ($JAXRES_NUM_PROCESSES)")
+    d.add_argument("--process-id", type=int, help="this process's number, 0 .. N-1 ($JAXRES_PROCESS_ID)")
+    d.add_argument("--distributed", choices=["auto"], help="auto: let JAX find coordinator and ids (SLURM, TPU pods)")
+    d.add_argument("--init-timeout", type=int, default=300, help="seconds for every process to join (default 300)")
+    d.add_argument("--heartbeat-timeout", type=int, default=100,
+                   help="seconds without a sign of life before a process counts as dead (default 100)")
     return p
+
+
+def distributed_setup(args: argparse.Namespace):
+    from jaxres import distributed
+
+    return distributed.setup_from(args.coordinator, args.num_processes, args.process_id, args.distributed == "auto",
+                                  args.init_timeout, args.heartbeat_timeout)
 
 
 def _key_value(text: str, flag: str) -> tuple[str, str]:
@@ -166,54 +183,88 @@ def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[s
 
     name = config.run_name(cfg)
     run_dir = out / name
-    try:
-        lock = checkpoint.RunLock(run_dir).acquire()
-    except checkpoint.RunLocked as e:
-        print(f"{name}: {e}")
-        return {"skipped": str(e)}
+    primary = jax.process_index() == 0  # with several processes, process 0 alone writes and prints
+    lock = _acquire(checkpoint.RunLock(run_dir), name, primary)
+    if lock is None:
+        return {"skipped": f"{name} is held by another process"}
+    say = print if primary else (lambda *a, **k: None)
     try:
         if lock.took_over:
-            print(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
+            say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
         cfg_dict = config.to_dict(cfg)
         result_path = run_dir / "results.json"
         done = _finished(result_path, cfg_dict)
         if done is not None:
             how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
                    else f"test accuracy {done['final']['test_accuracy']:.4f}")
-            print(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
+            say(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
             return done
         streams = train.Streams.from_seed(cfg.seed)
-        n_dev = args.devices or jax.local_device_count()
+        n_dev = args.devices or jax.local_device_count()  # on each process
         ds = data.make_dataset(cfg.data, raw_dir=args.raw_dir, data_dir=args.data_dir, order_seed=streams.order_seed,
                                n_devices=n_dev)
         model = cfg.model.build(ds.num_classes)
         tx = optim.make_optimizer(cfg, ds.steps_per_epoch)
         state = train.create_train_state(model, streams.init, ds.shape, tx)
         n_params = models.count_params(state.params)
-        print(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, {ds.num_train} train / {ds.num_test} "
-              f"test examples, {cfg.epochs} epochs of {ds.steps_per_epoch} steps, {cfg.optimizer.name} "
-              f"lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), {n_dev} device(s), conv backend {conv.describe()}")
+        n_all = n_dev * jax.process_count()
+        how = (f"{n_all} devices ({cfg.parallel}" + (f", {jax.process_count()} processes)" if jax.process_count() > 1
+                                                      else ")") if n_all > 1 else "1 device")
+        say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
+            f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
+            f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
+            f"{how}, conv backend {conv.describe()}")
         with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=args.keep) as ckpt:
-            writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name))  # tensorboard --logdir OUT/tensorboard
+            # tensorboard --logdir OUT/tensorboard
+            writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name)) if primary else None
             def on_layer_norms(epoch: int, norms: train.LayerNorms) -> None:
                 metrics.append_layer_norms(run_dir / metrics.LAYER_FILE, state.layers, norms)
                 writer.layer_norms(state.layers, norms)
 
             try:
-                fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=not args.no_progress,
+                fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt,
+                                progress=not args.no_progress and primary, log=None if primary else say,
                                 on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
-                                on_layer_norms=on_layer_norms)
+                                on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel)
             finally:
-                writer.close()
+                if writer is not None:
+                    writer.close()
         history = fit.history[:cfg.epochs]
         result = {"schema": 2, "run": name, "study": study_name, "config": cfg_dict,
                   "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model), "history": history, "final": history[-1],
                   "diverged": fit.diverged, "wall_time_s": sum(h["epoch_time_s"] for h in history),
                   "environment": environment()}
-        checkpoint.write_json_atomic(result_path, json_safe(result))
+        if primary:
+            checkpoint.write_json_atomic(result_path, json_safe(result))
         return result
     finally:
         lock.release()
+
+
+def _acquire(lock, name: str, primary: bool):
+    """The run's lock (process 0 takes it for all processes and tells them); None when another study holds it."""
+    import jax
+    import numpy as np
+
+    got, why = lock, ""
+    if primary:
+        try:
+            lock.acquire()
+        except Exception as e:  # noqa: BLE001 - RunLocked; or a folder that cannot be written, raised below
+            got, why = None, e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        ok = int(multihost_utils.broadcast_one_to_all(np.int32(got is not None)))
+        if not primary:
+            return lock if ok else None
+    if got is None:
+        from jaxres import checkpoint
+
+        if not isinstance(why, checkpoint.RunLocked):
+            raise why
+        print(f"{name}: {why}")
+    return got
 
 
 def _check_inputs(runs: list, args: argparse.Namespace) -> None:
@@ -233,7 +284,11 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
     n_dev = jax.local_device_count()
     if args.devices is not None and not 1 <= args.devices <= n_dev:
         raise UsageError(f"--devices must be between 1 and the {n_dev} local devices, got {args.devices}")
-    n_dev = args.devices or n_dev
+    if args.devices is not None and jax.process_count() > 1 and args.devices != n_dev:
+        raise UsageError("with several processes every local device takes part: leave out --devices")
+    n_dev = (args.devices or n_dev) * jax.process_count()
+    if jax.process_count() > 1 and any(cfg.parallel != "jit" for cfg in runs):
+        raise UsageError("with several processes the step runs as one sharded jit program: set parallel=jit")
     for cfg in runs:
         if cfg.data.source == "device":
             data.raw_files(cfg.data.name, args.raw_dir)
@@ -263,15 +318,38 @@ def main(argv: list[str] | None = None) -> int:
     # orbax's failures surface here as one-line errors; its own tracebacks (some logged late, when
     # asyncio collects a failed future) would bury them
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    supervised = _supervise_if_distributed(argv)
+    if supervised is not None:
+        return supervised
     with warnings.catch_warnings(), quiet_orbax():
         warnings.showwarning = _one_line  # one line per warning, without the source line
         return _main(argv)
 
 
+def _supervise_if_distributed(argv: list[str] | None) -> int | None:
+    """With several processes, this process supervises a child that does the work (``jaxres.distributed``):
+    its exit status; None when there is nothing to supervise (one process, or this is the child)."""
+    from jaxres import distributed
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if os.environ.get(distributed.CHILD_ENV):
+        return None
+    try:
+        args = build_parser().parse_args(argv)
+        setup = distributed_setup(args)
+    except (UsageError, distributed.DistributedError) as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 2
+    if not setup.active or args.report_only or args.list_keys or args.dry_run:
+        return None
+    name = f"process{setup.process_id}" if setup.process_id is not None else f"process-{os.getpid()}"
+    return distributed.supervise(argv, setup, Path(args.out) / "logs" / f"{name}.log")
+
+
 def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from jaxres import config, report
+        from jaxres import config, distributed, report
 
         if args.report_only:
             for path in report.write_report(args.report_only):
@@ -295,6 +373,8 @@ def _main(argv: list[str] | None) -> int:
             print(f"study {study.name}: {len(runs)} runs")
             print("\n".join(_describe(runs)))
             return 0
+        setup = distributed_setup(args)
+        distributed.initialize(setup)
         _check_inputs(runs, args)
         out = Path(args.out)
         try:
@@ -306,6 +386,10 @@ def _main(argv: list[str] | None) -> int:
             raise UsageError(f"output folder {out} is not writable ({e.strerror}); pass another --out") from None
         start = time.perf_counter()
         outcomes = [run_one(cfg, study.name, out, args) for cfg in runs]
+        import jax
+
+        if jax.process_index() > 0:  # process 0 writes the report and says how the study went
+            return 1 if any(o.get("diverged") for o in outcomes) else 0
         for path in report.write_report(out):
             print(f"wrote {path}")
         skipped = [o for o in outcomes if "skipped" in o]
@@ -320,7 +404,7 @@ def _main(argv: list[str] | None) -> int:
                 + f"; see {out / 'summary.md'}", file=sys.stderr)
             return 1
         return 0
-    except (UsageError, ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, DistributedError, FileNotFoundError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a file jaxres writes (results, report, TensorBoard) could not be written

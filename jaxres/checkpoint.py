@@ -14,7 +14,9 @@ Nothing else is needed to resume exactly: the random streams derive from the con
 and the data order from (seed, epoch), and every epoch starts at its first batch.
 
 The state is saved unreplicated, so a checkpoint written by a pmap run on N devices
-restores on any device count. Retention keeps the last ``keep`` checkpoints plus the best
+restores on any device count. With several processes (``jax.distributed``) every process saves
+and restores together (orbax), on a folder they share; process 0 alone writes ``config.json`` and
+the manifests, and moves a broken checkpoint aside. Retention keeps the last ``keep`` checkpoints plus the best
 by test accuracy; a checkpoint that fails to restore is moved aside to
 ``checkpoints.broken/`` (never deleted) with a warning, and the previous one is used.
 
@@ -139,7 +141,7 @@ class Checkpointer:
                                  for k in _diff(flat_saved, flat_asked))
                 raise CheckpointError(f"{self.run_dir} holds a run with a different config ({diff}); "
                                       "use another output folder or remove that one")
-        else:
+        elif jax.process_index() == 0:
             write_json_atomic(config_path, self.config)
         self._keep = keep
         self._open()
@@ -182,7 +184,8 @@ class Checkpointer:
                                                                  meta=ocp.args.JsonSave(meta)),
                                   metrics={"test_accuracy": float(history[-1]["test_accuracy"])}, force=True)
                 self.manager.wait_until_finished()
-                self._write_manifest(epoch)
+                if jax.process_index() == 0:  # with several processes: the files are the same for all
+                    self._write_manifest(epoch)
             except Exception as e:  # noqa: BLE001 - any failure to write is reported as one
                 kept = [k for k in self.epochs() if k != epoch]
                 after = (f"run the same command once there is room: it resumes after epoch {kept[-1]}" if kept
@@ -252,6 +255,10 @@ class Checkpointer:
     def _quarantine(self, epoch: int) -> Path:
         src = Path(self.manager.directory) / str(epoch)
         dst = self.run_dir / "checkpoints.broken" / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() > 0:  # process 0 moves it; the others read the same files and skip it too
+            self.manager.close()
+            self._open()
+            return dst
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.exists():
             shutil.move(str(src), str(dst))

@@ -33,6 +33,7 @@ from typing import Any
 from jaxres import data, models
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+PARALLEL = ("jit", "pmap")              # how several devices share a step (jaxres.train.fit)
 SCHEDULES = ("constant", "piecewise", "cosine")
 DECAY_ON = ("all", "kernels")
 DTYPES = ("float32", "bfloat16")
@@ -295,9 +296,14 @@ class RunConfig:
     # Per-layer gradient, parameter and update norms every N steps (0: off); observes, changes no
     # result, so it is not part of a run's identity. Every 10th step costs under 1% of a step.
     layer_norms_every: int = 10
+    # How several devices share a step: "jit" (one program over a device mesh of every process; the
+    # only path across processes) or "pmap" (one process). Both give the same numbers (tested), so it is
+    # not part of a run's identity either; jit is the default: on one host it is as fast or faster.
+    parallel: str = "jit"
 
     def __post_init__(self) -> None:
         _coerce(self)
+        _choice("parallel", self.parallel, PARALLEL)
         _number("epochs", self.epochs, 1)
         _number("seed", self.seed, 0, MAX_SEED)
         _number("layer_norms_every", self.layer_norms_every, 0)
@@ -369,6 +375,7 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
     be extended; a schedule whose length is the run's (cosine without decay_steps) keeps it."""
     d = to_dict(cfg)
     d.pop("layer_norms_every")  # what is recorded, not what is trained
+    d.pop("parallel")           # how the devices share a step, not what is trained
     if not cfg.schedule.needs_total_steps:
         d.pop("epochs")
     return d

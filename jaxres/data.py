@@ -242,22 +242,29 @@ class Dataset:
     """
 
     def __init__(self, config: DataConfig, sizes: dict[str, int], order_seed: int = 0, n_devices: int = 1,
-                 process_index: int | None = None, process_count: int | None = None):
+                 process_index: int | None = None, process_count: int | None = None,
+                 global_sizes: dict[str, int] | None = None):
         c = config
         if c.preprocess not in PREPROCESS:
             raise DataError(f"unknown preprocess {c.preprocess!r}; choose one of {', '.join(PREPROCESS)}")
-        for what, b in (("batch size", c.batch_size), ("eval batch size", c.eval_batch_size)):
-            if b <= 0 or b % n_devices:
-                raise DataError(f"{what} {b} must be a positive multiple of the device count {n_devices}")
-        self.config, self.info, self.n_devices, self.order_seed = c, info(c.name), n_devices, order_seed
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
+        for what, b in (("batch size", c.batch_size), ("eval batch size", c.eval_batch_size)):
+            if b <= 0 or b % (n_devices * self.process_count):
+                raise DataError(f"{what} {b} must be a positive multiple of the device count "
+                                f"{n_devices * self.process_count}")
+        self.config, self.info, self.n_devices, self.order_seed = c, info(c.name), n_devices, order_seed
         self.shape, self.num_classes = self.info.shape, self.info.num_classes
-        self._sizes = sizes
+        self._sizes = sizes  # this process's examples per split
+        self.global_sizes = global_sizes or sizes  # every process's together
+        # each process makes its share of every global batch: batch_size / process_count examples
+        self.batch_size = c.batch_size // self.process_count
+        self.eval_batch_size = c.eval_batch_size // self.process_count
+        self.sharding: jax.sharding.Sharding | None = None  # set_sharding: batches as global arrays
         self.mean, self.std = jnp.zeros(self.shape[-1]), jnp.ones(self.shape[-1])
-        if self.num_train < c.batch_size:
-            raise DataError(f"batch size {c.batch_size} is larger than the {self.num_train} training examples "
-                            "of this process; lower the batch size or raise the training subset")
+        if self.num_train < self.batch_size or self.steps_per_epoch < 1:
+            raise DataError(f"batch size {c.batch_size} is larger than the {self.global_sizes['train']} training "
+                            "examples; lower the batch size or raise the training subset")
         self._finish = jax.jit(self._finish_batch)
 
     def _set_stats(self, images: np.ndarray) -> None:
@@ -290,7 +297,15 @@ class Dataset:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.num_train // self.config.batch_size
+        """Whole global batches per epoch: the same on every process (the smallest share decides)."""
+        return (self.global_sizes["train"] // self.process_count) // self.batch_size
+
+    def set_sharding(self, sharding: jax.sharding.Sharding | None) -> Dataset:
+        """Deliver every batch as one global array with ``sharding`` (the sharded-jit path: batch axis over
+        the devices of every process), made from this process's share
+        (``jax.make_array_from_process_local_data``); None: local arrays (jit on one device, or pmap)."""
+        self.sharding = sharding
+        return self
 
     def epoch_seed(self, epoch: int) -> int:
         """The integer seed of ``epoch``'s training order, from (order_seed, epoch)."""
@@ -306,26 +321,42 @@ class Dataset:
         return batch
 
     def _shard(self, batch: Batch) -> Batch:
+        if self.sharding is not None:
+            return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.sharding, x), batch)
         return batch if self.n_devices == 1 else shard(batch, self.n_devices)
 
     def train_batches(self, epoch: int, rng: jax.Array | None = None) -> Iterator[Batch]:
         """The training batches of ``epoch`` (whole batches only); ``rng`` draws the augmentation."""
         if self.config.augment and rng is None:
             raise ValueError("augmentation is on: pass the augmentation key (jaxres.train.Streams.augment)")
+        if rng is not None and self.process_count > 1:  # each process draws for its own examples
+            rng = jax.random.fold_in(rng, self.process_index)
         epoch_key = None if rng is None else jax.random.fold_in(rng, epoch)
         for step, (x, y) in enumerate(self._train_arrays(epoch)):
             key = None if epoch_key is None else jax.random.fold_in(epoch_key, step)
             yield self._shard(self._finish(x, y, None, key))
 
     def eval_batches(self, split: str = "test") -> Iterator[Batch]:
-        """Every example of ``split`` once, the last batch padded and masked."""
-        b, n = self.config.eval_batch_size, self._sizes[split]
-        for start, (x, y) in zip(range(0, n, b), self._eval_arrays(split)):
-            real = min(b, n - start)
-            if x.shape[0] < b:  # pad by repeating the last example
+        """Every example of ``split`` once, the last batch padded and masked. With several processes each
+        evaluates its share, and all make as many batches as the largest share needs (fully masked ones
+        where theirs has run out), so the collective steps line up."""
+        b, n = self.eval_batch_size, self._sizes[split]
+        largest = -(-self.global_sizes[split] // self.process_count)
+        arrays = self._eval_arrays(split)
+        for start in range(0, max(n, largest), b):
+            x, y = next(arrays) if start < n else (None, None)
+            real = max(0, min(b, n - start))
+            if x is None:  # this process's share has run out: a masked copy of its first example
+                x0, y0 = self._first[split]
+                x, y = np.repeat(np.asarray(x0)[:1], b, axis=0), np.repeat(np.asarray(y0)[:1], b, axis=0)
+            elif x.shape[0] < b:  # pad by repeating the last example
                 x = np.concatenate([x, np.repeat(x[-1:], b - real, axis=0)])
                 y = np.concatenate([y, np.repeat(y[-1:], b - real, axis=0)])
             yield self._shard(self._finish(x, y, (np.arange(b) < real).astype(np.float32), None))
+
+    @functools.cached_property
+    def _first(self) -> dict[str, Arrays]:
+        return {s: next(iter(self._eval_arrays(s))) for s in ("train", "test")}
 
 
 class DeviceDataset(Dataset):
@@ -336,16 +367,17 @@ class DeviceDataset(Dataset):
         p_index = jax.process_index() if process_index is None else process_index
         p_count = jax.process_count() if process_count is None else process_count
         subset = {"train": config.train_subset, "test": config.test_subset}
-        arrays, train_images = {}, None
+        arrays, train_images, global_sizes = {}, None, {}
         for split in ("train", "test"):
             images, labels = load_raw(config.name, split, raw_dir)
             images, labels = images[:subset[split]], labels[:subset[split]]
+            global_sizes[split] = len(labels)
             if split == "train":
                 train_images = images
             share = process_slice(len(labels), p_index, p_count)
             arrays[split] = (jnp.asarray(images[share]), jnp.asarray(labels[share]))
         super().__init__(config, {s: int(a[1].shape[0]) for s, a in arrays.items()}, order_seed, n_devices,
-                         p_index, p_count)
+                         p_index, p_count, global_sizes)
         self._arrays = arrays
         if config.preprocess == "standardize":
             self._set_stats(train_images)
@@ -359,13 +391,13 @@ class DeviceDataset(Dataset):
         return np.random.default_rng(self.epoch_seed(epoch)).permutation(self.num_train)
 
     def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
-        b = self.config.batch_size
+        b = self.batch_size
         images, labels = self._arrays["train"]
         order = jnp.asarray(self.epoch_order(epoch)[:self.steps_per_epoch * b].reshape(-1, b))
         return (self._gather(images, labels, order[s]) for s in range(self.steps_per_epoch))
 
     def _eval_arrays(self, split: str) -> Iterator[Arrays]:
-        b, n = self.config.eval_batch_size, self._sizes[split]
+        b, n = self.eval_batch_size, self._sizes[split]
         images, labels = self._arrays[split]
         return (self._gather(images, labels, np.minimum(np.arange(s, s + b), n - 1)) for s in range(0, n, b))
 

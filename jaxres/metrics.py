@@ -27,13 +27,21 @@ def accumulate(total: dict[str, jax.Array] | None, step_metrics: dict[str, jax.A
     return {k: (jnp.minimum if k in MINIMA else jnp.add)(total[k], v) for k, v in step_metrics.items()}
 
 
+def host_value(x: Any) -> np.ndarray:
+    """``x`` as a numpy array on this host; for a global array that spans several processes, this
+    process's first shard (the whole value when it is replicated)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(jax.device_get(x))
+
+
 def summarize(total: dict[str, Any]) -> dict[str, float]:
     """Means from accumulated sums: loss and accuracy per example, other values per step.
 
-    Accepts replicated (pmap) totals: the sums are identical on every device, so the
-    first copy is taken.
+    Accepts replicated totals (pmap, or global arrays of the sharded-jit path on several processes):
+    the sums are identical on every device, so this process's first copy is taken.
     """
-    total = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in jax.device_get(total).items()}
+    total = {k: float(host_value(v).reshape(-1)[0]) for k, v in total.items()}
     count = total.pop("count")
     if count <= 0:
         raise ValueError("no examples were seen: the split is empty or smaller than one batch")

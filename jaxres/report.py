@@ -23,7 +23,7 @@ from jaxres.config import flatten
 from jaxres.data import DATASETS
 
 SCHEMA = 2
-GROUP_EXCLUDE = ("seed", "layer_norms_every")  # pooled over: the seed (and what was recorded, not trained)
+GROUP_EXCLUDE = ("seed", "layer_norms_every", "parallel")  # pooled over: the seed (and how, not what, was trained)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 
 

@@ -85,7 +85,9 @@ class TfdsDataset(Dataset):
         self._subset = {"train": config.train_subset, "test": config.test_subset}
         self._builder, self._cache = prepare_tfds(config.name, raw_dir, data_dir), {}
         sizes = {s: self._builder.info.splits[self._split_name(s)].num_examples for s in ("train", "test")}
-        super().__init__(config, sizes, order_seed, n_devices, self.process_index, self.process_count)
+        whole = {s: self._builder.info.splits[s].num_examples for s in ("train", "test")}
+        global_sizes = {s: min(self._subset[s] or whole[s], whole[s]) for s in ("train", "test")}
+        super().__init__(config, sizes, order_seed, n_devices, self.process_index, self.process_count, global_sizes)
         if config.preprocess == "standardize":  # statistics of the whole (subset of the) training split
             whole = self._subset["train"]
             self._set_stats(self._read(f"train[:{whole}]" if whole else "train")[0])
@@ -108,10 +110,10 @@ class TfdsDataset(Dataset):
         return self._read(self._split_name(split))
 
     def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
-        return self._batches("train", self.config.batch_size, shuffle_seed=self.epoch_seed(epoch))
+        return self._batches("train", self.batch_size, shuffle_seed=self.epoch_seed(epoch))
 
     def _eval_arrays(self, split: str) -> Iterator[Arrays]:
-        return self._batches(split, self.config.eval_batch_size)
+        return self._batches(split, self.eval_batch_size)
 
     def _batches(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> Iterator[Arrays]:
         """uint8 batches from tf.data: cached, shuffled with a seed (training), batched, prefetched."""

@@ -33,10 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from jaxres import config
 from jaxres import metrics as M
 
-PMAP_AXIS = "batch"
+PMAP_AXIS = "batch"     # the data-parallel axis: pmap's axis name and the mesh axis of the sharded-jit path
+PARALLEL = config.PARALLEL
 Batch = dict[str, Any]  # {"image": float NHWC, "label": int, optional "mask": float/bool}
 NO_STEP = 2**31 - 1     # "no non-finite step yet" in the first_nonfinite_step metric
 
@@ -79,7 +83,7 @@ def create_train_state(model: nn.Module, rng: jax.Array, input_shape: tuple[int,
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {tuple(input_shape)}")
     if tx is None:
-        from jaxres import config, optim
+        from jaxres import optim
 
         tx = optim.make_optimizer(config.RunConfig())
     variables = _init_variables(model, rng, tuple(input_shape))
@@ -228,6 +232,51 @@ def pmap_eval_step(devices: list | None = None) -> Callable:
     return jax.pmap(functools.partial(eval_step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, devices=devices)
 
 
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A one-axis device mesh (``PMAP_AXIS``) over ``devices`` (default: every device of every process)."""
+    return Mesh(np.array(devices if devices is not None else jax.devices()), (PMAP_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """The batch axis split over the mesh; the rest of each array whole."""
+    return NamedSharding(mesh, P(PMAP_AXIS))
+
+
+def sharded_train_step(mesh: Mesh, donate: bool = True, layer_norms_every: int = 0) -> Callable:
+    """``train_step`` as one ``jax.jit`` program over ``mesh``: the batch sharded on its first axis
+    (``batch_sharding``), the state and the metrics replicated (``place``).
+
+    Inside, ``jax.shard_map`` runs the same per-device step as pmap (``axis_name``: gradients, batch
+    statistics and metric sums averaged or added over the mesh), rather than leaving the split to
+    XLA's automatic partitioner, which cannot split the oneDNN custom call (it would gather the whole
+    batch onto every device). Works on every device of every process (``jax.distributed``).
+    """
+    step = jax.shard_map(functools.partial(train_step, axis_name=PMAP_AXIS, layer_norms_every=layer_norms_every),
+                         mesh=mesh, in_specs=(P(), P(PMAP_AXIS), P()), out_specs=(P(), P()), check_vma=False)
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def sharded_eval_step(mesh: Mesh) -> Callable:
+    return jax.jit(jax.shard_map(functools.partial(eval_step, axis_name=PMAP_AXIS), mesh=mesh,
+                                 in_specs=(P(), P(PMAP_AXIS)), out_specs=P(), check_vma=False))
+
+
+def place(tree: Any, mesh: Mesh) -> Any:
+    """``tree`` (the same values on every process) as global arrays replicated over ``mesh``."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        if not isinstance(x, (jax.Array, np.ndarray, np.generic)):
+            return x
+        if jax.process_count() == 1:
+            return jax.device_put(x, sharding)
+        value = np.asarray(jax.device_get(x) if not isinstance(x, jax.Array) or x.is_fully_addressable
+                           else x.addressable_data(0))
+        return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
+
+    return jax.tree.map(put, tree)
+
+
 def replicate(tree: Any, devices: list | None = None) -> Any:
     """Copy ``tree`` to every local device (leading device axis), for pmap."""
     return flax.jax_utils.replicate(tree, devices)
@@ -242,7 +291,10 @@ def unreplicate(tree: Any) -> Any:
 class BatchSource(Protocol):
     """What ``fit`` needs of a dataset (``jaxres.data.Dataset``)."""
 
-    n_devices: int
+    n_devices: int                      # devices of this process
+    process_count: int
+
+    def set_sharding(self, sharding: Any) -> Any: ...
 
     @property
     def steps_per_epoch(self) -> int: ...
@@ -282,7 +334,7 @@ def _layer_norms(per_step: list[dict[str, jax.Array]]) -> LayerNorms | None:
     """The recorded steps of an epoch's per-step outputs, fetched from the device at once."""
     if not per_step:
         return None
-    got = jax.device_get(per_step)
+    got = [{k: M.host_value(v) for k, v in g.items()} for g in per_step]
     rows = []
     for g in got:
         rec, step, norms = (np.asarray(g[k]) for k in ("layer_norms_recorded", "layer_norms_step", "layer_norms"))
@@ -324,7 +376,8 @@ def evaluate(state: TrainState, eval_fn: Callable, data: BatchSource, split: str
 def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         checkpointer: CheckpointStore | None = None, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
-        layer_norms_every: int = 0, on_layer_norms: Callable[[int, LayerNorms], None] | None = None) -> FitResult:
+        layer_norms_every: int = 0, on_layer_norms: Callable[[int, LayerNorms], None] | None = None,
+        parallel: str = "jit") -> FitResult:
     """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating the test split after each.
 
     With a ``checkpointer`` the run resumes after the newest intact checkpoint and saves one at
@@ -332,13 +385,31 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     history and passes it to ``on_epoch`` (metric writers). Train metrics are the running means
     over the epoch's steps, as Keras reports them. A step with a non-finite loss or gradient ends
     the run after its epoch: that epoch is neither evaluated nor checkpointed, and ``diverged``
-    says where. Uses pmap over the first ``data.n_devices`` local devices when there are several.
+    says where. On several devices (``data.n_devices`` on each of the processes) the step is
+    data-parallel: ``parallel="jit"`` compiles one program over a device mesh of every process
+    (``sharded_train_step``, the state as replicated global arrays, checkpointed by every process
+    together), ``"pmap"`` replicates it over this process's devices (one process only).
     With ``layer_norms_every=N`` every N-th step records per-layer norms (module docstring), passed
     per epoch to ``on_layer_norms(epoch, norms)`` before that epoch's checkpoint is saved.
     """
     from tqdm import tqdm
 
+    if parallel not in PARALLEL:
+        raise ValueError(f"parallel={parallel!r} is not one of {', '.join(PARALLEL)}")
     log = log or tqdm.write
+    n_proc = data.process_count
+    if parallel == "pmap" and n_proc > 1:
+        raise ValueError("the pmap path runs in one process; with several processes use parallel='jit'")
+    if n_proc > 1 and data.n_devices != jax.local_device_count():
+        raise ValueError(f"with several processes every local device takes part: n_devices must be "
+                         f"{jax.local_device_count()}, got {data.n_devices}")
+    sharded = parallel == "jit" and data.n_devices * n_proc > 1
+    multi = parallel == "pmap" and data.n_devices > 1
+    devices = jax.local_devices()[:data.n_devices]
+    if sharded:  # the global arrays go in before the restore, so orbax restores them in place
+        mesh = make_mesh(jax.devices() if n_proc > 1 else devices)
+        state = place(state, mesh)
+        data.set_sharding(batch_sharding(mesh))
     history: list[dict] = []
     if checkpointer is not None:
         restored = checkpointer.restore_latest(state)
@@ -347,13 +418,17 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
             log(f"resuming after epoch {len(history)} from {checkpointer.run_dir}")
     if len(history) >= epochs:
         log(f"already trained for {len(history)} epochs: nothing to do")
+        data.set_sharding(None)
         return FitResult(state, history, None)
-    multi = data.n_devices > 1
-    devices = jax.local_devices()[:data.n_devices]
-    step_fn = (pmap_train_step(devices=devices, layer_norms_every=layer_norms_every) if multi
-               else jit_train_step(layer_norms_every=layer_norms_every))
-    eval_fn = pmap_eval_step(devices=devices) if multi else jit_eval_step()
-    state = replicate(state, devices) if multi else state
+    if sharded:
+        step_fn = sharded_train_step(mesh, layer_norms_every=layer_norms_every)
+        eval_fn = sharded_eval_step(mesh)
+    elif multi:
+        step_fn = pmap_train_step(devices=devices, layer_norms_every=layer_norms_every)
+        eval_fn = pmap_eval_step(devices=devices)
+        state = replicate(state, devices)
+    else:
+        step_fn, eval_fn = jit_train_step(layer_norms_every=layer_norms_every), jit_eval_step()
     single = unreplicate if multi else (lambda s: s)
     diverged = None
     try:
@@ -387,6 +462,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
             if on_epoch is not None:
                 on_epoch(row)
     finally:
+        data.set_sharding(None)
         if checkpointer is not None:
             checkpointer.wait()
     return FitResult(single(state), history, diverged)

@@ -196,11 +196,20 @@ def test_process_slices_are_disjoint_and_cover(n, count):
 
 
 def test_each_simulated_process_reads_its_own_examples(raw_dir):
-    cfg = config.DataConfig(name="mnist", batch_size=50, train_subset=300, test_subset=240)
+    cfg = config.DataConfig(name="mnist", batch_size=48, train_subset=300, test_subset=241, eval_batch_size=30)
     parts = [data.make_dataset(cfg, raw_dir=raw_dir, process_index=i, process_count=3) for i in range(3)]
     labels = [p.split_arrays("test")[1] for p in parts]
-    assert [len(l) for l in labels] == [80, 80, 80]
-    np.testing.assert_array_equal(np.concatenate(labels), data.load_raw("mnist", "test", raw_dir)[1][:240])
+    assert [len(l) for l in labels] == [80, 81, 80]
+    np.testing.assert_array_equal(np.concatenate(labels), data.load_raw("mnist", "test", raw_dir)[1][:241])
+    # each process makes its third of every global batch, all as many steps; evaluation lines up too:
+    # as many batches everywhere (the largest share decides), padding masked, every example counted once
+    assert [(p.batch_size, p.eval_batch_size, p.steps_per_epoch) for p in parts] == [(16, 10, 6)] * 3
+    assert [sum(1 for _ in p.train_batches(0)) for p in parts] == [6] * 3
+    evals = [list(p.eval_batches("test")) for p in parts]
+    assert [len(e) for e in evals] == [9] * 3
+    assert [sum(float(np.sum(b["mask"])) for b in e) for e in evals] == [80, 81, 80]
+    with pytest.raises(data.DataError, match="batch size 50 must be a positive multiple of the device count 3"):
+        data.make_dataset(dataclasses.replace(cfg, batch_size=50), raw_dir=raw_dir, process_index=0, process_count=3)
 
 
 # ------------------------------------------------------------------ tfds, offline
@@ -245,7 +254,8 @@ def test_tfds_source_gives_the_device_sources_examples(raw_dir, tmp_path):
     ep0, ep0b, ep1 = (np.asarray(next(ds.train_batches(e))["label"]) for e in (0, 0, 1))
     assert np.array_equal(ep0, ep0b) and not np.array_equal(ep0, ep1)
     assert sum(1 for _ in ds.train_batches(0)) == 10
-    parts = [data.make_dataset(cfg, raw_dir=raw_dir, data_dir=tmp_path, process_index=i, process_count=3)
+    cfg3 = dataclasses.replace(cfg, batch_size=48)  # a global batch: a multiple of the 3 processes
+    parts = [data.make_dataset(cfg3, raw_dir=raw_dir, data_dir=tmp_path, process_index=i, process_count=3)
              for i in range(3)]  # simulated processes: disjoint slices that together are the whole split
     assert [p.num_test for p in parts] == [84, 83, 83]
     assert sorted(sum((data.fingerprint(*p.split_arrays("test")) for p in parts), [])) == \
