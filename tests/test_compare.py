@@ -44,7 +44,9 @@ def test_every_artifact_exists_and_parses(study):
         res = strict_json(study / r / "results.json")
         assert res["run"] == r and res["study"] == "tiny" and res["schema"] == 2
         assert res["config"]["optimizer"]["lr"] in (0.001, 0.002) and res["config"]["epochs"] == 2
-        assert res["identity"] == {k: v for k, v in res["config"].items() if k not in ("epochs", "layer_norms_every")}
+        assert res["identity"] == {k: v for k, v in res["config"].items()
+                                   if k not in ("epochs", "layer_norms_every", "parallel")}
+        assert res["config"]["parallel"] == "jit"
         assert len(res["history"]) == 2 and res["final"] == res["history"][-1] and res["diverged"] is None
         assert res["final"]["test_examples"] == 200 and 0 <= res["final"]["test_accuracy"] <= 1
         env = res["environment"]
