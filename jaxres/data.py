@@ -16,9 +16,13 @@ Raw files live in ``raw_dir/<name>/`` under the names tfds uses (``DatasetInfo.f
 
 Batches are ``{"image": float32 NHWC, "label": int32}``; evaluation batches also carry
 ``"mask"`` (1 for a real example, 0 for padding) so that every example counts once.
-With several devices, arrays get a leading device axis (``shard``). The training order of an
-epoch is a permutation fixed by (``order_seed``, epoch); augmentation draws from the key the
-caller passes (``jaxres.train.Streams``).
+With several devices, arrays get a leading device axis for pmap (``shard``), or become global
+arrays sharded over a device mesh (``Dataset.set_sharding``, the sharded-jit path). With several
+processes each reads a disjoint slice of every split (``process_slice``; tfds:
+``split_for_jax_process``) and makes its share, ``batch_size / process_count`` examples, of every
+global batch; all make the same number of training and evaluation batches. The training order of
+an epoch is a permutation fixed by (``order_seed``, epoch); augmentation draws from the key the
+caller passes (``jaxres.train.Streams``), with the process index folded in when there are several.
 """
 from __future__ import annotations
 

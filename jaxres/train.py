@@ -1,8 +1,8 @@
-"""Train state, the pure train/eval steps, their jit (one device) and pmap (data-parallel) forms,
-and the epoch loop.
+"""Train state, the pure train/eval steps, their jit (one device), sharded-jit (a device mesh of every
+process) and pmap (this process's devices) forms, and the epoch loop.
 
-``train_step`` and ``eval_step`` are written once. With ``axis_name`` set (under
-``jax.pmap``), gradients and batch-norm statistics are averaged over the devices and the
+``train_step`` and ``eval_step`` are written once. With ``axis_name`` set (under ``jax.pmap``,
+or ``jax.shard_map`` inside the sharded jit program), gradients and batch-norm statistics are averaged over the devices and the
 metric sums are added up, so N devices with B/N examples each take exactly the step one
 device takes with the whole batch B.
 
