@@ -2,9 +2,9 @@
 process) and pmap (this process's devices) forms, and the epoch loop.
 
 ``train_step`` and ``eval_step`` are written once. With ``axis_name`` set (under ``jax.pmap``,
-or ``jax.shard_map`` inside the sharded jit program), gradients and batch-norm statistics are averaged over the devices and the
-metric sums are added up, so N devices with B/N examples each take exactly the step one
-device takes with the whole batch B.
+or ``jax.shard_map`` inside the sharded jit program), gradients and batch-norm statistics are
+averaged over the devices and the metric sums are added up, so N devices with B/N examples each
+take exactly the step one device takes with the whole batch B.
 
 Metrics are returned as sums (``loss_sum``, ``correct``, ``count``) rather than means, so
 batches of different sizes, padded evaluation batches and several devices all aggregate
