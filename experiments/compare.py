@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = Parser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter,
-               epilog="studies:\n" + "\n".join(f"  {s.name:6s} {s.description}" for s in config.STUDIES.values()))
+               epilog="studies:\n" + "\n".join(f"  {s.name:9s} {s.description}" for s in config.STUDIES.values()))
     s = p.add_argument_group("the study")
     s.add_argument("--study", "--protocol", dest="study", choices=list(config.STUDIES), default="quick",
                    help="the study preset (default quick; --protocol is the older name)")
@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--out", default="runs/compare", help="output folder of the study (default runs/compare)")
     io.add_argument("--report-only", metavar="DIR", help="rebuild summary, curves and report from DIR's results")
     io.add_argument("--keep", type=int, default=2, help="checkpoints kept per run: the last KEEP plus the best (default 2)")
-    io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; pmap when N > 1)")
+    io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; data-parallel when N > 1, "
+                         "by the parallel key: jit or pmap)")
     io.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     d = p.add_argument_group("several processes (jax.distributed; see README: SLURM, TPU pods)")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process "
