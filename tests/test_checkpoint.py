@@ -96,6 +96,17 @@ def test_checkpoint_from_4_devices_resumes_on_1(tmp_path, raw_dir):
     assert len(h) == 2 and h[1]["test_examples"] == 100 and np.isfinite(h[1]["train_loss"])
 
 
+@pytest.mark.slow  # the other way: restored straight into the 4-device mesh of the sharded-jit path
+def test_checkpoint_from_1_device_resumes_on_4(tmp_path, raw_dir):
+    one = run(raw_dir, tmp_path, 1, n_dev=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    four = run(raw_dir, tmp_path, 2, n_dev=4)
+    assert four.returncode == 0, four.stderr[-3000:]
+    assert "resuming after epoch 1" in four.stdout + four.stderr
+    h = history(tmp_path)
+    assert len(h) == 2 and h[1]["test_examples"] == 100 and np.isfinite(h[1]["train_loss"])
+
+
 def test_keep_last_k_plus_the_best(tmp_path):
     state = train.create_train_state(models.seed_cnn(widths=(4,)), jax.random.key(0), (8, 8, 1))
     with checkpoint.Checkpointer(tmp_path, {"x": 1}, keep=2) as ckpt:
