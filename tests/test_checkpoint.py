@@ -86,23 +86,13 @@ def test_broken_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, 
 
 
 @pytest.mark.slow  # two subprocesses, one compiling for 4 devices
-def test_checkpoint_from_4_devices_resumes_on_1(tmp_path, raw_dir):
-    four = run(raw_dir, tmp_path, 1, n_dev=4)
-    assert four.returncode == 0, four.stderr[-3000:]
-    one = run(raw_dir, tmp_path, 2, n_dev=1)
-    assert one.returncode == 0, one.stderr[-3000:]
-    assert "resuming after epoch 1" in one.stdout + one.stderr
-    h = history(tmp_path)
-    assert len(h) == 2 and h[1]["test_examples"] == 100 and np.isfinite(h[1]["train_loss"])
-
-
-@pytest.mark.slow  # the other way: restored straight into the 4-device mesh of the sharded-jit path
-def test_checkpoint_from_1_device_resumes_on_4(tmp_path, raw_dir):
-    one = run(raw_dir, tmp_path, 1, n_dev=1)
-    assert one.returncode == 0, one.stderr[-3000:]
-    four = run(raw_dir, tmp_path, 2, n_dev=4)
-    assert four.returncode == 0, four.stderr[-3000:]
-    assert "resuming after epoch 1" in four.stdout + four.stderr
+@pytest.mark.parametrize("first, then", [(4, 1), (1, 4)])  # 1 -> 4: restored into the sharded-jit mesh
+def test_checkpoint_resumes_on_another_device_count(tmp_path, raw_dir, first, then):
+    before = run(raw_dir, tmp_path, 1, n_dev=first)
+    assert before.returncode == 0, before.stderr[-3000:]
+    after = run(raw_dir, tmp_path, 2, n_dev=then)
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert "resuming after epoch 1" in after.stdout + after.stderr
     h = history(tmp_path)
     assert len(h) == 2 and h[1]["test_examples"] == 100 and np.isfinite(h[1]["train_loss"])
 
