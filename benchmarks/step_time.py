@@ -46,6 +46,8 @@ JAX_VARIANTS = {
     "jaxres-sharded-2-devices": "sharded jit (one program over a 2-device mesh, shard_map) on 2 host devices",
     "jaxres-pmap-1-device": "pmap over 1 device (the data-parallel machinery, nothing to split)",
     "jaxres-sharded-1-device": "sharded jit over a 1-device mesh (the data-parallel machinery, nothing to split)",
+    "jaxres-unfused-add": "a residual block's shortcut addition and ReLU in XLA after the oneDNN convolution "
+                          "(JAXRES_CONV_FUSE_ADD=0) instead of as its post-ops",
     "jaxres-omp1": "oneDNN with one OpenMP thread (OMP_NUM_THREADS=1) instead of one per core",
     "jaxres-layer-norms-every1": "per-layer gradient/parameter/update norms recorded at every step",
     "jaxres-layer-norms-every10": "per-layer norms at every 10th step (the default of experiments.compare)",
@@ -352,6 +354,8 @@ class Worker:
             env["JAXRES_CONV"] = CONV_BACKENDS[kind]
         if kind == "jaxres-omp1":
             env["OMP_NUM_THREADS"] = "1"
+        if kind == "jaxres-unfused-add":
+            env["JAXRES_CONV_FUSE_ADD"] = "0"
         if kind == "jaxres-unkept-memory":
             env["JAXRES_KEEP_MEMORY"] = "0"
         if kind in PEER_VARIANTS:

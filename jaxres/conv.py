@@ -9,7 +9,8 @@ and recorded in every ``results.json``):
   convolutions per pass (``python -m benchmarks.conv_layer``), the kernel gradient most. Anything else
   (dilation, groups, other dtypes) stays ``lax``. The models call ``conv_bias_act``, which on this
   backend also adds the bias and applies a following ReLU inside oneDNN's forward pass, and computes
-  the bias gradient inside its kernel-gradient pass (no separate XLA passes over the activations).
+  the bias gradient inside its kernel-gradient pass (no separate XLA passes over the activations),
+  and ``conv_bias_add_act``, which also adds a residual block's shortcut before the ReLU.
 * ``xla-swapped`` (the CPU default where oneDNN is unavailable): ``lax``, except that for a stride-1
   convolution with more input than output channels (64 -> 32) the kernel gradient, itself a
   convolution ``dW = conv(x, dy)``, is computed the other way round, ``conv(dy, x)`` flipped, so
@@ -37,6 +38,7 @@ from jaxres import cpu
 NHWC = ("NHWC", "HWIO", "NHWC")
 BACKENDS = ("onednn", "xla-swapped", "xla")
 ENV = "JAXRES_CONV"
+FUSE_ADD_ENV = "JAXRES_CONV_FUSE_ADD"  # "0": conv_bias_add_act adds and applies the ReLU in XLA (to compare)
 _chosen: str | None = None  # set_backend's choice; None: automatic
 
 
@@ -126,6 +128,24 @@ def conv_bias_act(x, w, b, strides, padding, relu: bool = False):
     return jax.nn.relu(y) if relu else y
 
 
+def conv_bias_add_act(x, w, b, s, strides, padding, relu: bool = False):
+    """``max(conv(x, w) + b + s, 0)`` (``relu``) or ``conv(x, w) + b + s``, where ``s`` has the output's
+    shape: the end of a residual block without normalization (its second convolution, the shortcut, the
+    ReLU). On the ``onednn`` backend the addition and ReLU are post-ops of the convolution (one pass over
+    the output instead of three); elsewhere, or with ``JAXRES_CONV_FUSE_ADD=0``, ``conv_bias_act`` then
+    ``+ s`` then ``jax.nn.relu``."""
+    strides = tuple(int(v) for v in strides)
+    if (b is not None and backend() == "onednn" and os.environ.get(FUSE_ADD_ENV, "1") != "0"
+            and b.dtype == x.dtype and b.shape == w.shape[-1:] and s.dtype == x.dtype):
+        from jaxres import onednn
+
+        pads = _onednn_eligible(x, w, strides, padding, None, None, NHWC, 1, 1, None)
+        if pads is not None and s.shape == onednn.output_shape(x.shape, w.shape, strides, pads):
+            return _onednn_conv_bias_add(x, w, b, s, strides, pads, bool(relu))
+    y = conv_bias_act(x, w, b, strides, padding) + s
+    return jax.nn.relu(y) if relu else y
+
+
 def _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups):
     """Explicit ((top, bottom), (left, right)) padding of a plain NHWC/HWIO convolution, else None."""
     if lhs.ndim != 4 or rhs.ndim != 4 or groups != 1 or batch_groups != 1:
@@ -203,6 +223,32 @@ def _onednn_conv_bias_bwd(strides, pads, relu, res, dy):
 
 
 _onednn_conv_bias.defvjp(_onednn_conv_bias_fwd, _onednn_conv_bias_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _onednn_conv_bias_add(x, w, b, s, strides, pads, relu):
+    from jaxres import onednn
+
+    return onednn.bias_add_forward(x, w, b, s, strides, pads, relu)
+
+
+def _onednn_conv_bias_add_fwd(x, w, b, s, strides, pads, relu):
+    y = _onednn_conv_bias_add(x, w, b, s, strides, pads, relu)
+    return y, (x, w, y if relu else None)
+
+
+def _onednn_conv_bias_add_bwd(strides, pads, relu, res, dy):
+    from jaxres import onednn
+
+    x, w, y = res
+    dy = dy.astype(x.dtype)
+    if relu:
+        dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))
+    dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads)
+    return onednn.input_grad(dy, w, x.shape, strides, pads), dw, db, dy
+
+
+_onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _onednn_conv_bias_add_bwd)
 
 
 # ------------------------------------------------------------------ xla-swapped

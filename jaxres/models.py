@@ -73,7 +73,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxres.conv import conv_bias_act
+from jaxres.conv import conv_bias_act, conv_bias_add_act
 
 NORMS = ("none", "batch", "group", "layer")
 SHORTCUTS = ("identity", "projection", "none")
@@ -113,11 +113,16 @@ class Conv(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, add: jnp.ndarray | None = None) -> jnp.ndarray:
+        """The convolution of ``x``, plus the bias, plus ``add`` (a tensor of the output's shape, before the
+        ReLU: a residual block's shortcut), then the ReLU if ``relu``."""
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32) if self.use_bias else None
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return conv_bias_act(x, kernel, bias, (self.strides, self.strides), self.padding, self.relu)
+        x, kernel, bias, add = nn.dtypes.promote_dtype(x, kernel, bias, add, dtype=self.dtype)
+        strides = (self.strides, self.strides)
+        if add is None:
+            return conv_bias_act(x, kernel, bias, strides, self.padding, self.relu)
+        return conv_bias_add_act(x, kernel, bias, add, strides, self.padding, self.relu)
 
 
 def _conv(init: str, **kw: Any) -> Callable[..., nn.Module]:
@@ -199,7 +204,13 @@ class ResidualBlock(nn.Module):
         if self.norm is not None:
             r = nn.relu(self.norm(self.inner, name="norm0")(r))
         if self.norm is None:
-            r = conv(self.out, name="conv1", **({"kernel_init": last_init} if last_init else {}))(r)
+            init = {"kernel_init": last_init} if last_init else {}
+            if self.shortcut != "none" and not self.is_mutable_collection("intermediates"):
+                # conv1, its bias, the shortcut and the ReLU in one pass (jaxres.conv.conv_bias_add_act);
+                # where the branch is sown, the same sum in steps below
+                s = self._shortcut(x, (*r.shape[:3], self.out))
+                return conv(self.out, relu=self.post_act, name="conv1", **init)(r, add=s)
+            r = conv(self.out, name="conv1", **init)(r)
         else:
             r = conv(self.out, name="conv1")(r)
             r = self.norm(self.out, name="norm1", **({"scale_init": last_init} if last_init else {}))(r)

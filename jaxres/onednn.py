@@ -1,10 +1,10 @@
 """oneDNN convolutions for JAX's CPU backend, through the XLA foreign function interface.
 
 ``jaxres/_onednn/conv.cc`` is glue around oneDNN (the library PyTorch and TensorFlow run CPU
-convolutions with): XLA FFI handlers for the forward pass (plain, or with the bias and a ReLU as
-oneDNN post-ops), the input gradient and the kernel gradient (alone, or with the bias gradient), for
-NHWC activations and HWIO kernels, any stride, explicit padding, float32, and bfloat16 where the CPU
-has oneDNN's bfloat16 convolutions (``dtypes()``). ``pip install``
+convolutions with): XLA FFI handlers for the forward pass (plain, or with the bias, a residual
+block's shortcut and a ReLU as oneDNN post-ops), the input gradient and the kernel gradient (alone,
+or with the bias gradient), for NHWC activations and HWIO kernels, any stride, explicit padding,
+float32, and bfloat16 where the CPU has oneDNN's bfloat16 convolutions (``dtypes()``). ``pip install``
 builds it (``setup.py``, an optional extension: where it cannot be built, nothing fails).
 ``load()`` loads oneDNN's library by its installed path, then the handlers, and registers them for
 the "cpu" platform; where any of that fails, it says why in one line and jaxres uses XLA's
@@ -25,7 +25,8 @@ import numpy as np
 
 HANDLERS = {"forward": "jaxres_onednn_conv_forward", "input_grad": "jaxres_onednn_conv_input_grad",
             "kernel_grad": "jaxres_onednn_conv_kernel_grad", "bias_forward": "jaxres_onednn_conv_bias_forward",
-            "kernel_bias_grad": "jaxres_onednn_conv_kernel_bias_grad"}
+            "kernel_bias_grad": "jaxres_onednn_conv_kernel_bias_grad",
+            "bias_add_forward": "jaxres_onednn_conv_bias_add_forward"}
 DTYPES = ("float32", "bfloat16")  # bfloat16 where this CPU has it (``dtypes()``)
 EXTENSION_DIR = Path(__file__).parent  # where pip builds _onednn_conv*.so
 
@@ -120,6 +121,13 @@ def forward(x, w, strides, pads):
 def bias_forward(x, w, b, strides, pads, relu: bool):
     """y = conv(x, w) + b, then max(y, 0) if ``relu``, in one pass over y (oneDNN's post-op)."""
     return _call("bias_forward", output_shape(x.shape, w.shape, strides, pads), x.dtype, x, w, b,
+                 strides=strides, pads=pads, relu=int(relu))
+
+
+def bias_add_forward(x, w, b, s, strides, pads, relu: bool):
+    """y = conv(x, w) + b + s (s of y's shape: a residual block's shortcut), then max(y, 0) if ``relu``,
+    in one pass over y (oneDNN's binary and eltwise post-ops)."""
+    return _call("bias_add_forward", output_shape(x.shape, w.shape, strides, pads), x.dtype, x, w, b, s,
                  strides=strides, pads=pads, relu=int(relu))
 
 

@@ -93,6 +93,36 @@ def test_fused_bias_and_relu_equal_lax(case, relu):
         close(g, g_ref)
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["add", "add-relu"])
+@pytest.mark.parametrize("case", [c for c in CASES if c[5] == (3, 3)], ids=lambda c: f"{c[3]}to{c[4]}-s{c[6]}")
+def test_fused_shortcut_add_equals_lax(case, relu):
+    """conv_bias_add_act: a residual block's end, conv + bias + shortcut (+ ReLU) as oneDNN post-ops; values
+    and the gradients of x, w, b and the shortcut equal lax's convolution, + b, + s, jax.nn.relu."""
+    n, h, w_, cin, cout, kernel, stride, padding = case
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(n, h, w_, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, cin, cout)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(cout,)), jnp.float32)
+    lin = lambda x, w, b: lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN) + b
+    s = jnp.asarray(rng.normal(size=lin(x, w, b).shape) * 2, jnp.float32)  # about half of the sum below 0
+    ours = lambda x, w, b, s: conv.conv_bias_add_act(x, w, b, s, (stride, stride), padding, relu)
+    act = jax.nn.relu if relu else (lambda v: v)
+    ref = lambda x, w, b, s: act(lin(x, w, b) + s)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda *a: ours(*a).sum(), (0, 1, 2, 3)))(x, w, b, s))
+    assert "jaxres_onednn_conv_bias_add_forward" in jaxpr and "jaxres_onednn_conv_kernel_bias_grad" in jaxpr
+    y_ref = ref(x, w, b, s)
+    close(jax.jit(ours)(x, w, b, s), y_ref)
+    r = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(ours(*a) * r), (0, 1, 2, 3)))(x, w, b, s)
+    grads_ref = jax.grad(lambda *a: jnp.sum(ref(*a) * r), (0, 1, 2, 3))(x, w, b, s)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        close(g, g_ref)
+    bad = lambda x, w, b, s: conv.conv_bias_add_act(x, w, b, s[:1], (stride, stride), padding, relu)
+    if n > 1:  # a tensor of another shape is not fused: lax's broadcasting decides, as for + s
+        assert "bias_add_forward" not in str(jax.make_jaxpr(bad)(x, w, b, s))
+        close(bad(x, w, b, s), ref(x, w, b, s[:1]))
+
+
 def test_fused_bias_falls_back_where_onednn_does_not_take_it():
     x, w, b = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8)), jnp.arange(8.0)
     mixed = lambda x, w, b: conv.conv_bias_act(x, w, b.astype(jnp.bfloat16), (1, 1), "SAME", relu=True)
@@ -181,6 +211,27 @@ def test_model_gradients_equal_the_xla_path(name, shape):
                             jax.tree.leaves(grads["xla"][1]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=tol * float(jnp.abs(b).max()) + 1e-12,
                                    err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("shortcut, post_act", [("identity", True), ("projection", True), ("identity", False)])
+def test_fused_residual_blocks_equal_the_unfused_sum(shortcut, post_act):
+    """Without normalization a block's second convolution, the shortcut (identity, option A's subsample and
+    zero channels, or option B's projection at the stride-2 stage entries) and the ReLU run in one oneDNN
+    call; where the branch is sown ("intermediates" mutable) the block adds in steps. Same values and
+    gradients, and the same parameters (names and initial values)."""
+    model = models.resnet20(norm="none", shortcut=shortcut, post_act=post_act)
+    x = jnp.asarray(np.random.default_rng(7).random((2, 16, 16, 3)), jnp.float32)
+    params = jax.jit(model.init)(jax.random.key(0), x)["params"]  # init sows (all collections mutable)
+    fused = lambda p: model.apply({"params": p}, x)
+    steps = lambda p: model.apply({"params": p}, x, mutable=["intermediates"])[0]
+    assert str(jax.make_jaxpr(fused)(params)).count("jaxres_onednn_conv_bias_add_forward") == 9
+    assert "bias_add_forward" not in str(jax.make_jaxpr(steps)(params))
+    close(fused(params), steps(params))
+    for a, b in zip(jax.tree.leaves(jax.grad(lambda p: fused(p).sum())(params)),
+                    jax.tree.leaves(jax.grad(lambda p: steps(p).sum())(params)), strict=True):
+        close(a, b, tol=1e-4)
+    fused_init = jax.jit(lambda k, x: model.init(k, x, mutable=["params"]))(jax.random.key(0), x)["params"]
+    assert all(jax.tree.leaves(jax.tree.map(jnp.array_equal, fused_init, params)))
 
 
 FALLBACK = """

@@ -4,6 +4,7 @@
 // Glue only: each handler describes the convolution to oneDNN (activations in plain NHWC, the kernel
 // in the layout oneDNN chooses, reordered from or to HWIO), builds the primitive once per shape and
 // caches it, and executes it on the buffers XLA hands over. Python side: jaxres/onednn.py.
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -25,9 +26,10 @@ namespace {
 enum Pass : int64_t { kForward = 0, kInputGrad = 1, kKernelGrad = 2 };
 
 // Everything that decides a primitive: pass, dtype, NHWC input, HWIO kernel, output, strides, padding,
-// whether a bias is added (forward) or its gradient computed (kernel gradient), whether ReLU follows.
+// whether a bias is added (forward) or its gradient computed (kernel gradient), whether a tensor of the
+// output's shape is added (forward: a residual block's shortcut), whether ReLU follows.
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool>;
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool>;
 
 struct Plan {
   dnnl::primitive conv;
@@ -60,9 +62,9 @@ struct Geometry {
   int64_t n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr;
 };
 
-Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g, bool bias, bool relu) {
+Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g, bool bias, bool add, bool relu) {
   Key key{pass, static_cast<int64_t>(dt), g.n, g.h, g.w, g.c, g.kh, g.kw, g.o, g.oh, g.ow,
-          g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, bias, relu};
+          g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, bias, add, relu};
   auto& cache = Cache();
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
@@ -78,9 +80,10 @@ Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g, bool bias, boo
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   dnnl::primitive_attr fwd_attr = attr;
-  if (relu) {  // y = max(conv(x, w) + b, 0) in the primitive's own output loop
+  if (add || relu) {  // y = max(conv(x, w) + b + s, 0) in the primitive's own output loop
     dnnl::post_ops ops;
-    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    if (add) ops.append_binary(dnnl::algorithm::binary_add, dst);
+    if (relu) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     fwd_attr.set_post_ops(ops);
   }
   dnnl::convolution_forward::primitive_desc fwd(engine, dnnl::prop_kind::forward_training, algo, src,
@@ -135,9 +138,10 @@ ffi::Error CheckTypes(ffi::DataType a, ffi::DataType b, ffi::DataType out) {
 }
 
 // x: NHWC input, w: HWIO kernel, y: NHWC output. Which of them are inputs depends on the pass.
-// b: the bias (forward) or its gradient (kernel gradient), or nullptr; relu: forward only.
-ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, void* b, bool relu, int64_t sh,
-               int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+// b: the bias (forward) or its gradient (kernel gradient), or nullptr; s: forward only, a tensor of y's
+// shape added before the ReLU, or nullptr; relu: forward only.
+ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, void* b, void* s, bool relu,
+               int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
     return ffi::Error::InvalidArgument("jaxres oneDNN convolution: rank-4 NHWC activations and HWIO kernel");
@@ -149,7 +153,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
   try {
     std::lock_guard<std::mutex> guard(Lock());
     auto dt = DataType(x.element_type());
-    Plan* plan = GetPlan(pass, dt, g, b != nullptr, relu);
+    Plan* plan = GetPlan(pass, dt, g, b != nullptr, s != nullptr, relu);
     auto& engine = Engine();
     dnnl::stream stream(engine);
     memory src(plan->src, engine, x.untyped_data());
@@ -162,6 +166,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
       std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
                                            {DNNL_ARG_SCRATCHPAD, scratch}};
       if (b != nullptr) args.emplace(DNNL_ARG_BIAS, memory(plan->bias, engine, b));
+      if (s != nullptr) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(plan->dst, engine, s));
       plan->conv.execute(stream, args);
     } else if (pass == kInputGrad) {  // here src is dx (the result) and dst is dy
       if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
@@ -184,7 +189,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
 ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw,
                    int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   if (auto e = CheckTypes(x.element_type(), w.element_type(), y->element_type()); e.failure()) return e;
-  return Run(kForward, x, w, *y, nullptr, false, sh, sw, pt, pb, pl, pr);
+  return Run(kForward, x, w, *y, nullptr, nullptr, false, sh, sw, pt, pb, pl, pr);
 }
 
 ffi::Error BiasForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
@@ -194,19 +199,35 @@ ffi::Error BiasForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi
       (w.dimensions().size() == 4 && b.dimensions()[0] != w.dimensions()[3])) {
     return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
   }
-  return Run(kForward, x, w, *y, b.untyped_data(), relu != 0, sh, sw, pt, pb, pl, pr);
+  return Run(kForward, x, w, *y, b.untyped_data(), nullptr, relu != 0, sh, sw, pt, pb, pl, pr);
+}
+
+ffi::Error BiasAddForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::AnyBuffer s,
+                          ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                          int64_t pr, int64_t relu) {
+  if (auto e = CheckTypes(x.element_type(), w.element_type(), y->element_type()); e.failure()) return e;
+  if (b.element_type() != x.element_type() || b.dimensions().size() != 1 ||
+      (w.dimensions().size() == 4 && b.dimensions()[0] != w.dimensions()[3])) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
+  }
+  auto sd = s.dimensions(), yd = y->dimensions();
+  if (s.element_type() != x.element_type() || sd.size() != yd.size() ||
+      !std::equal(sd.begin(), sd.end(), yd.begin())) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: the added tensor has the output's shape and type");
+  }
+  return Run(kForward, x, w, *y, b.untyped_data(), s.untyped_data(), relu != 0, sh, sw, pt, pb, pl, pr);
 }
 
 ffi::Error InputGrad(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, int64_t sh, int64_t sw,
                      int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   if (auto e = CheckTypes(dy.element_type(), w.element_type(), dx->element_type()); e.failure()) return e;
-  return Run(kInputGrad, *dx, w, dy, nullptr, false, sh, sw, pt, pb, pl, pr);
+  return Run(kInputGrad, *dx, w, dy, nullptr, nullptr, false, sh, sw, pt, pb, pl, pr);
 }
 
 ffi::Error KernelGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw, int64_t sh, int64_t sw,
                       int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   if (auto e = CheckTypes(x.element_type(), dy.element_type(), dw->element_type()); e.failure()) return e;
-  return Run(kKernelGrad, x, *dw, dy, nullptr, false, sh, sw, pt, pb, pl, pr);
+  return Run(kKernelGrad, x, *dw, dy, nullptr, nullptr, false, sh, sw, pt, pb, pl, pr);
 }
 
 ffi::Error KernelBiasGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
@@ -217,7 +238,7 @@ ffi::Error KernelBiasGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::
       (dy.dimensions().size() == 4 && db->dimensions()[0] != dy.dimensions()[3])) {
     return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
   }
-  return Run(kKernelGrad, x, *dw, dy, db->untyped_data(), false, sh, sw, pt, pb, pl, pr);
+  return Run(kKernelGrad, x, *dw, dy, db->untyped_data(), nullptr, false, sh, sw, pt, pb, pl, pr);
 }
 
 }  // namespace
@@ -238,7 +259,7 @@ extern "C" int jaxres_onednn_bf16_supported() {
   try {
     Geometry g{2, 8, 8, 16, 3, 3, 16, 8, 8, 1, 1, 1, 1, 1, 1};
     std::lock_guard<std::mutex> guard(Lock());
-    for (Pass pass : {kForward, kInputGrad, kKernelGrad}) GetPlan(pass, memory::data_type::bf16, g, false, false);
+    for (Pass pass : {kForward, kInputGrad, kKernelGrad}) GetPlan(pass, memory::data_type::bf16, g, false, false, false);
     return 1;
   } catch (const dnnl::error&) {
     return 0;
@@ -252,6 +273,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_grad, KernelGrad, JAXRES
 // x, w, b -> max(conv(x, w) + b, 0) (relu=1) or conv(x, w) + b (relu=0)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_bias_forward, BiasForward,
                               JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>())
+                                  .Attr<int64_t>("relu"));
+// x, w, b, s -> max(conv(x, w) + b + s, 0) (relu=1) or conv(x, w) + b + s (relu=0): a residual block's end
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_bias_add_forward, BiasAddForward,
+                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
+                                                    .Arg<ffi::AnyBuffer>()
                                                     .Arg<ffi::AnyBuffer>()
                                                     .Arg<ffi::AnyBuffer>()
                                                     .Arg<ffi::AnyBuffer>()
