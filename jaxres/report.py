@@ -243,6 +243,73 @@ def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path,
     return path
 
 
+def facets(results: list[dict[str, Any]], columns: list[str]) -> tuple[list[str], list[tuple], list[tuple]]:
+    """How ``plot_facets`` lays out runs that differ in more than the model: (keys, rows, columns). The
+    first varying key besides the model picks the row, the others (a tied axis moves together) the
+    column; rows and columns sorted by their values."""
+    keys = [c for c in columns if c not in FIXED_COLUMNS]
+    rows: list[tuple] = []
+    cols: list[tuple] = []
+    for r in results:
+        flat = flatten(r["config"])
+        values = tuple(_value(flat.get(k)) for k in keys)
+        if values[:1] not in rows:
+            rows.append(values[:1])
+        if values[1:] not in cols:
+            cols.append(values[1:])
+    return keys, sorted(rows), sorted(cols)
+
+
+def plot_facets(results: list[dict[str, Any]], dataset: str, path: str | Path, columns: list[str]) -> Path:
+    """Train (solid) and test (dashed) accuracy per epoch, one panel per setting besides the model (rows:
+    the first varying key, columns: the others), one colour per model, every seed: for studies such as
+    ``norm_opt`` whose runs would crowd one axis. A run that diverged ends in an x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    runs = [r for r in results if r["config"]["data"]["name"] == dataset]
+    keys, rows, cols = facets(runs, columns)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols) + 1, 2.6 * len(rows) + 1),
+                             sharex=True, sharey=True, squeeze=False)
+    colors: dict[str, str] = {}
+    for r in runs:
+        flat = flatten(r["config"])
+        values = tuple(_value(flat.get(k)) for k in keys)
+        ax = axes[rows.index(values[:1])][cols.index(values[1:])]
+        color = colors.setdefault(flat["model.name"], f"C{len(colors) % 10}")
+        for split, style in (("train", "-"), ("test", "--")):
+            pts = [(h["epoch"], h[f"{split}_accuracy"]) for h in r["history"]
+                   if isinstance(h.get(f"{split}_accuracy"), (int, float)) and math.isfinite(h[f"{split}_accuracy"])]
+            if pts:
+                ax.plot(*zip(*pts), style, color=color)
+        if r.get("diverged"):
+            ax.plot([r["diverged"]["epoch"]], [0.0], "x", color=color, markersize=9, mew=2)
+    name = lambda k: k.split(".")[-1]
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            ax = axes[i][j]
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if i == 0:
+                ax.set_title(" ".join(f"{name(k)}={v}" for k, v in zip(keys[1:], col)), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{name(keys[0])}={row[0]}\naccuracy" if keys else "accuracy")
+            if i == len(rows) - 1:
+                ax.set_xlabel("epoch")
+    handles = [plt.Line2D([], [], color=c, label=m) for m, c in colors.items()]
+    handles += [plt.Line2D([], [], color="gray", ls=ls, label=lab) for ls, lab in (("-", "train"), ("--", "test"))]
+    fig.legend(handles=handles, loc="upper right", fontsize=8)
+    fig.suptitle(f"{dataset}: accuracy per epoch, train (solid) and test (dashed), one panel per setting")
+    fig.tight_layout(rect=(0, 0, 0.9, 0.96))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _conv_layers(names: list[str]) -> list[int]:
     """Indices of the convolutions among a run's layers (not the normalizations, not the head)."""
     return [i for i, n in enumerate(names) if n != "head" and "norm" not in n.rsplit("/", 1)[-1]]
@@ -489,8 +556,13 @@ def write_report(out_dir: str | Path) -> list[Path]:
     written = [_write(out_dir / "summary.md", summary_markdown(rows, columns)),
                _write(out_dir / "summary.csv", summary_csv(rows))]
     datasets = sorted({r["config"]["data"]["name"] for r in results})
+    faceted = []
     for d in datasets:
         written.append(plot_curves(results, d, out_dir / f"curves_{d}.png", columns))
+        _, facet_rows, facet_cols = facets([r for r in results if r["config"]["data"]["name"] == d], columns)
+        if len(facet_rows) * len(facet_cols) > 1:  # runs differ in more than the model: one panel per setting
+            faceted.append(plot_facets(results, d, out_dir / f"curves_by_setting_{d}.png", columns))
+    written += faceted
     layer_figures = plot_layer_norms(results, out_dir, columns)
     written += layer_figures
     shared = {k: v for k, v in flatten(results[0]["config"]).items() if k not in columns and k != "seed"}
@@ -518,7 +590,8 @@ def write_report(out_dir: str | Path) -> list[Path]:
     depth_lines, depth_figures = depth_section(results, out_dir)
     written += depth_figures
     lines += depth_lines
-    lines += ["## Curves", ""] + [f"![{d}](curves_{d}.png)" for d in datasets] + [""]
+    lines += ["## Curves", ""] + [f"![{p.stem}]({p.name})" for p in faceted] + [
+        f"![{d}](curves_{d}.png)" for d in datasets] + [""]
     if layer_figures:
         lines += ["## Per-layer gradients", "",
                   "L2 norm of each layer's gradient at the recorded steps (every `layer_norms_every` steps; the "

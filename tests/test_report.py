@@ -96,3 +96,21 @@ def test_depth_section_needs_one_setting_and_two_depths(tmp_path):
     assert report.depth_section(one_depth, tmp_path) == ([], [])
     mixed = [depth_run("plain20", 0, [50], [40]), depth_run("plain56", 0, [50], [40], lr=0.01)]
     assert report.depth_groups(mixed) == {}  # another lr: the depths are not comparable, no figure
+
+
+def test_runs_that_differ_in_more_than_the_model_get_one_panel_per_setting(tmp_path):
+    """norm_opt-like: a norm axis and a tied optimizer axis (name and lr together) over two models."""
+    results = []
+    for norm in ("none", "batch"):
+        for name, lr in (("adam", 0.001), ("sgd", 0.01)):
+            for model in ("seed_cnn", "seed_resnet"):
+                r = depth_run(model, 0, [50, 40], [45, 42], lr=lr)
+                r["config"]["model"]["norm"], r["config"]["optimizer"]["name"] = norm, name
+                results.append(r)
+    columns = report.varying_keys(results)
+    keys, rows, cols = report.facets(results, columns)
+    assert keys == ["model.norm", "optimizer.lr", "optimizer.name"]
+    assert rows == [("batch",), ("none",)] and cols == [("0.001", "adam"), ("0.01", "sgd")]
+    path = report.plot_facets(results, "cifar10", tmp_path / "f.png", columns)
+    assert path.stat().st_size > 10_000
+    assert report.facets(results[:2], report.varying_keys(results[:2]))[1:] == ([()], [()])  # the model alone
