@@ -284,3 +284,17 @@ def test_pmap_on_4_devices_equals_jit():
     close(pv.sum(), value)
     close(pdx.reshape(dx.shape), dx)
     close(pdw.sum(0), dw)
+
+
+def test_the_profile_benchmark_finds_the_convolutions_in_a_step(capsys):
+    """benchmarks.onednn_profile: oneDNN's own times of a jaxres step, split by pass (a tiny step here)."""
+    from benchmarks import onednn_profile
+
+    assert onednn_profile.main(["--model", "seed_cnn", "--shape", "8x8x1", "--steps", "2", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "inside oneDNN" in out
+    for what in ("forward_training", "backward_data", "backward_weights"):
+        assert any(line.split()[:2] == ["convolution", what] and float(line.split()[2]) > 0
+                   for line in out.splitlines()[1:]), what
+    with pytest.raises(SystemExit):
+        onednn_profile.main(["--shape", "28x28"])
