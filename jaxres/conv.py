@@ -118,10 +118,9 @@ def conv_bias_act(x, w, b, strides, padding, relu: bool = False):
     (what Keras's fused convolutions do); elsewhere, and where oneDNN does not take the convolution,
     it is ``conv_general_dilated`` then ``+ b`` then ``jax.nn.relu``, which XLA fuses."""
     strides = tuple(int(s) for s in strides)
-    if b is not None and backend() == "onednn" and b.dtype == x.dtype and b.shape == w.shape[-1:]:
-        pads = _onednn_eligible(x, w, strides, padding, None, None, NHWC, 1, 1, None)
-        if pads is not None:
-            return _onednn_conv_bias(x, w, b, strides, pads, bool(relu))
+    pads = _fused_pads(x, w, b, strides, padding)
+    if pads is not None:
+        return _onednn_conv_bias(x, w, b, strides, pads, bool(relu))
     y = conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
     if b is not None:
         y = y + b
@@ -135,15 +134,21 @@ def conv_bias_add_act(x, w, b, s, strides, padding, relu: bool = False):
     the output instead of three); elsewhere, or with ``JAXRES_CONV_FUSE_ADD=0``, ``conv_bias_act`` then
     ``+ s`` then ``jax.nn.relu``."""
     strides = tuple(int(v) for v in strides)
-    if (b is not None and backend() == "onednn" and os.environ.get(FUSE_ADD_ENV, "1") != "0"
-            and b.dtype == x.dtype and b.shape == w.shape[-1:] and s.dtype == x.dtype):
+    pads = _fused_pads(x, w, b, strides, padding) if os.environ.get(FUSE_ADD_ENV, "1") != "0" else None
+    if pads is not None and s.dtype == x.dtype:
         from jaxres import onednn
 
-        pads = _onednn_eligible(x, w, strides, padding, None, None, NHWC, 1, 1, None)
-        if pads is not None and s.shape == onednn.output_shape(x.shape, w.shape, strides, pads):
+        if s.shape == onednn.output_shape(x.shape, w.shape, strides, pads):
             return _onednn_conv_bias_add(x, w, b, s, strides, pads, bool(relu))
     y = conv_bias_act(x, w, b, strides, padding) + s
     return jax.nn.relu(y) if relu else y
+
+
+def _fused_pads(x, w, b, strides, padding):
+    """The explicit padding where oneDNN takes a convolution with its bias (and post-ops), else None."""
+    if b is None or backend() != "onednn" or b.dtype != x.dtype or b.shape != w.shape[-1:]:
+        return None
+    return _onednn_eligible(x, w, strides, padding, None, None, NHWC, 1, 1, None)
 
 
 def _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups):
@@ -212,6 +217,12 @@ def _onednn_conv_bias_fwd(x, w, b, strides, pads, relu):
 
 
 def _onednn_conv_bias_bwd(strides, pads, relu, res, dy):
+    return _bias_act_grads(strides, pads, relu, res, dy)[:3]
+
+
+def _bias_act_grads(strides, pads, relu, res, dy):
+    """(dx, dw, db, dz) of y = act(conv(x, w) + b [+ s]): dz is the gradient before the ReLU, which is
+    also the gradient of the added s."""
     from jaxres import onednn
 
     x, w, y = res
@@ -219,7 +230,7 @@ def _onednn_conv_bias_bwd(strides, pads, relu, res, dy):
     if relu:  # jax.nn.relu's rule: no gradient where the output is 0
         dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))
     dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads)
-    return onednn.input_grad(dy, w, x.shape, strides, pads), dw, db
+    return onednn.input_grad(dy, w, x.shape, strides, pads), dw, db, dy
 
 
 _onednn_conv_bias.defvjp(_onednn_conv_bias_fwd, _onednn_conv_bias_bwd)
@@ -237,18 +248,7 @@ def _onednn_conv_bias_add_fwd(x, w, b, s, strides, pads, relu):
     return y, (x, w, y if relu else None)
 
 
-def _onednn_conv_bias_add_bwd(strides, pads, relu, res, dy):
-    from jaxres import onednn
-
-    x, w, y = res
-    dy = dy.astype(x.dtype)
-    if relu:
-        dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))
-    dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads)
-    return onednn.input_grad(dy, w, x.shape, strides, pads), dw, db, dy
-
-
-_onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _onednn_conv_bias_add_bwd)
+_onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _bias_act_grads)
 
 
 # ------------------------------------------------------------------ xla-swapped

@@ -251,13 +251,17 @@ def facets(results: list[dict[str, Any]], columns: list[str]) -> tuple[list[str]
     rows: list[tuple] = []
     cols: list[tuple] = []
     for r in results:
-        flat = flatten(r["config"])
-        values = tuple(_value(flat.get(k)) for k in keys)
+        values = _setting(r, keys)
         if values[:1] not in rows:
             rows.append(values[:1])
         if values[1:] not in cols:
             cols.append(values[1:])
     return keys, sorted(rows), sorted(cols)
+
+
+def _setting(r: dict[str, Any], keys: list[str]) -> tuple[str, ...]:
+    flat = flatten(r["config"])
+    return tuple(_value(flat.get(k)) for k in keys)
 
 
 def plot_facets(results: list[dict[str, Any]], dataset: str, path: str | Path, columns: list[str]) -> Path:
@@ -276,10 +280,9 @@ def plot_facets(results: list[dict[str, Any]], dataset: str, path: str | Path, c
                              sharex=True, sharey=True, squeeze=False)
     colors: dict[str, str] = {}
     for r in runs:
-        flat = flatten(r["config"])
-        values = tuple(_value(flat.get(k)) for k in keys)
+        values = _setting(r, keys)
         ax = axes[rows.index(values[:1])][cols.index(values[1:])]
-        color = colors.setdefault(flat["model.name"], f"C{len(colors) % 10}")
+        color = colors.setdefault(r["config"]["model"]["name"], f"C{len(colors) % 10}")
         for split, style in (("train", "-"), ("test", "--")):
             pts = [(h["epoch"], h[f"{split}_accuracy"]) for h in r["history"]
                    if isinstance(h.get(f"{split}_accuracy"), (int, float)) and math.isfinite(h[f"{split}_accuracy"])]

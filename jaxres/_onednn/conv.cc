@@ -137,6 +137,16 @@ ffi::Error CheckTypes(ffi::DataType a, ffi::DataType b, ffi::DataType out) {
   return ffi::Error::Success();
 }
 
+// The forward operands with a bias: types as CheckTypes, one bias entry per output channel of x's type.
+ffi::Error CheckBias(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::AnyBuffer y) {
+  if (auto e = CheckTypes(x.element_type(), w.element_type(), y.element_type()); e.failure()) return e;
+  if (b.element_type() != x.element_type() || b.dimensions().size() != 1 ||
+      (w.dimensions().size() == 4 && b.dimensions()[0] != w.dimensions()[3])) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
+  }
+  return ffi::Error::Success();
+}
+
 // x: NHWC input, w: HWIO kernel, y: NHWC output. Which of them are inputs depends on the pass.
 // b: the bias (forward) or its gradient (kernel gradient), or nullptr; s: forward only, a tensor of y's
 // shape added before the ReLU, or nullptr; relu: forward only.
@@ -194,22 +204,14 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffe
 
 ffi::Error BiasForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> y,
                        int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t relu) {
-  if (auto e = CheckTypes(x.element_type(), w.element_type(), y->element_type()); e.failure()) return e;
-  if (b.element_type() != x.element_type() || b.dimensions().size() != 1 ||
-      (w.dimensions().size() == 4 && b.dimensions()[0] != w.dimensions()[3])) {
-    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
-  }
+  if (auto e = CheckBias(x, w, b, *y); e.failure()) return e;
   return Run(kForward, x, w, *y, b.untyped_data(), nullptr, relu != 0, sh, sw, pt, pb, pl, pr);
 }
 
 ffi::Error BiasAddForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::AnyBuffer s,
                           ffi::Result<ffi::AnyBuffer> y, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
                           int64_t pr, int64_t relu) {
-  if (auto e = CheckTypes(x.element_type(), w.element_type(), y->element_type()); e.failure()) return e;
-  if (b.element_type() != x.element_type() || b.dimensions().size() != 1 ||
-      (w.dimensions().size() == 4 && b.dimensions()[0] != w.dimensions()[3])) {
-    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
-  }
+  if (auto e = CheckBias(x, w, b, *y); e.failure()) return e;
   auto sd = s.dimensions(), yd = y->dimensions();
   if (s.element_type() != x.element_type() || sd.size() != yd.size() ||
       !std::equal(sd.begin(), sd.end(), yd.begin())) {
