@@ -41,8 +41,8 @@ def _extensions() -> list[Extension]:
     return [Extension(
         "jaxres._onednn_conv", ["jaxres/_onednn/conv.cc"],
         include_dirs=[str(Path(jaxlib.origin).parent / "include"), str(headers.parent.parent)],
-        library_dirs=[str(library)], extra_link_args=link,
-        extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
+        library_dirs=[str(library)], extra_link_args=[*link, "-fopenmp"],
+        extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden", "-fopenmp"],
         language="c++", optional=True)]
 
 

@@ -8,7 +8,9 @@ gradient by XLA's own rule, the same convolution with its operands already in th
 wants (so the difference is the transposes), the kernel gradient computed the other way round
 (``jaxres.conv.kernel_gradient_swapped``, for every shape; the ``xla-swapped`` backend uses it where
 more channels go in than out), and the three passes through jaxres's oneDNN handlers (the CPU
-default, ``jaxres.onednn``). With PyTorch installed, its forward, input and kernel gradients (oneDNN
+default, ``jaxres.onednn``), then both gradients one after the other and at the same time on one
+thread each (jaxres's default on two OpenMP threads). With PyTorch installed, its forward, input and kernel
+gradients, and both in one call (oneDNN
 on CPU, through ``aten.convolution_backward`` as autograd calls it) on the same shapes,
 channels-last. Run it under ``taskset -c 0`` to see the one-core figures.
 """
@@ -30,7 +32,7 @@ from jax import lax
 
 from jaxres import conv
 
-SHAPES = [(28, 64, 32), (28, 32, 64), (32, 64, 32), (32, 3, 64)]  # (image side, channels in, out)
+SHAPES = [(28, 64, 32), (28, 32, 64), (32, 64, 32), (32, 32, 64), (32, 3, 64)]  # (image side, channels in, out)
 DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -64,6 +66,11 @@ def _jax_pieces(x, w, dy):
         pieces["oneDNN forward"] = (lambda x, w: onednn.forward(x, w, s, p), (x, w))
         pieces["oneDNN input gradient"] = (lambda w, dy: onednn.input_grad(dy, w, x.shape, s, p), (w, dy))
         pieces["oneDNN kernel gradient"] = (lambda x, dy: onednn.kernel_grad(x, dy, w.shape, s, p), (x, dy))
+        pieces["oneDNN both gradients"] = (  # one after the other, all threads each (JAXRES_CONV_OVERLAP_GRADS=0)
+            lambda x, w, dy: (onednn.input_grad(dy, w, x.shape, s, p), onednn.kernel_grad(x, dy, w.shape, s, p)),
+            (x, w, dy))
+        pieces["oneDNN both gradients at once"] = (  # one thread each where there are two (the default)
+            lambda x, w, dy: onednn.backward(x, w, dy, s, p, bias=False), (x, w, dy))
     return pieces
 
 
@@ -86,6 +93,7 @@ def _torch_pieces(x, w, dy):
         "PyTorch forward": lambda: torch.nn.functional.conv2d(tx, tw, padding=1),
         "PyTorch input gradient": backward([True, False, False]),
         "PyTorch kernel gradient": backward([False, True, False]),
+        "PyTorch both gradients": backward([True, True, False]),
     }
 
 
@@ -109,8 +117,8 @@ def main(argv=None) -> int:
             timings[name] = _median_ms(lambda: jax.block_until_ready(f(*operands)), args.reps)
         for name, fn in _torch_pieces(x, w, dy).items():
             timings[name] = _median_ms(fn, args.reps)
-        for name, ms in timings.items():
-            print(f"  {name:32} {ms:8.1f} ms {gflop / ms * 1e3:8.1f} GFLOP/s")
+        for name, ms in timings.items():  # "both gradients": two pieces' work
+            print(f"  {name:32} {ms:8.1f} ms {gflop * (2 if 'both' in name else 1) / ms * 1e3:8.1f} GFLOP/s")
         rows.append({"side": side, "in": cin, "out": cout, "batch": args.batch, "gflop": gflop, "ms": timings})
     if args.json:
         with open(args.json, "w") as f:

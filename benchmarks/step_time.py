@@ -48,6 +48,8 @@ JAX_VARIANTS = {
     "jaxres-sharded-1-device": "sharded jit over a 1-device mesh (the data-parallel machinery, nothing to split)",
     "jaxres-unfused-add": "a residual block's shortcut addition and ReLU in XLA after the oneDNN convolution "
                           "(JAXRES_CONV_FUSE_ADD=0) instead of as its post-ops",
+    "jaxres-sequential-grads": "each convolution's input and kernel gradients one after the other on both OpenMP "
+                               "threads (JAXRES_CONV_OVERLAP_GRADS=0) instead of at the same time on one each",
     "jaxres-omp1": "oneDNN with one OpenMP thread (OMP_NUM_THREADS=1) instead of one per core",
     "jaxres-layer-norms-every1": "per-layer gradient/parameter/update norms recorded at every step",
     "jaxres-layer-norms-every10": "per-layer norms at every 10th step (the default of experiments.compare)",
@@ -356,6 +358,8 @@ class Worker:
             env["OMP_NUM_THREADS"] = "1"
         if kind == "jaxres-unfused-add":
             env["JAXRES_CONV_FUSE_ADD"] = "0"
+        if kind == "jaxres-sequential-grads":
+            env["JAXRES_CONV_OVERLAP_GRADS"] = "0"
         if kind == "jaxres-unkept-memory":
             env["JAXRES_KEEP_MEMORY"] = "0"
         if kind in PEER_VARIANTS:

@@ -10,7 +10,11 @@ and recorded in every ``results.json``):
   (dilation, groups, other dtypes) stays ``lax``. The models call ``conv_bias_act``, which on this
   backend also adds the bias and applies a following ReLU inside oneDNN's forward pass, and computes
   the bias gradient inside its kernel-gradient pass (no separate XLA passes over the activations),
-  and ``conv_bias_add_act``, which also adds a residual block's shortcut before the ReLU.
+  and ``conv_bias_add_act``, which also adds a residual block's shortcut before the ReLU. Backward, a
+  convolution's input and kernel gradients go to oneDNN in one call, which on exactly two OpenMP
+  threads runs them at the same time on one thread each (``JAXRES_CONV_OVERLAP_GRADS=0``: two calls,
+  one after the other on all threads); no input gradient is computed where the input is not
+  differentiated (a network's input image).
 * ``xla-swapped`` (the CPU default where oneDNN is unavailable): ``lax``, except that for a stride-1
   convolution with more input than output channels (64 -> 32) the kernel gradient, itself a
   convolution ``dW = conv(x, dy)``, is computed the other way round, ``conv(dy, x)`` flipped, so
@@ -39,6 +43,10 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 BACKENDS = ("onednn", "xla-swapped", "xla")
 ENV = "JAXRES_CONV"
 FUSE_ADD_ENV = "JAXRES_CONV_FUSE_ADD"  # "0": conv_bias_add_act adds and applies the ReLU in XLA (to compare)
+# A convolution's input and kernel gradients go to oneDNN in one call, which runs them at the same time on
+# one OpenMP thread each where there are exactly two (else one after the other); "0": two calls, one after
+# the other on all threads (to compare; README "Benchmarks")
+OVERLAP_ENV = "JAXRES_CONV_OVERLAP_GRADS"
 _chosen: str | None = None  # set_backend's choice; None: automatic
 
 
@@ -182,6 +190,9 @@ def _onednn_eligible(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn,
     return pads
 
 
+# The rules below use symbolic zeros: the forward rule learns whether x is differentiated at all (a
+# network's input image is not), so the backward rule computes dx only where it is needed (XLA drops
+# an unused single-result call by itself, not one result of a call with two).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _onednn_conv(x, w, strides, pads):
     from jaxres import onednn
@@ -190,18 +201,15 @@ def _onednn_conv(x, w, strides, pads):
 
 
 def _onednn_conv_fwd(x, w, strides, pads):
-    return _onednn_conv(x, w, strides, pads), (x, w)
+    return _onednn_conv(x.value, w.value, strides, pads), (x.value, w.value, None, x.perturbed)
 
 
 def _onednn_conv_bwd(strides, pads, res, dy):
-    from jaxres import onednn
-
-    x, w = res
-    dy = dy.astype(x.dtype)
-    return onednn.input_grad(dy, w, x.shape, strides, pads), onednn.kernel_grad(x, dy, w.shape, strides, pads)
+    dx, dw, _, _ = _grads(strides, pads, False, False, res, dy)
+    return dx, dw
 
 
-_onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd)
+_onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd, symbolic_zeros=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -212,28 +220,36 @@ def _onednn_conv_bias(x, w, b, strides, pads, relu):
 
 
 def _onednn_conv_bias_fwd(x, w, b, strides, pads, relu):
-    y = _onednn_conv_bias(x, w, b, strides, pads, relu)
-    return y, (x, w, y if relu else None)
+    y = _onednn_conv_bias(x.value, w.value, b.value, strides, pads, relu)
+    return y, (x.value, w.value, y if relu else None, x.perturbed)
 
 
 def _onednn_conv_bias_bwd(strides, pads, relu, res, dy):
-    return _bias_act_grads(strides, pads, relu, res, dy)[:3]
+    return _grads(strides, pads, True, relu, res, dy)[:3]
 
 
 def _bias_act_grads(strides, pads, relu, res, dy):
-    """(dx, dw, db, dz) of y = act(conv(x, w) + b [+ s]): dz is the gradient before the ReLU, which is
-    also the gradient of the added s."""
+    return _grads(strides, pads, True, relu, res, dy)
+
+
+def _grads(strides, pads, bias, relu, res, dy):
+    """(dx, dw, db, dz) of y = act(conv(x, w) [+ b] [+ s]): dz is the gradient before the ReLU, which is
+    also the gradient of the added s; dx is None where x is not differentiated, db where there is no b."""
     from jaxres import onednn
 
-    x, w, y = res
+    x, w, y, need_dx = res  # dy is an array: JAX calls no rule for an output that does not reach the loss
     dy = dy.astype(x.dtype)
     if relu:  # jax.nn.relu's rule: no gradient where the output is 0
         dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))
-    dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads)
-    return onednn.input_grad(dy, w, x.shape, strides, pads), dw, db, dy
+    if need_dx and os.environ.get(OVERLAP_ENV, "1") != "0":
+        dx, dw, *db = onednn.backward(x, w, dy, strides, pads, bias)
+        return dx, dw, (db[0] if bias else None), dy
+    dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads) if bias else (
+        onednn.kernel_grad(x, dy, w.shape, strides, pads), None)
+    return (onednn.input_grad(dy, w, x.shape, strides, pads) if need_dx else None), dw, db, dy
 
 
-_onednn_conv_bias.defvjp(_onednn_conv_bias_fwd, _onednn_conv_bias_bwd)
+_onednn_conv_bias.defvjp(_onednn_conv_bias_fwd, _onednn_conv_bias_bwd, symbolic_zeros=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -244,11 +260,11 @@ def _onednn_conv_bias_add(x, w, b, s, strides, pads, relu):
 
 
 def _onednn_conv_bias_add_fwd(x, w, b, s, strides, pads, relu):
-    y = _onednn_conv_bias_add(x, w, b, s, strides, pads, relu)
-    return y, (x, w, y if relu else None)
+    y = _onednn_conv_bias_add(x.value, w.value, b.value, s.value, strides, pads, relu)
+    return y, (x.value, w.value, y if relu else None, x.perturbed)
 
 
-_onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _bias_act_grads)
+_onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _bias_act_grads, symbolic_zeros=True)
 
 
 # ------------------------------------------------------------------ xla-swapped

@@ -26,7 +26,8 @@ import numpy as np
 HANDLERS = {"forward": "jaxres_onednn_conv_forward", "input_grad": "jaxres_onednn_conv_input_grad",
             "kernel_grad": "jaxres_onednn_conv_kernel_grad", "bias_forward": "jaxres_onednn_conv_bias_forward",
             "kernel_bias_grad": "jaxres_onednn_conv_kernel_bias_grad",
-            "bias_add_forward": "jaxres_onednn_conv_bias_add_forward"}
+            "bias_add_forward": "jaxres_onednn_conv_bias_add_forward", "backward": "jaxres_onednn_conv_backward",
+            "bias_backward": "jaxres_onednn_conv_bias_backward"}
 DTYPES = ("float32", "bfloat16")  # bfloat16 where this CPU has it (``dtypes()``)
 EXTENSION_DIR = Path(__file__).parent  # where pip builds _onednn_conv*.so
 
@@ -144,3 +145,11 @@ def kernel_grad(x, dy, w_shape, strides, pads):
 def kernel_bias_grad(x, dy, w_shape, strides, pads):
     """(dL/dw, dL/db) of y = conv(x, w) + b, given dL/dy: the bias gradient in the same pass over dy."""
     return tuple(_call("kernel_bias_grad", [w_shape, w_shape[-1:]], x.dtype, x, dy, strides=strides, pads=pads))
+
+
+def backward(x, w, dy, strides, pads, bias: bool):
+    """(dL/dx, dL/dw), and dL/db if ``bias``, of y = conv(x, w) [+ b] in one call that runs the input and
+    the kernel gradient at the same time, each on half of oneDNN's OpenMP threads (on one thread: one
+    after the other)."""
+    shapes = [x.shape, w.shape, w.shape[-1:]] if bias else [x.shape, w.shape]
+    return tuple(_call("bias_backward" if bias else "backward", shapes, x.dtype, x, w, dy, strides=strides, pads=pads))

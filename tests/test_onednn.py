@@ -83,7 +83,7 @@ def test_fused_bias_and_relu_equal_lax(case, relu):
     act = jax.nn.relu if relu else (lambda v: v)
     ref = lambda x, w, b: act(lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN) + b)
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda *a: ours(*a).sum(), (0, 1, 2)))(x, w, b))
-    assert "jaxres_onednn_conv_bias_forward" in jaxpr and "jaxres_onednn_conv_kernel_bias_grad" in jaxpr
+    assert "jaxres_onednn_conv_bias_forward" in jaxpr and "jaxres_onednn_conv_bias_backward" in jaxpr
     y_ref = ref(x, w, b)
     close(jax.jit(ours)(x, w, b), y_ref)
     r = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
@@ -109,7 +109,7 @@ def test_fused_shortcut_add_equals_lax(case, relu):
     act = jax.nn.relu if relu else (lambda v: v)
     ref = lambda x, w, b, s: act(lin(x, w, b) + s)
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda *a: ours(*a).sum(), (0, 1, 2, 3)))(x, w, b, s))
-    assert "jaxres_onednn_conv_bias_add_forward" in jaxpr and "jaxres_onednn_conv_kernel_bias_grad" in jaxpr
+    assert "jaxres_onednn_conv_bias_add_forward" in jaxpr and "jaxres_onednn_conv_bias_backward" in jaxpr
     y_ref = ref(x, w, b, s)
     close(jax.jit(ours)(x, w, b, s), y_ref)
     r = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
@@ -121,6 +121,75 @@ def test_fused_shortcut_add_equals_lax(case, relu):
     if n > 1:  # a tensor of another shape is not fused: lax's broadcasting decides, as for + s
         assert "bias_add_forward" not in str(jax.make_jaxpr(bad)(x, w, b, s))
         close(bad(x, w, b, s), ref(x, w, b, s[:1]))
+
+
+def test_the_input_gradient_is_computed_only_where_it_is_needed(monkeypatch):
+    """The rules learn (symbolic zeros) whether x is differentiated: a network's input image is not, so
+    no input-gradient call is made for the first layer, in either backward mode."""
+    x, w, b = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8)), jnp.arange(8.0)
+    f = lambda x, w, b: conv.conv_bias_act(x, w, b, (1, 1), "SAME", relu=True).sum()
+    for overlap, both in (("0", "input_grad"), ("1", "conv_bias_backward")):
+        monkeypatch.setenv(conv.OVERLAP_ENV, overlap)
+        weights_only = str(jax.make_jaxpr(jax.grad(f, (1, 2)))(x, w, b))
+        assert "kernel_bias_grad" in weights_only and "input_grad" not in weights_only
+        assert "backward" not in weights_only
+        assert both in str(jax.make_jaxpr(jax.grad(f, (0, 1, 2)))(x, w, b))
+
+
+@pytest.mark.parametrize("overlap", ["1", "0"], ids=["at-once", "one-after-the-other"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[3]}to{c[4]}-s{c[6]}-{c[5][0]}x{c[5][1]}" for c in CASES])
+def test_both_gradient_modes_equal_lax(case, overlap, monkeypatch):
+    """A convolution's input and kernel (and bias) gradients in one call, at the same time on one thread each
+    (the default on two threads), or, with JAXRES_CONV_OVERLAP_GRADS=0, in two calls one after the other: the
+    gradients of x, w (plain convolution) and x, w, b, s (a residual block's end with ReLU) equal lax's."""
+    monkeypatch.setenv(conv.OVERLAP_ENV, overlap)
+    n, h, w_, cin, cout, kernel, stride, padding = case
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.normal(size=(n, h, w_, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, cin, cout)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(cout,)), jnp.float32)
+    lin = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN)
+    s = jnp.asarray(rng.normal(size=lin(x, w).shape) * 2, jnp.float32)
+    r = jnp.asarray(rng.normal(size=s.shape), jnp.float32)
+    pairs = [(lambda x, w: conv.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=DN),
+              lin, (x, w), "jaxres_onednn_conv_backward" if overlap == "1" else "jaxres_onednn_conv_kernel_grad"),
+             (lambda x, w, b, s: conv.conv_bias_add_act(x, w, b, s, (stride, stride), padding, relu=True),
+              lambda x, w, b, s: jax.nn.relu(lin(x, w) + b + s), (x, w, b, s),
+              "jaxres_onednn_conv_bias_backward" if overlap == "1" else "jaxres_onednn_conv_kernel_bias_grad")]
+    for ours, ref, args, handler in pairs:
+        argnums = tuple(range(len(args)))
+        assert handler in str(jax.make_jaxpr(jax.grad(lambda *a: ours(*a).sum(), argnums))(*args))
+        grads = jax.jit(jax.grad(lambda *a: jnp.sum(ours(*a) * r), argnums))(*args)
+        grads_ref = jax.grad(lambda *a: jnp.sum(ref(*a) * r), argnums)(*args)
+        for g, g_ref in zip(grads, grads_ref, strict=True):
+            close(g, g_ref)
+
+
+OVERLAP_THREADS = """
+import jax, jax.numpy as jnp, numpy as np
+from jax import lax
+from jaxres import conv
+assert conv.backend() == "onednn"
+rng = np.random.default_rng(0)
+x, w = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((4, 12, 12, 32), (3, 3, 32, 64)))
+f = lambda c: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(c(x, w, (1, 1), "SAME", dimension_numbers=("NHWC",
+    "HWIO", "NHWC")))), (0, 1)))
+assert "conv_backward" in str(jax.make_jaxpr(f(conv.conv_general_dilated))(x, w))
+for g, r in zip(f(conv.conv_general_dilated)(x, w), f(lax.conv_general_dilated)(x, w)):
+    print(float(jnp.abs(g - r).max() / jnp.abs(r).max()))
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_both_gradients_at_once_on_any_number_of_threads(threads):
+    """Two OpenMP threads: the two gradients at once, one thread each; one or three: one after the other."""
+    env = dict(os.environ, OMP_NUM_THREADS=threads, **{conv.ENV: "onednn"})
+    env.pop(conv.OVERLAP_ENV, None)  # the default
+    out = subprocess.run([sys.executable, "-c", OVERLAP_THREADS], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    errors = [float(v) for v in out.stdout.split()]
+    assert len(errors) == 2 and max(errors) < 1e-5, errors
 
 
 def test_fused_bias_falls_back_where_onednn_does_not_take_it():

@@ -14,6 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <omp.h>
+
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -27,9 +29,11 @@ enum Pass : int64_t { kForward = 0, kInputGrad = 1, kKernelGrad = 2 };
 
 // Everything that decides a primitive: pass, dtype, NHWC input, HWIO kernel, output, strides, padding,
 // whether a bias is added (forward) or its gradient computed (kernel gradient), whether a tensor of the
-// output's shape is added (forward: a residual block's shortcut), whether ReLU follows.
+// output's shape is added (forward: a residual block's shortcut), whether ReLU follows, and the OpenMP
+// threads it is planned for (0: all of them; fewer where two primitives run at once, Backward).
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool>;
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool,
+                       int>;
 
 struct Plan {
   dnnl::primitive conv;
@@ -62,12 +66,21 @@ struct Geometry {
   int64_t n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pb, pl, pr;
 };
 
-Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g, bool bias, bool add, bool relu) {
+// oneDNN plans a primitive's work for the OpenMP threads available when it is created.
+struct PlanThreads {
+  int saved = omp_get_max_threads(), threads;
+  explicit PlanThreads(int t) : threads(t) { if (threads > 0) omp_set_num_threads(threads); }
+  ~PlanThreads() { if (threads > 0) omp_set_num_threads(saved); }
+};
+
+Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g, bool bias, bool add, bool relu,
+              int threads = 0) {
   Key key{pass, static_cast<int64_t>(dt), g.n, g.h, g.w, g.c, g.kh, g.kw, g.o, g.oh, g.ow,
-          g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, bias, add, relu};
+          g.sh, g.sw, g.pt, g.pb, g.pl, g.pr, bias, add, relu, threads};
   auto& cache = Cache();
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
+  PlanThreads planned_for(threads);
 
   auto& engine = Engine();
   memory::desc src({g.n, g.c, g.h, g.w}, dt, Tag::nhwc);
@@ -149,49 +162,105 @@ ffi::Error CheckBias(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::
 
 // x: NHWC input, w: HWIO kernel, y: NHWC output. Which of them are inputs depends on the pass.
 // b: the bias (forward) or its gradient (kernel gradient), or nullptr; s: forward only, a tensor of y's
-// shape added before the ReLU, or nullptr; relu: forward only.
-ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, void* b, void* s, bool relu,
-               int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+// shape added before the ReLU, or nullptr. Runs the plan on its own stream.
+void Exec(Plan* plan, Pass pass, void* x, void* w, void* y, void* b, void* s) {
+  auto& engine = Engine();
+  dnnl::stream stream(engine);
+  memory src(plan->src, engine, x);
+  memory dst(plan->dst, engine, y);
+  memory user_w(plan->user_weights, engine, w);
+  memory prim_w = plan->reorder ? plan->weights_buffer : user_w;
+  auto& scratch = plan->scratchpad;
+  if (pass == kForward) {
+    if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
+                                         {DNNL_ARG_SCRATCHPAD, scratch}};
+    if (b != nullptr) args.emplace(DNNL_ARG_BIAS, memory(plan->bias, engine, b));
+    if (s != nullptr) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(plan->dst, engine, s));
+    plan->conv.execute(stream, args);
+  } else if (pass == kInputGrad) {  // here src is dx (the result) and dst is dy
+    if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
+    plan->conv.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DIFF_DST, dst},
+                                {DNNL_ARG_SCRATCHPAD, scratch}});
+  } else {  // here w is dw (the result)
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w},
+                                         {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}};
+    if (b != nullptr) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan->bias, engine, b));
+    plan->conv.execute(stream, args);
+    if (plan->reorder) plan->weights_reorder.execute(stream, prim_w, user_w);
+  }
+  stream.wait();
+}
+
+// The convolution's geometry from its NHWC input x, HWIO kernel w and NHWC output y, or an error.
+ffi::Error GetGeometry(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, int64_t sh, int64_t sw, int64_t pt,
+                       int64_t pb, int64_t pl, int64_t pr, Geometry* g) {
   auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
   if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4) {
     return ffi::Error::InvalidArgument("jaxres oneDNN convolution: rank-4 NHWC activations and HWIO kernel");
   }
-  Geometry g{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], yd[1], yd[2], sh, sw, pt, pb, pl, pr};
-  if (wd[2] != g.c || yd[0] != g.n || yd[3] != g.o) {
+  *g = Geometry{xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], yd[1], yd[2], sh, sw, pt, pb, pl, pr};
+  if (wd[2] != g->c || yd[0] != g->n || yd[3] != g->o) {
     return ffi::Error::InvalidArgument("jaxres oneDNN convolution: operand shapes do not agree");
   }
+  return ffi::Error::Success();
+}
+
+// One pass; x, w, y, b, s as in Exec.
+ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, void* b, void* s, bool relu,
+               int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  Geometry g;
+  if (auto e = GetGeometry(x, w, y, sh, sw, pt, pb, pl, pr, &g); e.failure()) return e;
+  try {
+    std::lock_guard<std::mutex> guard(Lock());
+    Plan* plan = GetPlan(pass, DataType(x.element_type()), g, b != nullptr, s != nullptr, relu);
+    Exec(plan, pass, x.untyped_data(), w.untyped_data(), y.untyped_data(), b, s);
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// Both gradients of one convolution, dx and dw (and db where db is not nullptr). With exactly two OpenMP
+// threads, at the same time: two primitives planned for one thread each, in two OpenMP sections. Otherwise
+// one after the other on all threads (oneDNN's OpenMP kernels give wrong results in nested teams, so
+// more threads cannot be split this way).
+ffi::Error RunBackward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::AnyBuffer dx, ffi::AnyBuffer dw,
+                       void* db, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  Geometry g;
+  if (auto e = GetGeometry(x, w, dy, sh, sw, pt, pb, pl, pr, &g); e.failure()) return e;
+  auto xd = x.dimensions(), dxd = dx.dimensions(), wd = w.dimensions(), dwd = dw.dimensions();
+  if (!std::equal(xd.begin(), xd.end(), dxd.begin(), dxd.end()) ||
+      !std::equal(wd.begin(), wd.end(), dwd.begin(), dwd.end())) {
+    return ffi::Error::InvalidArgument("jaxres oneDNN convolution: gradients of the operands' shapes");
+  }
+  std::string errors[2];
   try {
     std::lock_guard<std::mutex> guard(Lock());
     auto dt = DataType(x.element_type());
-    Plan* plan = GetPlan(pass, dt, g, b != nullptr, s != nullptr, relu);
-    auto& engine = Engine();
-    dnnl::stream stream(engine);
-    memory src(plan->src, engine, x.untyped_data());
-    memory dst(plan->dst, engine, y.untyped_data());
-    memory user_w(plan->user_weights, engine, w.untyped_data());
-    memory prim_w = plan->reorder ? plan->weights_buffer : user_w;
-    auto& scratch = plan->scratchpad;
-    if (pass == kForward) {
-      if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
-      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DST, dst},
-                                           {DNNL_ARG_SCRATCHPAD, scratch}};
-      if (b != nullptr) args.emplace(DNNL_ARG_BIAS, memory(plan->bias, engine, b));
-      if (s != nullptr) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, memory(plan->dst, engine, s));
-      plan->conv.execute(stream, args);
-    } else if (pass == kInputGrad) {  // here src is dx (the result) and dst is dy
-      if (plan->reorder) plan->weights_reorder.execute(stream, user_w, prim_w);
-      plan->conv.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w}, {DNNL_ARG_DIFF_DST, dst},
-                                  {DNNL_ARG_SCRATCHPAD, scratch}});
-    } else {  // here w is dw (the result)
-      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w},
-                                           {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}};
-      if (b != nullptr) args.emplace(DNNL_ARG_DIFF_BIAS, memory(plan->bias, engine, b));
-      plan->conv.execute(stream, args);
-      if (plan->reorder) plan->weights_reorder.execute(stream, prim_w, user_w);
+    bool at_once = omp_get_max_threads() == 2 && !omp_in_parallel();
+    Plan* data = GetPlan(kInputGrad, dt, g, false, false, false, at_once ? 1 : 0);
+    Plan* weights = GetPlan(kKernelGrad, dt, g, db != nullptr, false, false, at_once ? 1 : 0);
+#pragma omp parallel sections num_threads(at_once ? 2 : 1)
+    {
+#pragma omp section
+      try {
+        Exec(data, kInputGrad, dx.untyped_data(), w.untyped_data(), dy.untyped_data(), nullptr, nullptr);
+      } catch (const dnnl::error& e) {
+        errors[0] = e.what();
+      }
+#pragma omp section
+      try {
+        Exec(weights, kKernelGrad, x.untyped_data(), dw.untyped_data(), dy.untyped_data(), db, nullptr);
+      } catch (const dnnl::error& e) {
+        errors[1] = e.what();
+      }
     }
-    stream.wait();
   } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+    errors[0] = e.what();
+  }
+  for (auto& e : errors) {
+    if (!e.empty()) return ffi::Error::Internal("oneDNN: " + e);
   }
   return ffi::Error::Success();
 }
@@ -241,6 +310,22 @@ ffi::Error KernelBiasGrad(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::
     return ffi::Error::InvalidArgument("jaxres oneDNN convolution: one bias per output channel, of the input's type");
   }
   return Run(kKernelGrad, x, *dw, dy, db->untyped_data(), nullptr, false, sh, sw, pt, pb, pl, pr);
+}
+
+ffi::Error Backward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dx,
+                    ffi::Result<ffi::AnyBuffer> dw, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                    int64_t pr) {
+  if (auto e = CheckTypes(x.element_type(), w.element_type(), dy.element_type()); e.failure()) return e;
+  if (auto e = CheckTypes(x.element_type(), dx->element_type(), dw->element_type()); e.failure()) return e;
+  return RunBackward(x, w, dy, *dx, *dw, nullptr, sh, sw, pt, pb, pl, pr);
+}
+
+ffi::Error BiasBackward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dx,
+                        ffi::Result<ffi::AnyBuffer> dw, ffi::Result<ffi::AnyBuffer> db, int64_t sh, int64_t sw,
+                        int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+  if (auto e = CheckTypes(x.element_type(), dy.element_type(), dx->element_type()); e.failure()) return e;
+  if (auto e = CheckBias(x, *dw, *db, w); e.failure()) return e;
+  return RunBackward(x, w, dy, *dx, *dw, db->untyped_data(), sh, sw, pt, pb, pl, pr);
 }
 
 }  // namespace
@@ -294,6 +379,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_bias_grad, KernelBiasGra
                               JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
                                                     .Arg<ffi::AnyBuffer>()
                                                     .Arg<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>()));
+// x, w, dy -> dx, dw (both gradients at once, half the OpenMP threads each)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_backward, Backward,
+                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>()));
+// x, w, dy -> dx, dw, db
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_bias_backward, BiasBackward,
+                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Arg<ffi::AnyBuffer>()
+                                                    .Ret<ffi::AnyBuffer>()
                                                     .Ret<ffi::AnyBuffer>()
                                                     .Ret<ffi::AnyBuffer>()));
 #pragma GCC visibility pop
