@@ -83,7 +83,18 @@ def describe() -> str:
     from jaxres import onednn
 
     ok, what = onednn.load() if jax.default_backend() == "cpu" else (False, "not a CPU backend")
+    if name == "onednn":  # the settings that change how oneDNN sums, so a rerun's last digits
+        what += "; input and kernel gradients " + ("at once, one thread each" if _overlap() else "one after the other")
+        if os.environ.get(FUSE_ADD_ENV, "1") == "0":
+            what += "; shortcut addition in XLA"
     return f"{name} ({what})" if name == "onednn" or not ok else name
+
+
+def _overlap() -> bool:
+    """Whether the combined gradient call runs its two gradients at the same time (see conv.cc)."""
+    from jaxres import onednn
+
+    return os.environ.get(OVERLAP_ENV, "1") != "0" and onednn.threads() == 2
 
 
 def set_backend(name: str | None) -> None:

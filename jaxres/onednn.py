@@ -65,7 +65,7 @@ def load() -> tuple[bool, str]:
         _supported.extend(DTYPES if handlers.jaxres_onednn_bf16_supported() else DTYPES[:1])
     except (OSError, AttributeError) as e:
         return False, f"jaxres's oneDNN extension could not be loaded ({e})"
-    return True, f"oneDNN {_version(dnnl)} from {lib}, {_threads()} OpenMP threads, {'/'.join(_supported)}"
+    return True, f"oneDNN {_version(dnnl)} from {lib}, {threads()} OpenMP threads, {'/'.join(_supported)}"
 
 
 _supported: list[str] = []
@@ -86,7 +86,8 @@ def _version(dnnl: ctypes.CDLL) -> str:
     return f"{v.major}.{v.minor}.{v.patch}"
 
 
-def _threads() -> int:
+def threads() -> int:
+    """oneDNN's OpenMP threads (OMP_NUM_THREADS, else one per core)."""
     try:
         return ctypes.CDLL("libgomp.so.1").omp_get_max_threads()
     except (OSError, AttributeError):

@@ -170,6 +170,7 @@ import jax, jax.numpy as jnp, numpy as np
 from jax import lax
 from jaxres import conv
 assert conv.backend() == "onednn"
+print(conv.describe())
 rng = np.random.default_rng(0)
 x, w = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((4, 12, 12, 32), (3, 3, 32, 64)))
 f = lambda c: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(c(x, w, (1, 1), "SAME", dimension_numbers=("NHWC",
@@ -188,8 +189,15 @@ def test_both_gradients_at_once_on_any_number_of_threads(threads):
     out = subprocess.run([sys.executable, "-c", OVERLAP_THREADS], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    errors = [float(v) for v in out.stdout.split()]
+    note, *lines = out.stdout.splitlines()
+    errors = [float(v) for v in lines]
     assert len(errors) == 2 and max(errors) < 1e-5, errors
+    assert f"{threads} OpenMP threads" in note  # the run header and results.json say how gradients ran
+    assert note.endswith("at once, one thread each)" if threads == "2" else "one after the other)"), note
+    env[conv.OVERLAP_ENV] = "0"
+    out = subprocess.run([sys.executable, "-c", "from jaxres import conv; print(conv.describe())"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert out.stdout.strip().endswith("one after the other)"), out.stdout + out.stderr[-2000:]
 
 
 def test_fused_bias_falls_back_where_onednn_does_not_take_it():
