@@ -84,17 +84,11 @@ def describe() -> str:
 
     ok, what = onednn.load() if jax.default_backend() == "cpu" else (False, "not a CPU backend")
     if name == "onednn":  # the settings that change how oneDNN sums, so a rerun's last digits
-        what += "; input and kernel gradients " + ("at once, one thread each" if _overlap() else "one after the other")
+        at_once = os.environ.get(OVERLAP_ENV, "1") != "0" and onednn.grads_at_once()
+        what += "; input and kernel gradients " + ("at once, one thread each" if at_once else "one after the other")
         if os.environ.get(FUSE_ADD_ENV, "1") == "0":
             what += "; shortcut addition in XLA"
     return f"{name} ({what})" if name == "onednn" or not ok else name
-
-
-def _overlap() -> bool:
-    """Whether the combined gradient call runs its two gradients at the same time (see conv.cc)."""
-    from jaxres import onednn
-
-    return os.environ.get(OVERLAP_ENV, "1") != "0" and onednn.threads() == 2
 
 
 def set_backend(name: str | None) -> None:
@@ -239,7 +233,7 @@ def _onednn_conv_bias_bwd(strides, pads, relu, res, dy):
     return _grads(strides, pads, True, relu, res, dy)[:3]
 
 
-def _bias_act_grads(strides, pads, relu, res, dy):
+def _onednn_conv_bias_add_bwd(strides, pads, relu, res, dy):  # dz is also the shortcut's gradient
     return _grads(strides, pads, True, relu, res, dy)
 
 
@@ -275,7 +269,7 @@ def _onednn_conv_bias_add_fwd(x, w, b, s, strides, pads, relu):
     return y, (x.value, w.value, y if relu else None, x.perturbed)
 
 
-_onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _bias_act_grads, symbolic_zeros=True)
+_onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _onednn_conv_bias_add_bwd, symbolic_zeros=True)
 
 
 # ------------------------------------------------------------------ xla-swapped

@@ -3,7 +3,7 @@
 ``jaxres/_onednn/conv.cc`` is glue around oneDNN (the library PyTorch and TensorFlow run CPU
 convolutions with): XLA FFI handlers for the forward pass (plain, or with the bias, a residual
 block's shortcut and a ReLU as oneDNN post-ops), the input gradient and the kernel gradient (alone,
-or with the bias gradient), for NHWC activations and HWIO kernels, any stride, explicit padding,
+or with the bias gradient), both gradients in one call, for NHWC activations and HWIO kernels, any stride, explicit padding,
 float32, and bfloat16 where the CPU has oneDNN's bfloat16 convolutions (``dtypes()``). ``pip install``
 builds it (``setup.py``, an optional extension: where it cannot be built, nothing fails).
 ``load()`` loads oneDNN's library by its installed path, then the handlers, and registers them for
@@ -63,12 +63,19 @@ def load() -> tuple[bool, str]:
         for name, symbol in HANDLERS.items():
             jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(handlers, symbol)), platform="cpu")
         _supported.extend(DTYPES if handlers.jaxres_onednn_bf16_supported() else DTYPES[:1])
+        _at_once.append(bool(handlers.jaxres_onednn_grads_at_once()))
     except (OSError, AttributeError) as e:
         return False, f"jaxres's oneDNN extension could not be loaded ({e})"
-    return True, f"oneDNN {_version(dnnl)} from {lib}, {threads()} OpenMP threads, {'/'.join(_supported)}"
+    return True, f"oneDNN {_version(dnnl)} from {lib}, {_threads()} OpenMP threads, {'/'.join(_supported)}"
 
 
 _supported: list[str] = []
+_at_once: list[bool] = []
+
+
+def grads_at_once() -> bool:
+    """Whether ``backward`` runs its two gradients at the same time here (exactly two OpenMP threads)."""
+    return load()[0] and _at_once[0]
 
 
 def dtypes() -> tuple[str, ...]:
@@ -86,8 +93,7 @@ def _version(dnnl: ctypes.CDLL) -> str:
     return f"{v.major}.{v.minor}.{v.patch}"
 
 
-def threads() -> int:
-    """oneDNN's OpenMP threads (OMP_NUM_THREADS, else one per core)."""
+def _threads() -> int:
     try:
         return ctypes.CDLL("libgomp.so.1").omp_get_max_threads()
     except (OSError, AttributeError):
@@ -149,8 +155,8 @@ def kernel_bias_grad(x, dy, w_shape, strides, pads):
 
 
 def backward(x, w, dy, strides, pads, bias: bool):
-    """(dL/dx, dL/dw), and dL/db if ``bias``, of y = conv(x, w) [+ b] in one call that runs the input and
-    the kernel gradient at the same time, each on half of oneDNN's OpenMP threads (on one thread: one
-    after the other)."""
+    """(dL/dx, dL/dw), and dL/db if ``bias``, of y = conv(x, w) [+ b] in one call: the input and the kernel
+    gradient at the same time on one thread each where OpenMP has exactly two (``grads_at_once()``),
+    else one after the other on all threads."""
     shapes = [x.shape, w.shape, w.shape[-1:]] if bias else [x.shape, w.shape]
     return tuple(_call("bias_backward" if bias else "backward", shapes, x.dtype, x, w, dy, strides=strides, pads=pads))

@@ -225,6 +225,9 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
 // threads, at the same time: two primitives planned for one thread each, in two OpenMP sections. Otherwise
 // one after the other on all threads (oneDNN's OpenMP kernels give wrong results in nested teams, so
 // more threads cannot be split this way).
+// Whether RunBackward runs the two gradients at the same time (the calling thread's OpenMP settings).
+bool GradsAtOnce() { return omp_get_max_threads() == 2 && !omp_in_parallel(); }
+
 ffi::Error RunBackward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::AnyBuffer dx, ffi::AnyBuffer dw,
                        void* db, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
   Geometry g;
@@ -238,7 +241,7 @@ ffi::Error RunBackward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ff
   try {
     std::lock_guard<std::mutex> guard(Lock());
     auto dt = DataType(x.element_type());
-    bool at_once = omp_get_max_threads() == 2 && !omp_in_parallel();
+    bool at_once = GradsAtOnce();
     Plan* data = GetPlan(kInputGrad, dt, g, false, false, false, at_once ? 1 : 0);
     Plan* weights = GetPlan(kKernelGrad, dt, g, db != nullptr, false, false, at_once ? 1 : 0);
 #pragma omp parallel sections num_threads(at_once ? 2 : 1)
@@ -353,18 +356,17 @@ extern "C" int jaxres_onednn_bf16_supported() {
   }
 }
 
+// 1 where the joint backward handlers below run the two gradients at the same time, else 0.
+extern "C" int jaxres_onednn_grads_at_once() { return GradsAtOnce() ? 1 : 0; }
+
 #define JAXRES_TWO_IN_ONE_OUT ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()
+#define JAXRES_THREE_IN ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>().Arg<ffi::AnyBuffer>()
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_forward, Forward, JAXRES_CONV_ATTRS(JAXRES_TWO_IN_ONE_OUT));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_input_grad, InputGrad, JAXRES_CONV_ATTRS(JAXRES_TWO_IN_ONE_OUT));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_grad, KernelGrad, JAXRES_CONV_ATTRS(JAXRES_TWO_IN_ONE_OUT));
 // x, w, b -> max(conv(x, w) + b, 0) (relu=1) or conv(x, w) + b (relu=0)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_bias_forward, BiasForward,
-                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Ret<ffi::AnyBuffer>())
-                                  .Attr<int64_t>("relu"));
+                              JAXRES_CONV_ATTRS(JAXRES_THREE_IN.Ret<ffi::AnyBuffer>()).Attr<int64_t>("relu"));
 // x, w, b, s -> max(conv(x, w) + b + s, 0) (relu=1) or conv(x, w) + b + s (relu=0): a residual block's end
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_bias_add_forward, BiasAddForward,
                               JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
@@ -381,21 +383,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_kernel_bias_grad, KernelBiasGra
                                                     .Arg<ffi::AnyBuffer>()
                                                     .Ret<ffi::AnyBuffer>()
                                                     .Ret<ffi::AnyBuffer>()));
-// x, w, dy -> dx, dw (both gradients at once, half the OpenMP threads each)
+// x, w, dy -> dx, dw (at the same time on one thread each where OpenMP has two, RunBackward)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_backward, Backward,
-                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Ret<ffi::AnyBuffer>()
-                                                    .Ret<ffi::AnyBuffer>()));
+                              JAXRES_CONV_ATTRS(JAXRES_THREE_IN.Ret<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>()));
 // x, w, dy -> dx, dw, db
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxres_onednn_conv_bias_backward, BiasBackward,
-                              JAXRES_CONV_ATTRS(ffi::Ffi::Bind()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Arg<ffi::AnyBuffer>()
-                                                    .Ret<ffi::AnyBuffer>()
+                              JAXRES_CONV_ATTRS(JAXRES_THREE_IN.Ret<ffi::AnyBuffer>()
                                                     .Ret<ffi::AnyBuffer>()
                                                     .Ret<ffi::AnyBuffer>()));
 #pragma GCC visibility pop
