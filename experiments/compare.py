@@ -147,7 +147,24 @@ def environment() -> dict[str, Any]:
             "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
             "conv_backend": conv.backend(), "conv_backend_note": conv.describe(), "cpu_fast_path": cpu.fast_path_status(),
             "cpu_keep_memory": cpu.memory_status(),
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0], **code_version()}
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the jaxres code that runs, and whether its tree had uncommitted changes
+    (``git_clean``; None for both where jaxres is not a git checkout, e.g. installed from a wheel)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_clean": None}
+    if commit.returncode or status.returncode:
+        return {"git_commit": None, "git_clean": None}
+    return {"git_commit": commit.stdout.strip(), "git_clean": not status.stdout.strip()}
 
 
 def json_safe(obj: Any) -> Any:
@@ -172,7 +189,9 @@ def _finished(path: Path, cfg_dict: dict) -> dict | None:
     except ValueError:
         print(f"warning: {path} is damaged; the run is rebuilt from its checkpoints", file=sys.stderr)
         return None
-    return done if done.get("final") and done.get("config") == cfg_dict else None
+    from jaxres import config
+
+    return done if done.get("final") and not config.differences(done.get("config") or {}, cfg_dict) else None
 
 
 def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -204,7 +223,7 @@ def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[s
         n_dev = args.devices or jax.local_device_count()  # on each process
         ds = data.make_dataset(cfg.data, raw_dir=args.raw_dir, data_dir=args.data_dir, order_seed=streams.order_seed,
                                n_devices=n_dev)
-        model = cfg.model.build(ds.num_classes)
+        model = cfg.build_model(ds.num_classes)
         tx = optim.make_optimizer(cfg, ds.steps_per_epoch)
         state = train.create_train_state(model, streams.init, ds.shape, tx)
         n_params = models.count_params(state.params)
@@ -214,7 +233,7 @@ def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[s
         say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
             f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
             f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
-            f"{how}, conv backend {conv.describe()}")
+            f"{how}, precision {cfg.compute.precision}, conv backend {conv.describe()}")
         with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=args.keep) as ckpt:
             # tensorboard --logdir OUT/tensorboard
             writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name)) if primary else None

@@ -46,7 +46,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxres.config import flatten
+from jaxres.config import differences, flatten
 
 
 class CheckpointError(ValueError):
@@ -55,10 +55,6 @@ class CheckpointError(ValueError):
 
 class RunLocked(CheckpointError):
     """Another live process is training this run."""
-
-
-def _diff(a: dict, b: dict) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -135,10 +131,10 @@ class Checkpointer:
             except ValueError:
                 raise CheckpointError(f"{config_path} is damaged (not JSON); if the run is yours, delete "
                                       f"{self.run_dir} to start it again") from None
-            if saved != self.config:
+            changed = differences(saved, self.config)
+            if changed:
                 flat_saved, flat_asked = flatten(saved), flatten(self.config)
-                diff = "; ".join(f"{k}: {flat_saved.get(k)!r} there, {flat_asked.get(k)!r} asked"
-                                 for k in _diff(flat_saved, flat_asked))
+                diff = "; ".join(f"{k}: {flat_saved.get(k)!r} there, {flat_asked.get(k)!r} asked" for k in changed)
                 raise CheckpointError(f"{self.run_dir} holds a run with a different config ({diff}); "
                                       "use another output folder or remove that one")
         elif jax.process_index() == 0:

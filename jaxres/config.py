@@ -36,7 +36,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 PARALLEL = ("jit", "pmap")              # how several devices share a step (jaxres.train.fit)
 SCHEDULES = ("constant", "piecewise", "cosine")
 DECAY_ON = ("all", "kernels")
-DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16")  # compute.precision: what convolutions, dense layers and activations run in
 MAX_SEED = 2**31 - 1
 
 
@@ -80,7 +80,7 @@ def _coerce(obj: Any) -> None:
 
 def _prefix(obj: Any) -> str:
     return {DataConfig: "data.", ModelConfig: "model.", OptimizerConfig: "optimizer.",
-            ScheduleConfig: "schedule."}.get(type(obj), "")
+            ScheduleConfig: "schedule.", ComputeConfig: "compute."}.get(type(obj), "")
 
 
 @functools.cache
@@ -195,14 +195,12 @@ class ModelConfig:
     zero_init_residual: bool = False
     shortcut: str | None = None
     kernel_init: str | None = None
-    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _coerce(self)
         _choice("model.name", self.name, models.PRESETS)
         if self.norm is not None:
             _choice("model.norm", self.norm, models.NORMS)
-        _choice("model.dtype", self.dtype, DTYPES)
         if self.shortcut is not None:
             _choice("model.shortcut", self.shortcut, models.SHORTCUTS)
         if self.kernel_init is not None:
@@ -214,13 +212,14 @@ class ModelConfig:
             if getattr(self, key) not in (None, False) and key not in fields:
                 raise ConfigError(f"model.{key} does not apply to {self.name} (it has no residual blocks)")
 
-    def build(self, num_classes: int) -> Any:
-        """The Flax module this config describes."""
+    def build(self, num_classes: int, precision: str = "float32") -> Any:
+        """The Flax module this config describes, computing in ``precision`` (``ComputeConfig.precision``:
+        parameters stay float32 either way)."""
         import jax.numpy as jnp
 
         self.check()
-
-        knobs = {"dtype": jnp.dtype(self.dtype), "num_classes": num_classes}
+        _choice("compute.precision", precision, PRECISIONS)
+        knobs = {"dtype": jnp.dtype(precision), "num_classes": num_classes}
         knobs.update({k: getattr(self, k) for k in ("norm", "shortcut", "kernel_init") if getattr(self, k) is not None})
         if self.zero_init_residual:
             knobs["zero_init_residual"] = True
@@ -284,6 +283,22 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+    """How the arithmetic is done; part of a run's identity, since it changes the numbers.
+
+    ``precision="bfloat16"``: convolutions, dense layers and activations in bfloat16; parameters, optimizer
+    state, gradients as applied, the loss, the softmax and normalization statistics in float32 (the
+    dtype of every tensor: docs/precision.md). About half the step time on CPUs with AVX-512 BF16.
+    """
+
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        _coerce(self)
+        _choice("compute.precision", self.precision, PRECISIONS)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One run: what it trains on, what, how, for how long, from which seed."""
 
@@ -291,6 +306,7 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    compute: ComputeConfig = ComputeConfig()
     epochs: int = 10
     seed: int = 0                       # the root of every random stream (jaxres.train.Streams)
     # Per-layer gradient, parameter and update norms every N steps (0: off); observes, changes no
@@ -314,6 +330,10 @@ class RunConfig:
         for part in (self.data, self.model, self.schedule):
             part.check()
         return self
+
+    def build_model(self, num_classes: int) -> Any:
+        """The Flax module of ``model``, computing in ``compute.precision``."""
+        return self.model.build(num_classes, self.compute.precision)
 
 
 # ---------------------------------------------------------------------------- keys, values, identity
@@ -379,6 +399,15 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
     if not cfg.schedule.needs_total_steps:
         d.pop("epochs")
     return d
+
+
+def differences(saved: Mapping[str, Any], asked: Mapping[str, Any]) -> list[str]:
+    """The dotted keys in which two config dicts (``identity`` or ``to_dict``) differ. A key that one of
+    them lacks counts as its default (``RunConfig()``'s): a key added to jaxres defaults to what jaxres did
+    before it existed, so a run made before the key was added still matches."""
+    defaults = flatten(to_dict(RunConfig()))
+    a, b = flatten(saved), flatten(asked)
+    return sorted(k for k in set(a) | set(b) if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
 
 
 def run_name(cfg: RunConfig) -> str:
