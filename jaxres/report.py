@@ -19,6 +19,7 @@ import numpy as np
 from pathlib import Path
 from typing import Any
 
+from jaxres import claims, stats
 from jaxres.config import flatten
 from jaxres.data import DATASETS
 
@@ -134,24 +135,19 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-CONFIDENCE = 0.95
-MIN_SEEDS = 2  # Welch's interval needs a variance on each side; 3 seeds (the comparison presets) is the default
-
-
-def model_differences(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each pair of rows that differ only in the model: the difference of mean test accuracy (a - b)
-    and its 95% confidence interval by Welch's t (unequal variances, Welch-Satterthwaite degrees of
-    freedom, ``scipy.stats.ttest_ind(equal_var=False)``), over the seeds of each row. Pairs with fewer
-    than MIN_SEEDS finished seeds on either side get no interval (``ci`` None)."""
-    from scipy import stats
-
+def differences(rows: list[dict[str, Any]], results: list[dict[str, Any]], key: str = "model.name"
+                ) -> list[dict[str, Any]]:
+    """For each pair of rows that differ only in ``key`` (the model, the precision, ...): the difference of
+    mean test accuracy (a - b) over the seeds of each row and its 95% interval by Welch's t
+    (``jaxres.stats.welch``). Pairs with fewer than MIN_SEEDS finished seeds on either side get no
+    interval (``ci`` None)."""
     accs: dict[str, list[float]] = defaultdict(list)
     for r in results:
         if not r.get("diverged"):
             accs[_key(flatten(r["config"]))].append(r["final"]["test_accuracy"])
     by_rest: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        by_rest[json.dumps({k: v for k, v in row["config"].items() if k != "model.name"}, sort_keys=True)].append(row)
+        by_rest[json.dumps({k: v for k, v in row["config"].items() if k != key}, sort_keys=True)].append(row)
     out = []
     for group in by_rest.values():
         for i, a in enumerate(group):
@@ -159,33 +155,37 @@ def model_differences(rows: list[dict[str, Any]], results: list[dict[str, Any]])
                 xa, xb = accs[_key(a["config"])], accs[_key(b["config"])]
                 if not xa or not xb:
                     continue
-                d = {"dataset": a["dataset"], "a": a["model"], "b": b["model"], "config": a["config"],
-                     "difference": statistics.fmean(xa) - statistics.fmean(xb), "n_a": len(xa), "n_b": len(xb),
-                     "ci": None, "df": None, "excludes_zero": None}
-                if len(xa) >= MIN_SEEDS and len(xb) >= MIN_SEEDS:
-                    if statistics.variance(xa) + statistics.variance(xb) == 0:  # no spread: no interval
-                        d["ci"], d["excludes_zero"] = (d["difference"], d["difference"]), d["difference"] != 0
-                    else:
-                        t = stats.ttest_ind(xa, xb, equal_var=False)
-                        ci = t.confidence_interval(CONFIDENCE)
-                        d["ci"], d["df"] = (float(ci.low), float(ci.high)), float(t.df)
-                        d["excludes_zero"] = ci.low > 0 or ci.high < 0
-                out.append(d)
+                est = stats.welch(xa, xb)
+                ci = est.ci
+                out.append({"dataset": a["dataset"], "key": key, "a": _value(a["config"].get(key)),
+                            "b": _value(b["config"].get(key)), "model": a["model"], "config": a["config"],
+                            "difference": est.value, "n_a": len(xa), "n_b": len(xb), "ci": ci, "df": est.df,
+                            "excludes_zero": None if ci is None else (ci[0] > 0 or ci[1] < 0)})
     return out
+
+
+def model_differences(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``differences`` between rows that differ only in the model."""
+    return differences(rows, results, "model.name")
 
 
 def difference_lines(diffs: list[dict[str, Any]], columns: list[str]) -> list[str]:
     out = []
     for d in diffs:
-        where = ", ".join(f"{k}={_value(d['config'][k])}" for k in columns if k not in ("data.name", "model.name"))
-        head = f"- {d['dataset']}{f' ({where})' if where else ''}: {d['a']} − {d['b']} test accuracy = {d['difference']:+.4f}"
+        key = d.get("key", "model.name")
+        where = ", ".join(f"{k}={_value(d['config'][k])}" for k in columns if k not in ("data.name", "model.name", key))
+        what = "" if key == "model.name" else f" {d['model']}, {key}"
+        head = (f"- {d['dataset']}{what}{f' ({where})' if where else ''}: {d['a']} − {d['b']} test accuracy = "
+                f"{d['difference']:+.4f}")
         if d["ci"] is None:
-            out.append(f"{head}, n = {d['n_a']}/{d['n_b']} seeds: too few seeds for an interval (need {MIN_SEEDS}+ each).")
+            out.append(f"{head}, n = {d['n_a']}/{d['n_b']} seeds: too few seeds for an interval "
+                       f"(need {stats.MIN_SEEDS}+ each).")
             continue
         lo, hi = d["ci"]
-        verdict = "excludes 0: the models differ" if d["excludes_zero"] else "includes 0: no difference shown"
+        differ = "the models differ" if key == "model.name" else "the settings differ"
+        verdict = f"excludes 0: {differ}" if d["excludes_zero"] else "includes 0: no difference shown"
         df = f", df {d['df']:.1f}" if d["df"] is not None else ", no seed-to-seed spread"
-        out.append(f"{head}, {CONFIDENCE:.0%} CI [{lo:+.4f}, {hi:+.4f}] (Welch's t{df}, n = {d['n_a']}/{d['n_b']} "
+        out.append(f"{head}, {stats.CONFIDENCE:.0%} CI [{lo:+.4f}, {hi:+.4f}] (Welch's t{df}, n = {d['n_a']}/{d['n_b']} "
                    f"seeds); the interval {verdict}.")
     return out
 
@@ -587,9 +587,18 @@ def write_report(out_dir: str | Path) -> list[Path]:
     diffs = difference_lines(model_differences(rows, results), columns)
     lines += ["## Model against model", "",
               "Difference of mean test accuracy between rows that differ only in the model, with a "
-              f"{CONFIDENCE:.0%} confidence interval by Welch's t over the seeds (unequal variances). An interval "
-              "that excludes 0 is the only claim made; with one seed no interval exists.", ""] + (
+              f"{stats.CONFIDENCE:.0%} confidence interval by Welch's t over the seeds (unequal variances). An "
+              "interval that excludes 0 is the only claim made; with one seed no interval exists.", ""] + (
         diffs or ["No two rows differ only in the model."]) + [""]
+    for key in columns:  # every other key the study varies, where rows differ in it alone (precision, ...)
+        diffs = difference_lines(differences(rows, results, key), columns) if key not in FIXED_COLUMNS else []
+        if diffs:
+            lines += [f"## `{key}` against `{key}`", "",
+                      f"Difference of mean test accuracy between rows that differ only in `{key}`, with the same "
+                      "interval.", ""] + diffs + [""]
+    claim_lines, claim_files = claims.section(results, out_dir)
+    written += claim_files
+    lines += claim_lines
     depth_lines, depth_figures = depth_section(results, out_dir)
     written += depth_figures
     lines += depth_lines

@@ -1,6 +1,7 @@
 """Helper run for tests/test_checkpoint.py: a tiny training with per-epoch checkpoints.
 
 usage: python tests/run_for_resume.py RUN_DIR RAW_DIR EPOCHS N_DEVICES [KILL_AT_EPOCH KILL_AT_STEP]
+$JAXRES_TEST_PRECISION (default float32) is the run's compute.precision.
 A small residual network with batch norm on the synthetic MNIST files, augmentation on (so the
 augmentation stream is part of what must resume exactly). Writes RUN_DIR/final.npz (parameters,
 batch stats, optimizer state) and RUN_DIR/history.json. With KILL_AT_*, the process SIGKILLs
@@ -19,10 +20,11 @@ from jaxres import checkpoint, config, data, models, optim, train
 run_dir, raw_dir, epochs, n_dev = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 kill = tuple(map(int, sys.argv[5:7])) if len(sys.argv) > 6 else None
 cfg = config.RunConfig(data=config.DataConfig(batch_size=32, eval_batch_size=64, train_subset=128, test_subset=100,
-                                              augment=True), epochs=epochs)
+                                              augment=True), epochs=epochs,
+                       compute=config.ComputeConfig(precision=os.environ.get("JAXRES_TEST_PRECISION", "float32")))
 streams = train.Streams.from_seed(cfg.seed)
 ds = data.make_dataset(cfg.data, raw_dir=raw_dir, order_seed=streams.order_seed, n_devices=n_dev)
-model = models.ResNet(stage_sizes=(2,), widths=(8,), stem_width=8, norm="batch")
+model = models.ResNet(stage_sizes=(2,), widths=(8,), stem_width=8, norm="batch", dtype=jax.numpy.dtype(cfg.compute.precision))
 state = train.create_train_state(model, streams.init, ds.shape, optim.make_optimizer(cfg))
 
 with checkpoint.Checkpointer(run_dir, config.identity(cfg)) as ckpt:

@@ -15,9 +15,9 @@ from jaxres import checkpoint, models, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(raw, run_dir, epochs, n_dev=1, kill=None, devices=None):
+def run(raw, run_dir, epochs, n_dev=1, kill=None, devices=None, precision="float32"):
     """tests/run_for_resume.py on the synthetic files ``raw`` in a subprocess with ``devices`` CPU devices."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXRES_TEST_PRECISION=precision)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices or n_dev}"])
     cmd = [sys.executable, str(ROOT / "tests" / "run_for_resume.py"), str(run_dir), str(raw), str(epochs), str(n_dev)]
@@ -42,18 +42,30 @@ def uninterrupted(tmp_path_factory, raw_dir):
     return d
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(uninterrupted, tmp_path, raw_dir):
-    killed = run(raw_dir, tmp_path, 3, kill=(1, 2))  # during epoch 2, after epoch 1's checkpoint
+@pytest.fixture(scope="module")
+def uninterrupted_bf16(tmp_path_factory, raw_dir):
+    d = tmp_path_factory.mktemp("straight_bf16")
+    out = run(raw_dir, d, 3, precision="bfloat16")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return d
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(precision, request, tmp_path, raw_dir):
+    uninterrupted = request.getfixturevalue("uninterrupted" if precision == "float32" else "uninterrupted_bf16")
+    killed = run(raw_dir, tmp_path, 3, kill=(1, 2), precision=precision)  # during epoch 2, after epoch 1's checkpoint
     assert killed.returncode == -9 and "killing myself" in killed.stdout, killed.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
-    resumed = run(raw_dir, tmp_path, 3)
+    resumed = run(raw_dir, tmp_path, 3, precision=precision)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after epoch 1" in resumed.stdout + resumed.stderr
     for a, b in zip(finals(uninterrupted), finals(tmp_path), strict=True):
         np.testing.assert_array_equal(a, b)  # bitwise, on CPU
     assert history(tmp_path) == history(uninterrupted)
+    if precision == "bfloat16":  # parameters and optimizer state stay float32; bf16 is only in the compute
+        assert {a.dtype for a in finals(tmp_path)} == {np.dtype(np.float32), np.dtype(np.int32)}
     # Running the finished run again trains nothing and reports the same history.
-    again = run(raw_dir, tmp_path, 3)
+    again = run(raw_dir, tmp_path, 3, precision=precision)
     assert "nothing to do" in again.stdout + again.stderr and history(tmp_path) == history(uninterrupted)
 
 

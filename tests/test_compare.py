@@ -244,6 +244,8 @@ def test_tied_axes_from_the_command_line(capsys):
     (["--set", "optimizer.lr"], "--set takes KEY=VALUE, got 'optimizer.lr'"),
     (["--sweep", "model.norm=batch,weird"], "model.norm='weird' is not one of none, batch, group, layer"),
     (["--keep", "0"], "--keep must be at least 1"),
+    (["--set", "compute.precision=bf16"], "compute.precision='bf16' is not one of float32, bfloat16"),
+    (["--sweep", "compute.precision=float32,float16"], "compute.precision='float16' is not one of float32, bfloat16"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path, capsys, raw_dir):
     out = tmp_path / "out"

@@ -1,0 +1,51 @@
+"""The two intervals jaxres's reports use, over the seeds of a setting (scipy.stats).
+
+* ``welch(xa, xb)``: the difference of means, a - b, with its confidence interval by Welch's t
+  (unequal variances, Welch-Satterthwaite degrees of freedom; ``scipy.stats.ttest_ind(equal_var=False)``).
+* ``mean_interval(x)``: a mean with its one-sample t interval (``scipy.stats.ttest_1samp``).
+
+Both need ``MIN_SEEDS`` values on each side; with fewer the interval is None. Values without any
+spread give the degenerate interval (the mean itself), not an error.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import NamedTuple
+
+CONFIDENCE = 0.95
+MIN_SEEDS = 2  # a variance on each side; 3 seeds (the comparison presets) is the default
+
+
+class Estimate(NamedTuple):
+    value: float                              # a mean, or a difference of means
+    ci: tuple[float, float] | None            # the CONFIDENCE interval, None with too few values
+    df: float | None                          # degrees of freedom of the t distribution (None: no spread)
+
+
+def welch(xa: Sequence[float], xb: Sequence[float], level: float = CONFIDENCE) -> Estimate:
+    """mean(xa) - mean(xb) and its Welch interval."""
+    from scipy import stats
+
+    d = statistics.fmean(xa) - statistics.fmean(xb)
+    if len(xa) < MIN_SEEDS or len(xb) < MIN_SEEDS:
+        return Estimate(d, None, None)
+    if statistics.variance(xa) + statistics.variance(xb) == 0:
+        return Estimate(d, (d, d), None)
+    t = stats.ttest_ind(xa, xb, equal_var=False)
+    ci = t.confidence_interval(level)
+    return Estimate(d, (float(ci.low), float(ci.high)), float(t.df))
+
+
+def mean_interval(x: Sequence[float], level: float = CONFIDENCE) -> Estimate:
+    """mean(x) and its one-sample t interval."""
+    from scipy import stats
+
+    m = statistics.fmean(x)
+    if len(x) < MIN_SEEDS:
+        return Estimate(m, None, None)
+    if statistics.variance(x) == 0:
+        return Estimate(m, (m, m), None)
+    t = stats.ttest_1samp(x, m)
+    ci = t.confidence_interval(level)
+    return Estimate(m, (float(ci.low), float(ci.high)), float(t.df))
