@@ -550,8 +550,9 @@ SEED_DATASETS = ("mnist", "cifar10")
 
 
 def _seed_protocol(name: str, description: str, epochs: dict[str, int], train_subset: int | None = None,
-                   test_subset: int | None = None, seeds: tuple[int, ...] = (0,)) -> Study:
-    base = RunConfig(data=DataConfig(train_subset=train_subset, test_subset=test_subset))
+                   test_subset: int | None = None, seeds: tuple[int, ...] = (0,),
+                   compute: ComputeConfig = ComputeConfig()) -> Study:
+    base = RunConfig(data=DataConfig(train_subset=train_subset, test_subset=test_subset), compute=compute)
     return Study(name=name, description=description, base=base,
                  axes=(("data.name", SEED_DATASETS), ("model.name", SEED_MODELS), ("seed", seeds)),
                  epochs_by_dataset=tuple(epochs.items()))
@@ -583,6 +584,10 @@ STUDIES: dict[str, Study] = {
         "seed", "the seed study as we read it: full splits, 30 MNIST / 100 CIFAR-10 epochs, batch 128, "
         "Adam 1e-3, no normalization, no augmentation; seeds 0, 1, 2 (a comparison: the report's intervals "
         "need several)", {"mnist": 30, "cifar10": 100}, seeds=(0, 1, 2)),
+    "seed_cpu": _seed_protocol(
+        "seed_cpu", "the seed study at full data within a 2-core CPU's reach: full splits, 10 MNIST / 30 CIFAR-10 "
+        "epochs (extend with --epochs), bfloat16 compute, otherwise as seed; seeds 0, 1, 2",
+        {"mnist": 10, "cifar10": 30}, seeds=(0, 1, 2), compute=ComputeConfig(precision="bfloat16")),
     "quick": _seed_protocol(
         "quick", "the seed study reduced for a 2-core CPU: the first 3,072 training and 2,000 test examples, "
         "3 epochs, seed 0 (a smoke-scale run, not a comparison)", {"mnist": 3, "cifar10": 3}, 3072, 2000),
