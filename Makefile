@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py jaxres/_onednn/conv.cc
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard jaxres/_onednn/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@

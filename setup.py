@@ -1,6 +1,6 @@
 """Builds jaxres's optional oneDNN extension; the project itself is described in pyproject.toml.
 
-The extension (jaxres/_onednn/conv.cc) is XLA FFI glue around oneDNN. It compiles against the XLA
+The extension (jaxres/_onednn/conv.cc, norm.cc) is XLA FFI glue around oneDNN. It compiles against the XLA
 FFI headers that jaxlib ships and oneDNN's headers and library (onednn-devel-cpu-gomp, onednn-cpu-gomp),
 all build requirements. It is optional: without a C++ compiler, off x86-64 Linux, or if compiling
 fails, jaxres installs without it and uses XLA's convolutions (``jaxres.onednn.load`` says why).
@@ -39,7 +39,7 @@ def _extensions() -> list[Extension]:
     else:
         link = ["-ldnnl"]
     return [Extension(
-        "jaxres._onednn_conv", ["jaxres/_onednn/conv.cc"],
+        "jaxres._onednn_conv", ["jaxres/_onednn/conv.cc", "jaxres/_onednn/norm.cc"],
         include_dirs=[str(Path(jaxlib.origin).parent / "include"), str(headers.parent.parent)],
         library_dirs=[str(library)], extra_link_args=[*link, "-fopenmp"],
         extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden", "-fopenmp"],

@@ -74,8 +74,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxres.conv import conv_bias_act, conv_bias_add_act
+from jaxres.norms import NORMS, make_norm  # noqa: F401 - NORMS: the models' normalizations, for configs
 
-NORMS = ("none", "batch", "group", "layer")
 SHORTCUTS = ("identity", "projection", "none")
 HEADS = ("flatten", "avgpool")
 PAD = ((1, 1), (1, 1))  # 3x3 convolutions: one pixel on every side, at every stride (module docstring)
@@ -131,28 +131,6 @@ def _conv(init: str, **kw: Any) -> Callable[..., nn.Module]:
     return functools.partial(Conv, kernel_init=KERNEL_INITS[init], **kw)
 
 
-def make_norm(kind: str, train: bool, axis_name: str | None, dtype: Any) -> Callable[..., nn.Module] | None:
-    """A factory ``norm(features, name=..., scale_init=...)`` for the chosen normalization, or None.
-
-    Batch norm averages its statistics over ``axis_name`` when given (under pmap), so a
-    data-parallel step sees the same statistics as one device with the whole batch.
-    """
-    _check_choice("norm", kind, NORMS)
-    if kind == "none":
-        return None
-
-    def norm(features: int, name: str, scale_init=nn.initializers.ones) -> nn.Module:
-        if kind == "batch":
-            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False,
-                                axis_name=axis_name, dtype=dtype, scale_init=scale_init, name=name)
-        if kind == "group":  # up to 32 groups, as many as divide the width
-            return nn.GroupNorm(num_groups=math.gcd(features, 32), dtype=dtype, scale_init=scale_init, name=name)
-        return nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1, dtype=dtype,
-                            scale_init=scale_init, name=name)
-
-    return norm
-
-
 class PlainCNN(nn.Module):
     """3x3 convolutions (padding 1) with ReLU (optionally normalized), flatten, dense."""
 
@@ -171,7 +149,7 @@ class PlainCNN(nn.Module):
         for i, w in enumerate(self.widths):
             x = conv(w, relu=norm is None, name=f"conv{i}")(x)  # ReLU inside the convolution ...
             if norm is not None:
-                x = nn.relu(norm(w, name=f"norm{i}")(x))  # ... or after the normalization
+                x = norm(w, name=f"norm{i}")(x, relu=True)  # ... or after the normalization
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(self.num_classes, kernel_init=KERNEL_INITS[self.kernel_init], dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
@@ -202,7 +180,7 @@ class ResidualBlock(nn.Module):
         last_init = nn.initializers.zeros if self.zero_init_residual else None
         r = conv(self.inner, strides=self.strides, relu=self.norm is None, name="conv0")(x)
         if self.norm is not None:
-            r = nn.relu(self.norm(self.inner, name="norm0")(r))
+            r = self.norm(self.inner, name="norm0")(r, relu=True)
         if self.norm is None:
             init = {"kernel_init": last_init} if last_init else {}
             if self.shortcut != "none" and not self.is_mutable_collection("intermediates"):
@@ -213,7 +191,11 @@ class ResidualBlock(nn.Module):
             r = conv(self.out, name="conv1", **init)(r)
         else:
             r = conv(self.out, name="conv1")(r)
-            r = self.norm(self.out, name="norm1", **({"scale_init": last_init} if last_init else {}))(r)
+            norm1 = self.norm(self.out, name="norm1", **({"scale_init": last_init} if last_init else {}))
+            if not self.is_mutable_collection("intermediates"):  # the addition and ReLU with the norm (oneDNN)
+                s = self._shortcut(x, r.shape) if self.shortcut != "none" else None
+                return norm1(r, add=s, relu=self.post_act)
+            r = norm1(r)
         self.sow("intermediates", "branch", r)
 
         y = r
@@ -269,7 +251,7 @@ class ResNet(nn.Module):
         x = _conv(self.kernel_init)(self.stem_width, (3, 3), padding=PAD, use_bias=norm is None, relu=norm is None,
                                     dtype=self.dtype, name="stem")(x)
         if norm is not None:
-            x = nn.relu(norm(self.stem_width, name="stem_norm")(x))
+            x = norm(self.stem_width, name="stem_norm")(x, relu=True)
         for i, n in enumerate(self.stage_sizes):
             for j in range(n):
                 x = ResidualBlock(inner=inner[i], out=self.widths[i],

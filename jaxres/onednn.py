@@ -27,7 +27,9 @@ HANDLERS = {"forward": "jaxres_onednn_conv_forward", "input_grad": "jaxres_onedn
             "kernel_grad": "jaxres_onednn_conv_kernel_grad", "bias_forward": "jaxres_onednn_conv_bias_forward",
             "kernel_bias_grad": "jaxres_onednn_conv_kernel_bias_grad",
             "bias_add_forward": "jaxres_onednn_conv_bias_add_forward", "backward": "jaxres_onednn_conv_backward",
-            "bias_backward": "jaxres_onednn_conv_bias_backward"}
+            "bias_backward": "jaxres_onednn_conv_bias_backward", "norm_forward": "jaxres_onednn_norm_forward",
+            "norm_add_forward": "jaxres_onednn_norm_add_forward", "norm_backward": "jaxres_onednn_norm_backward",
+            "norm_relu_backward": "jaxres_onednn_norm_relu_backward"}
 DTYPES = ("float32", "bfloat16")  # bfloat16 where this CPU has it (``dtypes()``)
 EXTENSION_DIR = Path(__file__).parent  # where pip builds _onednn_conv*.so
 
@@ -114,11 +116,14 @@ def output_shape(x_shape, w_shape, strides, pads) -> tuple[int, int, int, int]:
 
 
 def _call(handler: str, shape, dtype, *operands, strides, pads, **attrs):
-    # vmap: one call per element ("sequential"), correct for any batched operand
     out = ([jax.ShapeDtypeStruct(tuple(s), dtype) for s in shape] if isinstance(shape, list)
            else jax.ShapeDtypeStruct(tuple(shape), dtype))
-    return jax.ffi.ffi_call(HANDLERS[handler], out, vmap_method="sequential")(
-        *operands, **_attrs(strides, pads), **{k: np.int64(v) for k, v in attrs.items()})
+    return _ffi(handler, out, *operands, **_attrs(strides, pads), **{k: np.int64(v) for k, v in attrs.items()})
+
+
+def _ffi(handler: str, out, *operands, **attrs):
+    # vmap: one call per element ("sequential"), correct for any batched operand
+    return jax.ffi.ffi_call(HANDLERS[handler], out, vmap_method="sequential")(*operands, **attrs)
 
 
 def forward(x, w, strides, pads):
@@ -160,3 +165,33 @@ def backward(x, w, dy, strides, pads, bias: bool):
     else one after the other on all threads."""
     shapes = [x.shape, w.shape, w.shape[-1:]] if bias else [x.shape, w.shape]
     return tuple(_call("bias_backward" if bias else "backward", shapes, x.dtype, x, w, dy, strides=strides, pads=pads))
+
+
+# ------------------------------------------------------------------ batch normalization (training) and ReLU
+def _norm_out(x, extra: int = 0):
+    c = jax.ShapeDtypeStruct(x.shape[-1:], np.float32)
+    return [jax.ShapeDtypeStruct(x.shape, x.dtype), c, c] + [jax.ShapeDtypeStruct(x.shape, x.dtype)] * extra
+
+
+def norm_forward(x, scale, shift, eps: float, relu: bool):
+    """(y, mean, var): batch normalization of NHWC ``x`` over N, H, W with the batch's mean and biased variance,
+    y = (x - mean) / sqrt(var + eps) * scale + shift, then max(y, 0) if ``relu``, in one oneDNN pass over y.
+    scale, shift, mean and var are float32 per channel; y has x's dtype."""
+    return tuple(_ffi("norm_forward", _norm_out(x), x, scale, shift, eps=np.float32(eps), relu=np.int64(relu)))
+
+
+def norm_add_forward(x, scale, shift, s, eps: float):
+    """(max(norm(x) + s, 0), mean, var): a residual block's end after its last normalization, ``s`` of x's shape."""
+    return tuple(_ffi("norm_add_forward", _norm_out(x), x, scale, shift, s, eps=np.float32(eps)))
+
+
+def norm_backward(x, dy, scale, mean, var, eps: float):
+    """(dx, dscale, dshift) of ``norm_forward`` without the ReLU, given dy."""
+    return tuple(_ffi("norm_backward", _norm_out(x), x, dy, scale, mean, var, eps=np.float32(eps)))
+
+
+def norm_relu_backward(x, y, dy, scale, mean, var, eps: float):
+    """(dx, dscale, dshift, dz) of a normalization followed by a ReLU (with or without an addition), given its
+    output y and dy: dz = dy where y > 0, else 0, is also the gradient of the added tensor."""
+    return tuple(_ffi("norm_relu_backward", _norm_out(x, 1), x, y, dy, scale, mean, var, eps=np.float32(eps)))
+

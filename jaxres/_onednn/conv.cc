@@ -16,10 +16,12 @@
 
 #include <omp.h>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
+#include "common.h"
 
 namespace ffi = xla::ffi;
+using jaxres_onednn::DataType;
+using jaxres_onednn::Engine;
+using jaxres_onednn::Lock;
 using dnnl::memory;
 using Tag = memory::format_tag;
 
@@ -46,16 +48,6 @@ struct Plan {
   memory scratchpad;                 // the primitive's workspace, allocated once (not per call: large
                                      // fresh allocations cost page faults every call)
 };
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-std::mutex& Lock() {  // XLA may call handlers from several threads; oneDNN's OpenMP team is one
-  static std::mutex mutex;
-  return mutex;
-}
 
 std::map<Key, std::unique_ptr<Plan>>& Cache() {
   static std::map<Key, std::unique_ptr<Plan>> cache;
@@ -137,10 +129,6 @@ Plan* GetPlan(Pass pass, memory::data_type dt, const Geometry& g, bool bias, boo
   Plan* raw = plan.get();
   cache.emplace(key, std::move(plan));
   return raw;
-}
-
-memory::data_type DataType(ffi::DataType t) {
-  return t == ffi::DataType::BF16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
 ffi::Error CheckTypes(ffi::DataType a, ffi::DataType b, ffi::DataType out) {
