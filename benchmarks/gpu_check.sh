@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 5: seed protocol through the TensorFlow-free path; issue 6: step time
-# of jaxres and PyTorch, fp32 and bf16, batch 128 and 1024), for a session that is lent a GPU.
+# of jaxres and PyTorch, fp32 and bf16, batch 128 and 1024; a bfloat16 training run), for a session that is lent a GPU.
 #
 # Here, once:   make gpu-carry       (copies the dataset files the GPU image needs into the ignored .gpu/)
 # On the GPU:   bash benchmarks/gpu_check.sh   with .gpu carried; logs and JSON land in $OUT.
 # DATASETS (default mnist), PROTOCOL (default seed), SEEDS (default 0: one seed fits the device time) and
-# BENCH_STEPS (default 40) override the plan,
-# PYTHON (default python3) names the interpreter; e.g. PROTOCOL=tiny BENCH_STEPS=4 for a dry run on a CPU.
+# BENCH_STEPS (default 40), BF16_EPOCHS (default 3), FRAMEWORKS (default jaxres,pytorch) override the plan,
+# PYTHON (default python3) names the interpreter; a dry run on a CPU: make gpu-carry, then
+# PROTOCOL=tiny BENCH_STEPS=4 BF16_EPOCHS=1 DATASETS=mnist,cifar10 FRAMEWORKS=jaxres PYTHON=.venv/bin/python OUT=/tmp/gpu-dry bash benchmarks/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/jaxres-gpu}
 DATASETS=${DATASETS:-mnist}
@@ -32,11 +33,16 @@ time $PY -m experiments.compare --study "$PROTOCOL" --datasets "$DATASETS" --see
 echo "compare exit $?"; tail -5 "$OUT/compare.log"
 cp /tmp/jaxres-seed/summary.md /tmp/jaxres-seed/report.md "$OUT/" 2>/dev/null
 
-for dtype in float32 bfloat16; do
-  for batch in 128 1024; do
-    echo "== step time $dtype batch $batch"
-    $PY -m benchmarks.step_time --frameworks jaxres,pytorch --dtype $dtype --batch $batch \
-      --steps "$BENCH_STEPS" --rounds 4 --json "$OUT/step_${dtype}_${batch}.json" > "$OUT/step_${dtype}_${batch}.txt" 2>&1
-    echo "exit $?"; grep -E "GEMM|^[a-z].*params|/ fastest|^  (jaxres|pytorch) " "$OUT/step_${dtype}_${batch}.txt"
-  done
+echo "== seed protocol in bfloat16: mnist seed_cnn seed 0, ${BF16_EPOCHS:-3} epochs"
+time $PY -m experiments.compare --study "$PROTOCOL" --datasets mnist --models seed_cnn --seeds 0 \
+  --set compute.precision=bfloat16 --epochs "${BF16_EPOCHS:-3}" --raw-dir "$RAW" --out /tmp/jaxres-bf16 --no-progress \
+  > "$OUT/compare_bf16.log" 2>&1
+echo "compare bfloat16 exit $?"; tail -3 "$OUT/compare_bf16.log"
+cp /tmp/jaxres-bf16/summary.md "$OUT/summary_bf16.md" 2>/dev/null
+
+for batch in 128 1024; do  # float32 and bfloat16 side by side in the same rounds
+  echo "== step time float32,bfloat16 batch $batch"
+  $PY -m benchmarks.step_time --frameworks "${FRAMEWORKS:-jaxres,pytorch}" --dtype float32,bfloat16 --batch $batch \
+    --steps "$BENCH_STEPS" --rounds 4 --json "$OUT/step_${batch}.json" > "$OUT/step_${batch}.txt" 2>&1
+  echo "exit $?"; sed -n '/^| case/,$p' "$OUT/step_${batch}.txt"
 done

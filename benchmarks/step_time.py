@@ -1,6 +1,6 @@
 """Train-step time of jaxres against PyTorch and Keras 3/TensorFlow on the same networks, side by side.
 
-    python -m benchmarks.step_time [--batch 128] [--steps 20] [--rounds 5] [--json out.json]
+    python -m benchmarks.step_time [--dtype float32,bfloat16] [--batch 128] [--steps 20] [--rounds 5] [--json out.json]
 
 Each framework runs in its own worker process (XLA flags are per process, so "jaxres with
 default XLA flags" and "jaxres as shipped" need separate ones). Every worker builds the same
@@ -53,6 +53,8 @@ JAX_VARIANTS = {
     "jaxres-omp1": "oneDNN with one OpenMP thread (OMP_NUM_THREADS=1) instead of one per core",
     "jaxres-layer-norms-every1": "per-layer gradient/parameter/update norms recorded at every step",
     "jaxres-layer-norms-every10": "per-layer norms at every 10th step (the default of experiments.compare)",
+    "jaxres-xla-norm": "batch normalization in XLA around the oneDNN convolutions (JAXRES_ONEDNN_NORM=0) "
+                       "instead of oneDNN's batch-norm primitives fused with ReLU / the shortcut add",
     "jaxres-unkept-memory": "glibc's default malloc settings (JAXRES_KEEP_MEMORY=0, jaxres.cpu): every step "
                             "maps and faults in fresh memory for XLA's temporary buffer",
 }
@@ -227,6 +229,8 @@ def _keras_worker(case, batch):
 
     tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(0)
+    # bfloat16 compute with float32 variables and a float32 loss, as jaxres's precision=bfloat16:
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if _dtype() == "bfloat16" else "float32")
     name, shape, norm = case
     L = keras.layers
 
@@ -258,7 +262,7 @@ def _keras_worker(case, batch):
             for j in range(3):
                 x = block(x, width, width, 2 if i > 0 and j == 0 else 1, True)
         out = L.Dense(10)(L.GlobalAveragePooling2D()(x))
-    model = keras.Model(inp, out)
+    model = keras.Model(inp, L.Activation("linear", dtype="float32")(out))  # logits to float32 for the loss
     model.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.9, beta_2=0.999),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
     rng = np.random.default_rng(0)
@@ -348,8 +352,8 @@ def _available(kind: str) -> str | None:
 
 
 class Worker:
-    def __init__(self, kind: str, batch: int):
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    def __init__(self, kind: str, batch: int, dtype: str = "float32"):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", JAXRES_BENCH_DTYPE=dtype)
         if kind == "jaxres-default-flags":
             env["JAXRES_CPU_FAST_PATH"] = "0"
         if kind in CONV_BACKENDS:
@@ -360,6 +364,8 @@ class Worker:
             env["JAXRES_CONV_FUSE_ADD"] = "0"
         if kind == "jaxres-sequential-grads":
             env["JAXRES_CONV_OVERLAP_GRADS"] = "0"
+        if kind == "jaxres-xla-norm":
+            env["JAXRES_ONEDNN_NORM"] = "0"
         if kind == "jaxres-unkept-memory":
             env["JAXRES_KEEP_MEMORY"] = "0"
         if kind in PEER_VARIANTS:
@@ -393,11 +399,15 @@ def _pct(xs, q):
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
+PEERS = ("pytorch", "keras-tf")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="compute dtype (parameters stay float32; PyTorch uses autocast)")
+    p.add_argument("--dtype", default="float32",
+                   help="compute dtype(s), comma-separated from float32, bfloat16; several run side by side in "
+                        "the same rounds (parameters stay float32; PyTorch uses autocast, Keras mixed_bfloat16)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per framework and case (>= 20)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the steps are split into")
     p.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))),
@@ -415,6 +425,9 @@ def main(argv=None) -> int:
     unknown = [k for k in kinds if k not in WORKERS and k not in VARIANTS]
     if unknown:
         p.error(f"unknown framework(s) {', '.join(unknown)}; choose from {', '.join(WORKERS + tuple(VARIANTS))}")
+    dtypes = list(dict.fromkeys(d for d in args.dtype.split(",") if d))
+    if not dtypes or set(dtypes) - {"float32", "bfloat16"}:
+        p.error(f"--dtype {args.dtype!r}: choose float32, bfloat16 or float32,bfloat16")
     for k in kinds:
         if k in VARIANTS:
             print(f"{k}: {VARIANTS[k]}")
@@ -422,61 +435,107 @@ def main(argv=None) -> int:
     for k, why in notes.items():
         print(f"skipping {k}: {why}")
     kinds = [k for k in kinds if k not in notes]
-    os.environ["JAXRES_BENCH_DTYPE"] = args.dtype  # the workers inherit it
+    label = (lambda k, d: k) if len(dtypes) == 1 else (lambda k, d: f"{k} {d}")
     per_round = max(1, -(-args.steps // args.rounds))
-    results = {"batch": args.batch, "dtype": args.dtype, "cpu_count": os.cpu_count(), "skipped": notes, "cases": []}
+    from jaxres import cpu
+
+    host = cpu.host()
+    print(f"CPU: {host['model']}, {host['cpus']} logical CPUs, {', '.join(host['isa']) or 'no AVX2'}")
+    results = {"batch": args.batch, "dtypes": dtypes, "cpu_count": os.cpu_count(), "cpu": host, "skipped": notes,
+               "command": "python -m benchmarks.step_time " + " ".join(sys.argv[1:] if argv is None else argv),
+               "gemm_peak_gflops": {}, "cases": []}
     workers = {}
     try:
-        for k in kinds:
-            workers[k] = Worker(k, args.batch)
-        peaks = {k: workers[k].ask("peak") for k in kinds if k in ("jaxres", "pytorch")}
-        peak = max(peaks.values()) if peaks else 0.0
-        results["gemm_peak_gflops"] = {"value": peak, "by": peaks,
-                                       "what": f"best {args.dtype} matmul, 2048^2 on CPU, 8192^2 on GPU"}
-        print(f"{args.dtype} GEMM peak: {peak:.1f} GFLOP/s ({', '.join(f'{k} {v:.1f}' for k, v in peaks.items())})")
+        for d in dtypes:
+            for k in kinds:
+                workers[(k, d)] = Worker(k, args.batch, d)
+        peak = {}
+        for d in dtypes:
+            by = {k: workers[(k, d)].ask("peak") for k in kinds if k in ("jaxres", "pytorch")}
+            peak[d] = max(by.values()) if by else 0.0
+            results["gemm_peak_gflops"][d] = {"value": peak[d], "by": by,
+                                              "what": f"best {d} matmul, 2048^2 on CPU, 8192^2 on GPU"}
+            print(f"{d} GEMM peak: {peak[d]:.1f} GFLOP/s ({', '.join(f'{k} {v:.1f}' for k, v in by.items())})")
         for idx in (int(i) for i in args.cases.split(",")):
             name, shape, norm = CASES[idx]
-            info = {k: w.ask(f"setup {idx}") for k, w in workers.items()}
-            counts = {k: v["params"] for k, v in info.items()}
+            info = {kd: w.ask(f"setup {idx}") for kd, w in workers.items()}
+            counts = {label(*kd): v["params"] for kd, v in info.items()}
             if len(set(counts.values())) != 1:
                 raise SystemExit(f"parameter counts differ for {name}: {counts}")
-            times = {k: [] for k in workers}
+            times = {kd: [] for kd in workers}
             for _ in range(args.rounds):
-                for k, w in workers.items():
-                    times[k] += w.ask(f"run {per_round}")
+                for kd, w in workers.items():
+                    times[kd] += w.ask(f"run {per_round}")
             flops = next((v["flops"] for v in info.values() if v["flops"]), 0.0)  # from a jaxres worker
             rows = {}
-            for k, ts in times.items():
+            for (k, d), ts in times.items():
                 med = statistics.median(ts)
-                rows[k] = {"compile_s": info[k]["compile_s"], "median_s": med, "p10_s": _pct(ts, 0.1),
-                           "p90_s": _pct(ts, 0.9), "steps": len(ts), "images_per_s": args.batch / med,
-                           "gflops": flops / med / 1e9 if flops else None,
-                           "fraction_of_peak": flops / med / 1e9 / peak if flops and peak else None}
-            peers = [rows[k]["median_s"] for k in ("pytorch", "keras-tf") if k in rows]
-            ratio = rows["jaxres"]["median_s"] / min(peers) if peers and "jaxres" in rows else None
+                rows[label(k, d)] = {
+                    "framework": k, "dtype": d, "compile_s": info[(k, d)]["compile_s"], "median_s": med,
+                    "p10_s": _pct(ts, 0.1), "p90_s": _pct(ts, 0.9), "steps": len(ts), "images_per_s": args.batch / med,
+                    "gflops": flops / med / 1e9 if flops else None,
+                    "fraction_of_peak": flops / med / 1e9 / peak[d] if flops and peak[d] else None}
+            med = {(r["framework"], r["dtype"]): r["median_s"] for r in rows.values()}
+            over_peer = {}
+            for d in dtypes:
+                peers = [med[(k, d)] for k in PEERS if (k, d) in med]
+                if peers and ("jaxres", d) in med:
+                    over_peer[d] = med[("jaxres", d)] / min(peers)
+            bf_over_f32 = {k: med[(k, "bfloat16")] / med[(k, "float32")] for k in kinds
+                           if (k, "bfloat16") in med and (k, "float32") in med}
             case = {"model": name, "input": list(shape), "norm": norm, "params": counts.popitem()[1],
                     "flop_per_step": flops, "flop_source": "XLA cost analysis of the jaxres train step compiled "
                                                            "with XLA's convolutions",
-                    "frameworks": rows, "jaxres_over_fastest_peer": ratio}
+                    "frameworks": rows, "jaxres_over_fastest_peer": over_peer, "bfloat16_over_float32": bf_over_f32}
             results["cases"].append(case)
-            print(f"\n{name} {'x'.join(map(str, shape))} norm={norm}, batch {args.batch}, {args.dtype}, "
-                  f"{case['params']:,} params, {flops / 1e9:.1f} GFLOP/step (XLA cost analysis)")
-            print(f"  {'framework':22} {'compile s':>9} {'median s':>9} {'p10 s':>7} {'p90 s':>7} {'img/s':>8} "
+            print(f"\n{name} {'x'.join(map(str, shape))} norm={norm}, batch {args.batch}, {case['params']:,} params, "
+                  f"{flops / 1e9:.1f} GFLOP/step (XLA cost analysis)")
+            print(f"  {'framework':31} {'compile s':>9} {'median s':>9} {'p10 s':>7} {'p90 s':>7} {'img/s':>8} "
                   f"{'GFLOP/s':>8} {'of peak':>8}")
-            for k, r in rows.items():
+            for lab, r in rows.items():
                 gf = f"{r['gflops']:.1f}" if r["gflops"] else "-"
                 fr = f"{r['fraction_of_peak']:.0%}" if r["fraction_of_peak"] else "-"
-                print(f"  {k:22} {r['compile_s']:9.2f} {r['median_s']:9.3f} {r['p10_s']:7.3f} {r['p90_s']:7.3f} "
+                print(f"  {lab:31} {r['compile_s']:9.2f} {r['median_s']:9.3f} {r['p10_s']:7.3f} {r['p90_s']:7.3f} "
                       f"{r['images_per_s']:8.0f} {gf:>8} {fr:>8}")
-            if ratio:
-                print(f"  jaxres / fastest peer: {ratio:.2f}x")
+            for d, ratio in over_peer.items():
+                print(f"  jaxres / fastest peer, {d}: {ratio:.2f}x")
+            if bf_over_f32:
+                print("  bfloat16 / float32: " + ", ".join(f"{k} {v:.2f}" for k, v in bf_over_f32.items()))
     finally:
         for w in workers.values():
             w.close()
+    if results["cases"]:
+        _summary(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _summary(results) -> None:
+    """One markdown table over the cases: median s per framework and dtype, and the ratios."""
+    labels = list(results["cases"][0]["frameworks"])
+    dtypes = results["dtypes"]
+    head = ["case"] + labels + [f"jaxres / peer {d}" for d in dtypes]
+    head += [f"jaxres {d} of peak" for d in dtypes]
+    if len(dtypes) == 2:
+        head.append("jaxres bf16 / f32")
+    print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+    for c in results["cases"]:
+        cells = [f"{c['model']} {'x'.join(map(str, c['input']))}" + (f" {c['norm']} norm" if c["norm"] != "none" else "")]
+        cells += [f"{c['frameworks'][lab]['median_s']:.3f}" for lab in labels]
+        cells += [f"{c['jaxres_over_fastest_peer'][d]:.2f}x" if d in c["jaxres_over_fastest_peer"] else "-"
+                  for d in dtypes]
+        for d in dtypes:
+            r = next((r for r in c["frameworks"].values() if r["framework"] == "jaxres" and r["dtype"] == d), None)
+            cells.append(f"{r['fraction_of_peak']:.0%}" if r and r["fraction_of_peak"] else "-")
+        if len(dtypes) == 2:
+            v = c["bfloat16_over_float32"].get("jaxres")
+            cells.append(f"{v:.2f}" if v else "-")
+        print("| " + " | ".join(cells) + " |")
+    host = results["cpu"]
+    print(f"({results['command']}; {host['model']}, {host['cpus']} CPUs, {'/'.join(host['isa'])}; GEMM peak " + ", ".join(
+        f"{d} {results['gemm_peak_gflops'][d]['value']:.1f}" for d in dtypes) + " GFLOP/s)")
 
 
 if __name__ == "__main__":

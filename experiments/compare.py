@@ -131,7 +131,7 @@ def make_study(args: argparse.Namespace):
     return study
 
 
-def environment() -> dict[str, Any]:
+def environment(precision: str = "float32") -> dict[str, Any]:
     from importlib import metadata
 
     import flax
@@ -145,7 +145,8 @@ def environment() -> dict[str, Any]:
             "flax": flax.__version__, "optax": optax.__version__, "orbax": orbax.checkpoint.__version__,
             "backend": jax.default_backend(), "device_count": jax.local_device_count(),
             "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
-            "conv_backend": conv.backend(), "conv_backend_note": conv.describe(), "cpu_fast_path": cpu.fast_path_status(),
+            "conv_backend": conv.backend(), "conv_backend_note": conv.describe(precision), "cpu": cpu.host(),
+            "cpu_fast_path": cpu.fast_path_status(),
             "cpu_keep_memory": cpu.memory_status(),
             "python": sys.version.split()[0], **code_version()}
 
@@ -233,7 +234,7 @@ def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[s
         say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
             f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
             f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
-            f"{how}, precision {cfg.compute.precision}, conv backend {conv.describe()}")
+            f"{how}, precision {cfg.compute.precision}, conv backend {conv.describe(cfg.compute.precision)}")
         with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=args.keep) as ckpt:
             # tensorboard --logdir OUT/tensorboard
             writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name)) if primary else None
@@ -253,7 +254,7 @@ def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[s
         result = {"schema": 2, "run": name, "study": study_name, "config": cfg_dict,
                   "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model), "history": history, "final": history[-1],
                   "diverged": fit.diverged, "wall_time_s": sum(h["epoch_time_s"] for h in history),
-                  "environment": environment()}
+                  "environment": environment(cfg.compute.precision)}
         if primary:
             checkpoint.write_json_atomic(result_path, json_safe(result))
         return result

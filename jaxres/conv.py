@@ -77,13 +77,18 @@ def backend() -> str:
     return "onednn" if onednn.load()[0] else "xla-swapped"
 
 
-def describe() -> str:
-    """The backend in use, in words, for run headers: with oneDNN's version, or why it is not used."""
+def describe(precision: str = "float32") -> str:
+    """The backend in use, in words, for run headers: with oneDNN's version, or why it is not used, and
+    whether oneDNN convolves ``precision`` on this CPU (bfloat16 needs AVX512_BF16; without it XLA's
+    bfloat16 convolutions run, slower than float32)."""
     name = backend()
     from jaxres import onednn
 
     ok, what = onednn.load() if jax.default_backend() == "cpu" else (False, "not a CPU backend")
     if name == "onednn":  # the settings that change how oneDNN sums, so a rerun's last digits
+        if precision not in onednn.dtypes():
+            what += (f"; {precision} convolutions in XLA: this CPU has no oneDNN {precision} (it needs "
+                     "AVX512_BF16), so the step is slower than float32 here")
         at_once = os.environ.get(OVERLAP_ENV, "1") != "0" and onednn.grads_at_once()
         what += "; input and kernel gradients " + ("at once, one thread each" if at_once else "one after the other")
         if os.environ.get(FUSE_ADD_ENV, "1") == "0":

@@ -43,6 +43,7 @@ MALLOPT = {"M_ARENA_MAX": (-8, 1), "M_MMAP_MAX": (-4, 0), "M_TRIM_THRESHOLD": (-
 VERIFIED_JAXLIB = ("0.10.2",)  # versions known to accept the flag
 _status = "not applied"
 _memory_status = "not applied"
+_setup_done = False
 
 
 def _jaxlib_knows_flag() -> bool:
@@ -124,3 +125,29 @@ def apply_cpu_fast_path() -> str:
 
 def fast_path_status() -> str:
     return _status
+
+
+def host() -> dict[str, object]:
+    """This machine's CPU, for results and benchmarks: its model name, logical CPUs, and which of the
+    instruction sets that decide jaxres's CPU speed it has (AVX-512, its BF16 extension, AMX)."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    return {"model": info.get("model name", "unknown"), "cpus": os.cpu_count(),
+            "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
+
+
+def setup() -> dict[str, str]:
+    """Apply both settings (``apply_cpu_fast_path``, ``keep_freed_memory``) once per process, before JAX starts
+    its backend; a second call changes nothing. What was done, in words (also in every ``results.json``)."""
+    global _setup_done
+    if not _setup_done:
+        _setup_done = True
+        apply_cpu_fast_path()
+        keep_freed_memory()
+    return {"cpu_fast_path": _status, "cpu_keep_memory": _memory_status}
