@@ -18,26 +18,43 @@ against ``torch.optim`` on the same gradients.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxres.config import ConfigError, RunConfig, ScheduleConfig
+from jaxres.config import ConfigError, OptimizerConfig, RunConfig, ScheduleConfig
+
+
+def _cosine(cfg: ScheduleConfig, lr: float, total_steps: int | None) -> optax.Schedule:
+    steps = cfg.decay_steps or total_steps
+    if steps is None:
+        raise ConfigError("schedule.name='cosine' without schedule.decay_steps needs the run's total steps")
+    return optax.cosine_decay_schedule(lr, steps, alpha=cfg.final_fraction)
+
+
+# One entry per schedule name of ``config.SCHEDULES``: (settings, peak lr, total steps or None) -> schedule.
+SCHEDULE_BUILDERS: dict[str, Callable[[ScheduleConfig, float, int | None], optax.Schedule]] = {
+    "constant": lambda cfg, lr, total: optax.constant_schedule(lr),
+    "piecewise": lambda cfg, lr, total: optax.piecewise_constant_schedule(lr, {int(b): cfg.factor
+                                                                               for b in cfg.boundaries}),
+    "cosine": _cosine,
+}
+
+
+def _lookup(table: dict[str, Any], key: str, name: str) -> Any:
+    """``table[name]``, or one ConfigError line: a name the config accepts but nothing here builds never
+    falls through to another optimizer or schedule."""
+    if name not in table:
+        raise ConfigError(f"{key}={name!r} has no builder in jaxres.optim; known: {', '.join(table)}")
+    return table[name]
 
 
 def make_schedule(cfg: ScheduleConfig, lr: float, total_steps: int | None = None) -> optax.Schedule:
     """The learning rate as a function of the (0-based) step."""
-    if cfg.name == "constant":
-        main = optax.constant_schedule(lr)
-    elif cfg.name == "piecewise":
-        main = optax.piecewise_constant_schedule(lr, {int(b): cfg.factor for b in cfg.boundaries})
-    else:
-        steps = cfg.decay_steps or total_steps
-        if steps is None:
-            raise ConfigError("schedule.name='cosine' without schedule.decay_steps needs the run's total steps")
-        main = optax.cosine_decay_schedule(lr, steps, alpha=cfg.final_fraction)
+    main = _lookup(SCHEDULE_BUILDERS, "schedule.name", cfg.name)(cfg, lr, total_steps)
     if not cfg.warmup_steps:
         return main
     warmup = cfg.warmup_steps
@@ -49,18 +66,31 @@ def _kernels_only(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
+def _adam(o: OptimizerConfig, lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+    return _l2(optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps), o, mask)
+
+
+def _sgd(o: OptimizerConfig, lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+    return _l2(optax.sgd(lr, momentum=o.momentum or None, nesterov=o.nesterov), o, mask)
+
+
+def _l2(tx: optax.GradientTransformation, o: OptimizerConfig, mask: Any) -> optax.GradientTransformation:
+    """Weight decay as L2 added to the gradient before ``tx`` (PyTorch's Adam / SGD, Caffe)."""
+    return optax.chain(optax.add_decayed_weights(o.weight_decay, mask), tx) if o.weight_decay else tx
+
+
+# One entry per optimizer name of ``config.OPTIMIZERS``: (settings, learning rate or schedule, decay mask) -> optax.
+OPTIMIZER_BUILDERS: dict[str, Callable[[OptimizerConfig, optax.ScalarOrSchedule, Any], optax.GradientTransformation]] = {
+    "adam": _adam,
+    "adamw": lambda o, lr, mask: optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=mask),
+    "sgd": _sgd,
+}
+
+
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int | None = None) -> optax.GradientTransformation:
     """The optax optimizer of ``cfg`` (optimizer and schedule); ``steps_per_epoch`` sizes a whole-run cosine."""
     o = cfg.optimizer
     total = steps_per_epoch * cfg.epochs if steps_per_epoch else None
     lr = make_schedule(cfg.schedule, o.lr, total)
     mask = _kernels_only if o.decay_on == "kernels" else None
-    if o.name == "adamw":
-        return optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=mask)
-    if o.name == "adam":
-        tx = optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
-    else:
-        tx = optax.sgd(lr, momentum=o.momentum or None, nesterov=o.nesterov)
-    if o.weight_decay:
-        tx = optax.chain(optax.add_decayed_weights(o.weight_decay, mask), tx)
-    return tx
+    return _lookup(OPTIMIZER_BUILDERS, "optimizer.name", o.name)(o, lr, mask)

@@ -107,3 +107,31 @@ def test_updates_equal_torch_optim_on_the_same_gradients(case):
             chain.step()
     np.testing.assert_allclose(np.asarray(params["w"]), w.detach().numpy(), rtol=0, atol=1e-5)
     assert not np.allclose(np.asarray(params["w"]), p0, atol=1e-3)  # the parameters moved: the check had teeth
+
+
+def test_every_registered_optimizer_and_schedule_builds_and_takes_a_step():
+    """Each name the config accepts has exactly one builder, and each optimizer moves the parameters."""
+    assert set(optim.OPTIMIZER_BUILDERS) == set(config.OPTIMIZERS)
+    assert set(optim.SCHEDULE_BUILDERS) == set(config.SCHEDULES)
+    params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    for name in config.OPTIMIZERS:
+        for schedule in config.SCHEDULES:
+            cfg = config.replace(config.replace(config.RunConfig(), "optimizer.name", name), "schedule.name", schedule)
+            tx = optim.make_optimizer(cfg, steps_per_epoch=10)
+            updates, _ = tx.update(grads, tx.init(params), params)
+            moved = optax.apply_updates(params, updates)
+            assert all(bool(jnp.all(m != p)) for m, p in zip(jax.tree.leaves(moved), jax.tree.leaves(params))), (name, schedule)
+
+
+def test_a_name_without_a_builder_is_one_config_error_not_another_optimizer(monkeypatch):
+    """A name added to the config's list but not to the builders fails loudly (it once trained SGD silently)."""
+    cfg = config.RunConfig()
+    monkeypatch.setattr(config, "OPTIMIZERS", config.OPTIMIZERS + ("lion",))
+    monkeypatch.setattr(config, "SCHEDULES", config.SCHEDULES + ("linear",))
+    lion = config.replace(cfg, "optimizer.name", "lion")
+    with pytest.raises(config.ConfigError, match="optimizer.name='lion' has no builder in jaxres.optim"):
+        optim.make_optimizer(lion)
+    linear = config.replace(cfg, "schedule.name", "linear")
+    with pytest.raises(config.ConfigError, match="schedule.name='linear' has no builder in jaxres.optim"):
+        optim.make_optimizer(linear)
