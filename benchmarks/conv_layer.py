@@ -23,7 +23,9 @@ import statistics
 import sys
 import time
 
-import jaxres  # noqa: F401 - the CPU fast path, before JAX starts
+import jaxres
+
+jaxres.setup()  # the CPU fast path and kept memory, before JAX starts
 
 import jax
 import jax.numpy as jnp

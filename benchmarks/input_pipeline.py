@@ -17,10 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
+import jaxres
 
-from jaxres import config, data, models, train
+jaxres.setup()  # before JAX starts: the CPU fast path and kept memory, as in a training run
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxres import config, data, models, train  # noqa: E402
 
 
 def _throughput(batches, n: int, batch_size: int) -> float:

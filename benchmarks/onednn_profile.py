@@ -31,6 +31,9 @@ def _child(framework: str, model: str, shape: tuple[int, ...], steps: int, batch
         _, run = step_time._keras_worker((model, shape, "none"), batch)
         run(2)
     else:
+        import jaxres
+
+        jaxres.setup()
         import jax
 
         from jaxres import models, train

@@ -26,8 +26,10 @@ SHAPES = {"seed_cnn": (28, 28, 1), "seed_resnet": (28, 28, 1), "resnet20": (32, 
 
 def worker(args: argparse.Namespace) -> None:
     """One process of a layout: join (if several), warm up, time ``--steps`` steps; process 0 prints JSON."""
+    import jaxres
     from jaxres import distributed
 
+    jaxres.setup()
     if args.num_processes > 1:
         distributed.initialize(distributed.setup_from(f"127.0.0.1:{args.port}", args.num_processes, args.process_id,
                                                       init_timeout=120))

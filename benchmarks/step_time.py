@@ -316,7 +316,9 @@ def _timed(fn) -> float:
 def worker_main(kind: str, batch: int) -> None:
     """Line protocol on stdin/stdout: 'setup i' -> info JSON, 'run n' -> times JSON, 'peak' -> GFLOP/s."""
     if kind.startswith("jaxres"):
-        import jaxres  # noqa: F401 - applies (or, by JAXRES_CPU_FAST_PATH=0, skips) the CPU fast path first
+        import jaxres
+
+        jaxres.setup()  # the CPU fast path and kept memory first (JAXRES_CPU_FAST_PATH=0 etc. skip them)
 
     builders = {"jaxres": _jax_worker, "jaxres-default-flags": _jax_worker, "jaxres-xla": _jax_worker,
                 "pytorch": _torch_worker, "keras-tf": _keras_worker}

@@ -15,8 +15,8 @@ finished, 1 when a run diverged (the others still run), 2 for bad input.
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -131,161 +131,14 @@ def make_study(args: argparse.Namespace):
     return study
 
 
-def environment(precision: str = "float32") -> dict[str, Any]:
-    from importlib import metadata
-
-    import flax
-    import jax
-    import optax
-    import orbax.checkpoint
-
-    from jaxres import conv, cpu
-
-    return {"jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-            "flax": flax.__version__, "optax": optax.__version__, "orbax": orbax.checkpoint.__version__,
-            "backend": jax.default_backend(), "device_count": jax.local_device_count(),
-            "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
-            "conv_backend": conv.backend(), "conv_backend_note": conv.describe(precision), "cpu": cpu.host(),
-            "cpu_fast_path": cpu.fast_path_status(),
-            "cpu_keep_memory": cpu.memory_status(),
-            "python": sys.version.split()[0], **code_version()}
-
-
-def code_version() -> dict[str, Any]:
-    """The git commit of the jaxres code that runs, and whether its tree had uncommitted changes
-    (``git_clean``; None for both where jaxres is not a git checkout, e.g. installed from a wheel)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_clean": None}
-    if commit.returncode or status.returncode:
-        return {"git_commit": None, "git_clean": None}
-    return {"git_commit": commit.stdout.strip(), "git_clean": not status.stdout.strip()}
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (strict JSON; the row says why)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def _finished(path: Path, cfg_dict: dict) -> dict | None:
-    """The results of this exact run if ``path`` holds them; a damaged file is named and ignored."""
-    import json
-
-    if not path.exists():
-        return None
-    try:
-        done = json.loads(path.read_text())
-    except ValueError:
-        print(f"warning: {path} is damaged; the run is rebuilt from its checkpoints", file=sys.stderr)
-        return None
-    from jaxres import config
-
-    return done if done.get("final") and not config.differences(done.get("config") or {}, cfg_dict) else None
-
-
 def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Train one run (resuming from its checkpoints) and write its results.json; returns its results,
-    or {"skipped": why} when another process holds the run."""
-    import jax
-
-    from jaxres import checkpoint, config, conv, data, metrics, models, optim, train
+    """Train one run of the study in OUT/<run name> (``jaxres.run``), TensorBoard events in OUT/tensorboard."""
+    from jaxres import config, runner
 
     name = config.run_name(cfg)
-    run_dir = out / name
-    primary = jax.process_index() == 0  # with several processes, process 0 alone writes and prints
-    lock = _acquire(checkpoint.RunLock(run_dir), name, primary)
-    if lock is None:
-        return {"skipped": f"{name} is held by another process"}
-    say = print if primary else (lambda *a, **k: None)
-    try:
-        if lock.took_over:
-            say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
-        cfg_dict = config.to_dict(cfg)
-        result_path = run_dir / "results.json"
-        done = _finished(result_path, cfg_dict)
-        if done is not None:
-            how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
-                   else f"test accuracy {done['final']['test_accuracy']:.4f}")
-            say(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
-            return done
-        streams = train.Streams.from_seed(cfg.seed)
-        n_dev = args.devices or jax.local_device_count()  # on each process
-        ds = data.make_dataset(cfg.data, raw_dir=args.raw_dir, data_dir=args.data_dir, order_seed=streams.order_seed,
-                               n_devices=n_dev)
-        model = cfg.build_model(ds.num_classes)
-        tx = optim.make_optimizer(cfg, ds.steps_per_epoch)
-        state = train.create_train_state(model, streams.init, ds.shape, tx)
-        n_params = models.count_params(state.params)
-        n_all = n_dev * jax.process_count()
-        how = (f"{n_all} devices ({cfg.parallel}" + (f", {jax.process_count()} processes)" if jax.process_count() > 1
-                                                      else ")") if n_all > 1 else "1 device")
-        say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
-            f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
-            f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
-            f"{how}, precision {cfg.compute.precision}, conv backend {conv.describe(cfg.compute.precision)}")
-        with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=args.keep) as ckpt:
-            # tensorboard --logdir OUT/tensorboard
-            writer = metrics.TensorBoardWriter(str(out / "tensorboard" / name)) if primary else None
-            def on_layer_norms(epoch: int, norms: train.LayerNorms) -> None:
-                metrics.append_layer_norms(run_dir / metrics.LAYER_FILE, state.layers, norms)
-                writer.layer_norms(state.layers, norms)
-
-            try:
-                fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt,
-                                progress=not args.no_progress and primary, log=None if primary else say,
-                                on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
-                                on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel)
-            finally:
-                if writer is not None:
-                    writer.close()
-        history = fit.history[:cfg.epochs]
-        result = {"schema": 2, "run": name, "study": study_name, "config": cfg_dict,
-                  "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model), "history": history, "final": history[-1],
-                  "diverged": fit.diverged, "wall_time_s": sum(h["epoch_time_s"] for h in history),
-                  "environment": environment(cfg.compute.precision)}
-        if primary:
-            checkpoint.write_json_atomic(result_path, json_safe(result))
-        return result
-    finally:
-        lock.release()
-
-
-def _acquire(lock, name: str, primary: bool):
-    """The run's lock (process 0 takes it for all processes and tells them); None when another study holds it."""
-    import jax
-    import numpy as np
-
-    got, why = lock, ""
-    if primary:
-        try:
-            lock.acquire()
-        except Exception as e:  # noqa: BLE001 - RunLocked; or a folder that cannot be written, raised below
-            got, why = None, e
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        ok = int(multihost_utils.broadcast_one_to_all(np.int32(got is not None)))
-        if not primary:
-            return lock if ok else None
-    if got is None:
-        from jaxres import checkpoint
-
-        if not isinstance(why, checkpoint.RunLocked):
-            raise why
-        print(f"{name}: {why}")
-    return got
+    return runner.run(cfg, out / name, raw_dir=args.raw_dir, data_dir=args.data_dir, keep=args.keep,
+                      devices=args.devices, progress=not args.no_progress, study=study_name,
+                      tensorboard_dir=out / "tensorboard" / name)
 
 
 def _check_inputs(runs: list, args: argparse.Namespace) -> None:
@@ -334,7 +187,7 @@ def _one_line(message, category, filename, lineno, file=None, line=None) -> None
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from jaxres.checkpoint import quiet_orbax
+    from jaxres.checkpoint import quiet_orbax, raise_on_stop_signals
 
     # orbax's failures surface here as one-line errors; its own tracebacks (some logged late, when
     # asyncio collects a failed future) would bury them
@@ -344,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         return supervised
     with warnings.catch_warnings(), quiet_orbax():
         warnings.showwarning = _one_line  # one line per warning, without the source line
-        return _main(argv)
+        previous = raise_on_stop_signals()  # SIGTERM, SIGUSR1: stop like Ctrl-C (finished work kept)
+        try:
+            return _main(argv)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 def _supervise_if_distributed(argv: list[str] | None) -> int | None:
@@ -372,7 +230,9 @@ def _main(argv: list[str] | None) -> int:
         args = build_parser().parse_args(argv)
         from jaxres import config, distributed, report
 
-        if args.report_only:
+        if args.report_only is not None:
+            if not args.report_only.strip():
+                raise UsageError("--report-only needs the folder of a study")
             for path in report.write_report(args.report_only):
                 print(f"wrote {path}")
             return 0
@@ -395,6 +255,9 @@ def _main(argv: list[str] | None) -> int:
             print("\n".join(_describe(runs)))
             return 0
         setup = distributed_setup(args)
+        import jaxres
+
+        jaxres.setup()  # the process-wide CPU settings, before JAX starts its backend
         distributed.initialize(setup)
         _check_inputs(runs, args)
         out = Path(args.out)
@@ -411,13 +274,14 @@ def _main(argv: list[str] | None) -> int:
 
         if jax.process_index() > 0:  # process 0 writes the report and says how the study went
             return 1 if any(o.get("diverged") for o in outcomes) else 0
-        for path in report.write_report(out):
-            print(f"wrote {path}")
         skipped = [o for o in outcomes if "skipped" in o]
+        if not skipped or any(out.glob("*/results.json")):  # a report unless every run is held elsewhere
+            for path in report.write_report(out):
+                print(f"wrote {path}")
         diverged = [o for o in outcomes if o.get("diverged")]
         print(f"{len(runs) - len(skipped)} of {len(runs)} runs done in {time.perf_counter() - start:.0f} s")
         if skipped:
-            print(f"note: {len(skipped)} run(s) were being trained by another process and are not in this report "
+            print(f"note: {len(skipped)} run(s) are being trained by another process and are not in a report "
                   f"yet; when they finish: python -m experiments.compare --report-only {out}")
         if diverged:
             print(f"compare: {len(diverged)} run(s) diverged: " + "; ".join(
@@ -432,9 +296,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"compare: error: cannot write {e.filename or 'a file'} ({e.strerror or e}); finished epochs and "
               "runs are kept, run the same command again when that is fixed", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("compare: interrupted; finished epochs are kept, run the same command to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGUSR1 (a scheduler stopping or warning the job)
+        signum = getattr(e, "signum", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"compare: {how}; finished epochs are kept, run the same command to continue", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 jaxlib 0.10.2 sends every CPU convolution to YNNPACK, whose kernel-gradient convolution is
 ~20x slower than XLA's Eigen path (seconds per seed_cnn step instead of under one). The XLA
-flag below turns that off. ``import jaxres`` applies it, unless
+flag below turns that off. ``jaxres.setup()`` applies it (importing jaxres changes nothing), unless
 
 * the user already set that flag in XLA_FLAGS (their choice is kept), or
 * ``JAXRES_CPU_FAST_PATH=0`` is set, or
@@ -118,8 +118,8 @@ def apply_cpu_fast_path() -> str:
         _status = "applied"
         if _backend_started():
             _status += " too late: the JAX backend had already started"
-            warnings.warn("jaxres was imported after JAX started its backend, so the CPU fast path "
-                          f"({FLAG}) has no effect; import jaxres first", stacklevel=3)
+            warnings.warn("jaxres.setup() was called after JAX started its backend, so the CPU fast path "
+                          f"({FLAG}) has no effect; call jaxres.setup() first", stacklevel=3)
     return _status
 
 

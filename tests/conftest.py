@@ -1,7 +1,8 @@
 """Test session setup: 4 simulated CPU devices (for pmap), and the datasets tests read.
 
 The flag is read when JAX's backend starts, so it is set here, before any test imports
-jax. The CPU fast path (jaxres.cpu) is applied by `import jaxres` itself.
+jax. The CPU settings of jaxres.setup() (XLA flag, kept memory) are applied here too, as a training
+script would; the XLA flag reaches subprocesses through the environment.
 
 ``raw_dir``: tiny synthetic MNIST and CIFAR-10 files in the original formats (tests/synthetic.py),
 so unit tests never skip. ``real_raw_dir``: the real files in ../shared/datasets (or
@@ -26,6 +27,10 @@ atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jaxres  # noqa: E402
+
+jaxres.setup()
 
 import pytest  # noqa: E402
 

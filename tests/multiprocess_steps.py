@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 
+import jaxres
 from jaxres import distributed
 
+jaxres.setup()
 if len(sys.argv) > 2:
     distributed.initialize(distributed.setup_from(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), init_timeout=60,
                                                   heartbeat_timeout=30))

@@ -12,10 +12,14 @@ import os
 import signal
 import sys
 
-import jax
-import numpy as np
+import jaxres
 
-from jaxres import checkpoint, config, data, models, optim, train
+jaxres.setup()  # as a training script does, before JAX starts
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxres import checkpoint, config, data, models, optim, train  # noqa: E402
 
 run_dir, raw_dir, epochs, n_dev = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 kill = tuple(map(int, sys.argv[5:7])) if len(sys.argv) > 6 else None

@@ -1,4 +1,4 @@
-"""The CPU fast path that `import jaxres` applies: flag set safely, user settings kept, same gradients."""
+"""The CPU settings that `jaxres.setup()` applies: flag set safely, user settings kept, same gradients, memory kept."""
 import os
 import subprocess
 import sys
@@ -11,7 +11,9 @@ from jaxres import cpu
 ROOT = Path(__file__).resolve().parents[1]
 
 GRADS = """
-import sys, numpy as np, jax, jax.numpy as jnp, optax, jaxres
+import sys, jaxres
+jaxres.setup()
+import numpy as np, jax, jax.numpy as jnp, optax
 from jaxres import cpu, models
 print(cpu.fast_path_status())
 model = models.seed_cnn()
@@ -31,13 +33,14 @@ def python(code, *args, **env_changes):
     return out.stdout
 
 
-def test_import_applies_the_flag_and_jax_works():
-    out = python("import os, jaxres, jax.numpy as jnp\nprint(os.environ['XLA_FLAGS']); print(float(jnp.ones(4).sum()))")
+def test_setup_applies_the_flag_and_jax_works():
+    out = python("import os, jaxres\njaxres.setup()\nimport jax.numpy as jnp\nprint(os.environ['XLA_FLAGS']); "
+                 "print(float(jnp.ones(4).sum()))")
     assert cpu.FLAG in out and "4.0" in out
 
 
 def test_switch_turns_it_off_and_user_setting_is_kept():
-    code = "import os, jaxres, jax.numpy as jnp\nfrom jaxres import cpu\nprint(cpu.fast_path_status(), os.environ.get('XLA_FLAGS'), float(jnp.ones(2).sum()))"
+    code = "import os, jaxres\njaxres.setup()\nimport jax.numpy as jnp\nfrom jaxres import cpu\nprint(cpu.fast_path_status(), os.environ.get('XLA_FLAGS'), float(jnp.ones(2).sum()))"
     assert "off" in python(code, **{cpu.SWITCH: "0"}) and cpu.FLAG not in python(code, **{cpu.SWITCH: "0"})
     mine = "--xla_cpu_experimental_ynn_fusion_type= --xla_force_host_platform_device_count=2"
     out = python(code, XLA_FLAGS=mine)
@@ -71,7 +74,9 @@ def test_gradients_on_the_fast_path_match_the_default_path(tmp_path):
 
 
 FAULTS = """
-import os, jaxres, jax, jax.numpy as jnp
+import os, jaxres
+jaxres.setup()
+import jax, jax.numpy as jnp
 from jaxres import cpu
 x = jnp.ones((4096, 4096))  # 64 MB
 f = jax.jit(lambda x: jnp.sum(jnp.cumsum(x, axis=0) * 2))  # the cumulative sums: a 64 MB temporary

@@ -1,0 +1,220 @@
+"""Train one ``RunConfig`` end to end: ``jaxres.run(cfg, workdir)``.
+
+    import jaxres
+    from jaxres import config
+
+    jaxres.setup()                       # first, before JAX runs anything (CPU: XLA flag, kept memory)
+    cfg = config.get_study("tiny").runs()[0]
+    result = jaxres.run(cfg, "runs/mine/" + config.run_name(cfg), raw_dir="../shared/datasets")
+    result["final"]["test_accuracy"]
+
+``run`` takes the run folder's lock, resumes from its checkpoints (or returns the finished results without
+training again), checkpoints every epoch, writes TensorBoard events, per-layer norms and ``results.json``, and
+returns the results (the dict ``results.json`` holds). ``experiments.compare`` is this in a loop over a study,
+plus the report.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = "results.json"
+SCHEMA = 2
+
+
+def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir: str | None = None, keep: int = 2,
+        devices: int | None = None, progress: bool = True, study: str = "",
+        tensorboard_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``cfg`` in ``workdir`` (its run folder) and return its results.
+
+    ``raw_dir``: the folder with ``<dataset>/<original files>`` (``data.source=device``); ``data_dir``: tfds's
+    data dir (``data.source=tfds``); ``keep``: checkpoints kept, the last ``keep`` plus the best; ``devices``:
+    train on the first N local devices (default all); ``tensorboard_dir``: default ``workdir/tensorboard``;
+    ``log``: where the run's header and epoch lines go. When another process holds the run, nothing is trained
+    and ``{"run": name, "skipped": why}`` comes back. Raises ``ConfigError``, ``DataError`` or ``CheckpointError``
+    (one line each) for bad input, a missing file or a checkpoint that cannot be written.
+    """
+    import jax
+
+    from jaxres import checkpoint, config, conv, cpu, data, metrics, models, optim, train
+
+    setup()
+    _check(keep, devices)
+    workdir = Path(workdir)
+    name = config.run_name(cfg)
+    primary = jax.process_index() == 0  # with several processes, process 0 alone writes and prints
+    lock = _acquire(checkpoint.RunLock(workdir), name, primary, log)
+    if lock is None:
+        return {"run": name, "skipped": f"{name} is held by another process"}
+    say = log if primary else (lambda *a, **k: None)
+    try:
+        if lock.took_over:
+            say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
+        cfg_dict = config.to_dict(cfg)
+        result_path = workdir / RESULTS
+        done = finished(result_path, cfg_dict)
+        if done is not None:
+            how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
+                   else f"test accuracy {done['final']['test_accuracy']:.4f}")
+            say(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
+            return done
+        streams = train.Streams.from_seed(cfg.seed)
+        n_dev = devices or jax.local_device_count()  # on each process
+        ds = data.make_dataset(cfg.data, raw_dir=raw_dir, data_dir=data_dir, order_seed=streams.order_seed,
+                               n_devices=n_dev)
+        model = cfg.build_model(ds.num_classes)
+        tx = optim.make_optimizer(cfg, ds.steps_per_epoch)
+        state = train.create_train_state(model, streams.init, ds.shape, tx)
+        n_params = models.count_params(state.params)
+        n_all = n_dev * jax.process_count()
+        how = (f"{n_all} devices ({cfg.parallel}" + (f", {jax.process_count()} processes)" if jax.process_count() > 1
+                                                      else ")") if n_all > 1 else "1 device")
+        cpu_note = (f", CPU setup: fast path {cpu.fast_path_status()}, freed memory kept {cpu.memory_status()}"
+                    if jax.default_backend() == "cpu" else "")
+        say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
+            f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
+            f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
+            f"{how}, precision {cfg.compute.precision}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}")
+        with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=keep) as ckpt:
+            # tensorboard --logdir <tensorboard_dir>
+            tb = Path(tensorboard_dir) if tensorboard_dir is not None else workdir / "tensorboard"
+            writer = metrics.TensorBoardWriter(str(tb)) if primary else None
+
+            def on_layer_norms(epoch: int, norms: train.LayerNorms) -> None:
+                metrics.append_layer_norms(workdir / metrics.LAYER_FILE, state.layers, norms)
+                writer.layer_norms(state.layers, norms)
+
+            try:
+                fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=progress and primary,
+                                log=None if primary else say, on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
+                                on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel)
+            finally:
+                if writer is not None:
+                    writer.close()
+        history = fit.history[:cfg.epochs]
+        result = {"schema": SCHEMA, "run": name, "study": study, "config": cfg_dict,
+                  "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
+                  "history": history, "final": history[-1], "diverged": fit.diverged,
+                  "wall_time_s": sum(h["epoch_time_s"] for h in history),
+                  "environment": environment(cfg.compute.precision)}
+        if primary:
+            checkpoint.write_json_atomic(result_path, json_safe(result))
+        return result
+    finally:
+        lock.release()
+
+
+def setup() -> dict[str, str]:
+    """The process-wide settings jaxres wants on CPU, applied once, explicitly (importing jaxres changes
+    nothing): XLA's own convolutions routed away from YNNPACK (an XLA flag, read when JAX's backend starts)
+    and freed memory kept in the process (glibc ``mallopt``). Call it before JAX runs anything; later, it says
+    (and warns) that it came too late. ``JAXRES_CPU_FAST_PATH=0`` / ``JAXRES_KEEP_MEMORY=0`` turn them off.
+    Returns what was done, in words."""
+    from jaxres import cpu
+
+    return cpu.setup()
+
+
+def _check(keep: int, devices: int | None) -> None:
+    import jax
+
+    from jaxres.config import ConfigError
+
+    if keep < 1:
+        raise ConfigError(f"keep must be at least 1, got {keep}")
+    n_dev = jax.local_device_count()
+    if devices is not None and not 1 <= devices <= n_dev:
+        raise ConfigError(f"devices must be between 1 and the {n_dev} local devices, got {devices}")
+
+
+def _acquire(lock, name: str, primary: bool, log: Callable[[str], None]):
+    """The run's lock (process 0 takes it for all processes and tells them); None when another study holds it."""
+    import jax
+    import numpy as np
+
+    from jaxres import checkpoint
+
+    got, why = lock, None
+    if primary:
+        try:
+            lock.acquire()
+        except Exception as e:  # noqa: BLE001 - RunLocked; or a folder that cannot be written, raised below
+            got, why = None, e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        ok = int(multihost_utils.broadcast_one_to_all(np.int32(got is not None)))
+        if not primary:
+            return lock if ok else None
+    if got is None:
+        if not isinstance(why, checkpoint.RunLocked):
+            raise why
+        log(f"{name}: {why}")
+    return got
+
+
+def finished(path: Path, cfg_dict: dict) -> dict | None:
+    """The results of this exact run if ``path`` holds them; a damaged file is named and ignored."""
+    from jaxres import config
+
+    if not path.exists():
+        return None
+    try:
+        done = json.loads(path.read_text())
+        if not isinstance(done, dict):
+            raise ValueError("not a JSON object")
+    except ValueError:
+        print(f"warning: {path} is damaged; the run is rebuilt from its checkpoints", file=sys.stderr)
+        return None
+    return done if done.get("final") and not config.differences(done.get("config") or {}, cfg_dict) else None
+
+
+def environment(precision: str = "float32") -> dict[str, Any]:
+    """Versions, devices, the convolution backend and CPU settings a run used, and the code's git commit."""
+    from importlib import metadata
+
+    import flax
+    import jax
+    import optax
+    import orbax.checkpoint
+
+    from jaxres import conv, cpu
+
+    return {"jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
+            "flax": flax.__version__, "optax": optax.__version__, "orbax": orbax.checkpoint.__version__,
+            "backend": jax.default_backend(), "device_count": jax.local_device_count(),
+            "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
+            "conv_backend": conv.backend(), "conv_backend_note": conv.describe(precision), "cpu": cpu.host(),
+            "cpu_fast_path": cpu.fast_path_status(), "cpu_keep_memory": cpu.memory_status(),
+            "python": sys.version.split()[0], **code_version()}
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the jaxres code that runs, and whether its tree had uncommitted changes
+    (``git_clean``; None for both where jaxres is not a git checkout, e.g. installed from a wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_clean": None}
+    if commit.returncode or status.returncode:
+        return {"git_commit": None, "git_clean": None}
+    return {"git_commit": commit.stdout.strip(), "git_clean": not status.stdout.strip()}
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON; the row says why)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -1,0 +1,81 @@
+"""The library entry point: jaxres.run trains one RunConfig without the command line, and importing jaxres
+changes nothing process-wide until jaxres.setup() is called."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jaxres
+from jaxres import config, cpu
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_run(name="seed_cnn", dataset="mnist"):
+    runs = config.get_study("tiny").runs()
+    return next(r for r in runs if r.model.name == name and r.data.name == dataset and r.seed == 0)
+
+
+def test_a_run_trains_through_the_python_api_alone(tmp_path, raw_dir):
+    cfg = tiny_run()
+    lines = []
+    res = jaxres.run(cfg, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=False, log=lines.append)
+    assert lines[0].startswith(f"{config.run_name(cfg)}: mnist seed_cnn") and "precision float32" in lines[0]
+    assert len(res["history"]) == cfg.epochs and 0.0 <= res["final"]["test_accuracy"] <= 1.0
+    assert res["config"] == config.to_dict(cfg) and res["environment"]["cpu_fast_path"]
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["history"] == res["history"]
+    assert any((tmp_path / "run" / "checkpoints").iterdir())
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    # the same call again: the finished results, not trained again
+    again = jaxres.run(cfg, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=False, log=lines.append)
+    assert again["history"] == on_disk["history"] and "finished earlier" in lines[-1]
+
+
+def test_run_refuses_bad_arguments_in_one_line(tmp_path, raw_dir):
+    with pytest.raises(config.ConfigError, match="keep must be at least 1, got 0"):
+        jaxres.run(tiny_run(), tmp_path / "run", raw_dir=raw_dir, keep=0)
+    with pytest.raises(config.ConfigError, match="devices must be between 1 and the"):
+        jaxres.run(tiny_run(), tmp_path / "run", raw_dir=raw_dir, devices=99)
+    assert not (tmp_path / "run").exists()
+
+
+IMPORT_ONLY = """
+import os
+before = os.environ.get("XLA_FLAGS", "")
+import jaxres, jaxres.models, jaxres.train, jaxres.config, jaxres.runner
+from jaxres import cpu, models
+models.get_model("seed_cnn")
+print(os.environ.get("XLA_FLAGS", "") == before)
+print(cpu.fast_path_status()); print(cpu.memory_status())
+done = jaxres.setup()
+print(done["cpu_fast_path"]); print(done["cpu_keep_memory"]); print(cpu.FLAG in os.environ.get("XLA_FLAGS", ""))
+print(jaxres.setup() == done)
+"""
+
+
+def test_importing_jaxres_changes_nothing_until_setup():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAXRES_")}
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(cpu.FLAG, "").strip()
+    out = subprocess.run([sys.executable, "-c", IMPORT_ONLY], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    unchanged, fast, memory, fast_after, memory_after, flag_set, idempotent = out.stdout.split("\n")[:7]
+    assert unchanged == "True" and fast == "not applied" and memory == "not applied"
+    assert fast_after == "applied" and memory_after == "applied" and flag_set == "True"
+    assert idempotent == "True"
+
+
+def test_the_command_line_is_installed(tmp_path):
+    """pip install puts jaxres-compare next to the interpreter; it runs from any folder."""
+    exe = Path(sys.executable).parent / "jaxres-compare"
+    out = subprocess.run([str(exe), "--study", "tiny", "--dry-run"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("study tiny: 6 runs")
+    moved = subprocess.run([sys.executable, "-m", "experiments.compare", "--study", "tiny", "--dry-run"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert moved.returncode == 0 and moved.stdout == out.stdout, moved.stderr[-2000:]
