@@ -59,9 +59,14 @@ class RunLocked(CheckpointError):
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON so that ``path`` is always either the old file or the whole new one."""
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False))
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:  # a full disk: name the file being written, not the temporary, and leave nothing
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 class RunLock:
@@ -314,24 +319,56 @@ def quiet_orbax():
         sys.unraisablehook = previous
 
 
+# What a scheduler sends before it stops a job: SIGTERM (preemption, scancel, the end of a grace period)
+# and SIGUSR1 (SLURM's warning ahead of the time limit with #SBATCH --signal=B:USR1@120). Both stop a run
+# like Ctrl-C: the checkpoint being written is finished, the lock released, finished epochs kept.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (``STOP_SIGNALS``) arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def interrupt(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+
+
+def raise_on_stop_signals() -> dict:
+    """Make SIGTERM and SIGUSR1 raise ``Stopped`` in the main thread (as SIGINT raises KeyboardInterrupt);
+    returns the previous handlers, for ``signal.signal`` to put back."""
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    return {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+
+
 @contextlib.contextmanager
 def _interrupts_held():
-    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it; a second one raises at once."""
+    """Hold a Ctrl-C (SIGINT) or a stop signal until the block is done, then raise it; a second Ctrl-C raises
+    at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending = []
 
     def hold(signum, frame):
-        if pending:
-            raise KeyboardInterrupt
-        pending.append(signum)
-        print("interrupt: finishing the checkpoint being written (Ctrl-C again to abandon it)", file=sys.stderr)
+        if pending and signum == signal.SIGINT:
+            raise interrupt(pending[0])
+        if not pending:
+            pending.append(signum)
+            what = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
+            again = " (Ctrl-C again to abandon it)" if signum == signal.SIGINT else ""
+            print(f"{what}: finishing the checkpoint being written{again}", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, hold)
+    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, *STOP_SIGNALS)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
     if pending:
-        raise KeyboardInterrupt
+        raise interrupt(pending[0])

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import math
 import os
 import struct
 import tarfile
@@ -73,9 +74,9 @@ def _read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path} has a bad IDX header (rank {ndim}); replace the file")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated: its header says {dims} ({int(np.prod(dims))} bytes), "
-                        f"it holds {body.size}")
+    if body.size != math.prod(dims):  # Python integers: no overflow for a bogus header
+        raise DataError(f"{path} is truncated or damaged: its header says shape {dims} ({math.prod(dims):,} "
+                        f"bytes), it holds {body.size:,}")
     return body.reshape(dims)
 
 

@@ -172,7 +172,7 @@ def supervise(argv: list[str], setup: Setup, log_path: Path, module: str = "expe
 
     pumps = [threading.Thread(target=pump, args=(proc.stdout, sys.stdout), daemon=True),
              threading.Thread(target=pump, args=(proc.stderr, sys.stderr), daemon=True)]
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     try:
         for t in pumps:
             t.start()

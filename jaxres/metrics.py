@@ -7,6 +7,7 @@ them on the device (the first non-finite step is a minimum; no host sync per ste
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,8 @@ def _import_summary_writer():
     finally:
         if hide:
             del sys.modules["torch"]
+    # a diverged run's last values are NaN: the run's own line says so, not one tensorboardX line per value
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
     return SummaryWriter
 
 

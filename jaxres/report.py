@@ -35,6 +35,8 @@ def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
     for p in sorted(Path(out_dir).glob("*/results.json")):
         try:
             r = json.loads(p.read_text())
+            if not isinstance(r, dict):
+                raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             warnings.warn(f"skipping {p}: unreadable ({type(e).__name__}); rerun the study to rebuild it",
                           stacklevel=2)

@@ -2,7 +2,7 @@
 
 usage: python tests/fault_run.py FAULT [compare arguments ...]
 FAULT: ``none``; ``sigint-in-save:EPOCH`` (a Ctrl-C arrives just as epoch EPOCH's checkpoint starts
-to be written); ``fsize-at:EPOCH:BYTES`` (from epoch EPOCH's checkpoint on, no file may grow beyond
+to be written; ``sigterm-in-save``, ``sigusr1-in-save``: SIGTERM, SIGUSR1 instead); ``fsize-at:EPOCH:BYTES`` (from epoch EPOCH's checkpoint on, no file may grow beyond
 BYTES: writes beyond fail with EFBIG, as they fail with ENOSPC on a full disk; RLIMIT_FSIZE needs no
 privileges).
 """
@@ -12,14 +12,15 @@ import signal
 import sys
 
 fault, argv = sys.argv[1], sys.argv[2:]
-if fault.startswith("sigint-in-save:"):
+if fault.split(":")[0] in ("sigint-in-save", "sigterm-in-save", "sigusr1-in-save"):
     import orbax.checkpoint as ocp
 
     epoch, real_save = int(fault.split(":")[1]), ocp.CheckpointManager.save
+    signum = getattr(signal, fault.split("-")[0].upper())
 
     def save(self, step, *args, **kwargs):
         if step == epoch:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real_save(self, step, *args, **kwargs)
 
     ocp.CheckpointManager.save = save

@@ -4,6 +4,7 @@ import dataclasses
 import gzip
 import hashlib
 import shutil
+import struct
 import subprocess
 import sys
 import warnings
@@ -118,6 +119,18 @@ def test_idx_file_with_a_bogus_rank_byte_is_named(tmp_path, raw_dir):
     (d / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(body)))
     with pytest.raises(data.DataError, match=r"train-labels-idx1-ubyte.gz has a bad IDX header \(rank 200\)"):
         data.load_raw("mnist", "train", tmp_path)
+
+
+def test_an_idx_header_with_huge_dimensions_gives_their_true_size(tmp_path, raw_dir):
+    """A labels file claiming rank 3 and 4e9 per axis: the size in the message is the true product, not an
+    integer that overflowed."""
+    d = tmp_path / "mnist"
+    shutil.copytree(raw_dir / "mnist", d)
+    bogus = b"\0\0\x08\x03" + struct.pack(">3I", 4_000_000_000, 4_000_000_000, 4_000_000_000) + bytes(10)
+    (d / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bogus))
+    with pytest.raises(data.DataError) as info:
+        data.load_raw("mnist", "train", tmp_path)
+    assert f"({4_000_000_000 ** 3:,} bytes), it holds 10" in str(info.value)
 
 
 # ------------------------------------------------------------------ batching (device source)

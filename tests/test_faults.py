@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from experiments import compare
+from jaxres import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,3 +177,92 @@ def test_the_gz_reader_names_a_file_that_is_not_gzip(raw_dir, tmp_path):
     (bad / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03"))  # header only
     with pytest.raises(data.DataError, match=r"train-images-idx3-ubyte.gz has a bad IDX header"):
         data.load_raw("mnist", "train", tmp_path)
+
+
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGUSR1", 138)])
+def test_a_stop_signal_while_a_checkpoint_is_written_keeps_that_epoch(raw_dir, tmp_path, straight, name, status):
+    """What a scheduler sends before it stops a job (SIGTERM; SLURM's SIGUSR1 ahead of the time limit) stops
+    the run like Ctrl-C: the checkpoint being written is finished, the lock released, exit 128 + signal."""
+    out = tmp_path / "out"
+    stopped = fault_run(f"{name.lower()}-in-save:2", argv(raw_dir, out))
+    assert stopped.returncode == status, stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines() == [
+        f"{name}: finishing the checkpoint being written",
+        f"compare: stopped by {name}; finished epochs are kept, run the same command to continue"]
+    (run,) = out.glob("*/checkpoints")
+    assert sorted(p.name for p in run.iterdir()) == ["1", "2"]
+    resumed = fault_run("none", argv(raw_dir, out))
+    assert resumed.returncode == 0 and "resuming after epoch 2" in resumed.stdout, resumed.stderr[-3000:]
+    assert history(out) == straight
+
+
+def test_sigterm_during_training_is_one_line_and_releases_the_run(raw_dir, tmp_path, straight):
+    """SIGTERM between checkpoints (a preempted job): one line, exit 143, the lock free, no traceback."""
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "tests" / "fault_run.py"), "none",
+                             *argv(raw_dir, out, epochs=40)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the first epoch's line: training is under way
+        if "epoch 1/" in line or "epoch 1 " in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == ("compare: stopped by SIGTERM; finished epochs are kept, run the same "
+                                            "command to continue"), err[-3000:]
+    assert "Traceback" not in err
+    (run,) = out.glob("mnist_*")
+    assert checkpoint.RunLock(run).acquire().release() is None  # the lock is free again
+
+
+def test_a_results_file_that_is_json_but_not_an_object_is_rebuilt(raw_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compare.main(argv(raw_dir, out, epochs=1)) == 0
+    (path,) = out.glob("*/results.json")
+    good = json.loads(path.read_text())["history"]
+    for junk in ("[]", "null", "3"):
+        path.write_text(junk)
+        assert compare.main(["--report-only", str(out)]) == 2  # the only run is skipped: nothing to report
+        err = capsys.readouterr().err
+        assert f"skipping {path}: unreadable (ValueError)" in err and "Traceback" not in err
+        assert compare.main(argv(raw_dir, out, epochs=1)) == 0
+        assert f"warning: {path} is damaged; the run is rebuilt from its checkpoints" in capsys.readouterr().err
+        assert json.loads(path.read_text())["history"] == good
+
+
+def test_a_full_disk_while_results_are_written_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    from jaxres import checkpoint as ck
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    target = tmp_path / "results.json"
+    with pytest.raises(OSError) as info:
+        ck.write_json_atomic(target, {"a": 1})
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
+    ck.write_json_atomic(target, {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_report_only_with_an_empty_folder_name_is_one_line(capsys):
+    assert compare.main(["--report-only", ""]) == 2
+    assert capsys.readouterr().err.strip() == "compare: error: --report-only needs the folder of a study"
+
+
+def test_a_study_whose_only_run_is_held_elsewhere_says_so(raw_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compare.main(argv(raw_dir, out, "--dry-run")) == 0
+    name = capsys.readouterr().out.strip().splitlines()[-1].split()[0]
+    lock = checkpoint.RunLock(out / name).acquire()  # another process holds the run
+    try:
+        assert compare.main(argv(raw_dir, out, epochs=1)) == 0
+    finally:
+        lock.release()
+    printed = capsys.readouterr()
+    assert "is being trained by pid" in printed.out and "no finished runs" not in printed.err + printed.out
+    assert f"when they finish: python -m experiments.compare --report-only {out}" in printed.out
+    assert printed.err == ""
