@@ -26,6 +26,7 @@ folder is told which process holds it, and a lock left by a killed process is ta
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -115,6 +116,11 @@ class RunLock:
         self.release()
 
 
+# The longest path orbax writes below a run's checkpoints/ folder, with room to spare: about 60 characters
+# (`1/state/ocdbt.process_0/d/<32 hex>`), more while a step is written under a temporary name.
+DEEPEST_BELOW_CHECKPOINTS = 160
+
+
 class Checkpointer:
     """Saves and restores one run's per-epoch checkpoints in ``run_dir``.
 
@@ -145,7 +151,31 @@ class Checkpointer:
         elif jax.process_index() == 0:
             write_json_atomic(config_path, self.config)
         self._keep = keep
+        self._check_writable(self.run_dir / "checkpoints")
         self._open()
+
+    def _check_writable(self, folder: Path) -> None:
+        """Fail in one line, before training, where no checkpoint could be written: a folder that is read-only
+        or full, or a path so long that the files orbax writes below it would pass the system's limit (orbax
+        would time out in its background threads instead, minutes later)."""
+        try:
+            limit = os.pathconf(self.run_dir, "PC_PATH_MAX")
+        except (OSError, ValueError):
+            limit = 4096
+        if len(str(folder)) + DEEPEST_BELOW_CHECKPOINTS >= limit:
+            raise CheckpointError(f"{folder} is {len(str(folder))} characters long: the checkpoint files below it "
+                                  f"would pass this system's limit of {limit} for a path; use a shorter --out")
+        probe = folder / f".write_test.{socket.gethostname()}.{os.getpid()}"
+        try:
+            folder.mkdir(exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                advice = "run the same command once there is room"
+            else:
+                advice = "make it writable (permissions, a read-only mount, chattr -i) or use another --out"
+            raise CheckpointError(f"cannot write checkpoints in {folder} ({e.strerror}); {advice}") from None
 
     def _open(self) -> None:
         best = lambda m: m["test_accuracy"]  # noqa: E731

@@ -266,3 +266,51 @@ def test_a_study_whose_only_run_is_held_elsewhere_says_so(raw_dir, tmp_path, cap
     assert "is being trained by pid" in printed.out and "no finished runs" not in printed.err + printed.out
     assert f"when they finish: python -m experiments.compare --report-only {out}" in printed.out
     assert printed.err == ""
+
+
+def _make_unwritable(folder: Path) -> list[str] | None:
+    """Make ``folder`` refuse new files, as a read-only mount does: chmod for a user, chattr +i for root (which
+    chmod does not stop); the command that undoes it, or None where neither works here."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return ["chmod", "755", str(folder)]
+    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        return ["chattr", "-i", str(folder)]
+    return None
+
+
+def test_a_read_only_checkpoint_folder_is_one_line_within_seconds(raw_dir, tmp_path, straight):
+    """Simulated with chmod (a user) or chattr +i (root); what it does not cover: a real read-only mount."""
+    out = tmp_path / "out"
+    first = fault_run("none", argv(raw_dir, out, epochs=1))
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = out.glob("mnist_*")
+    undo = _make_unwritable(run / "checkpoints")
+    if undo is None:
+        pytest.skip("neither chmod nor chattr can make a folder read-only here")
+    try:
+        stopped = fault_run("none", argv(raw_dir, out))
+    finally:
+        subprocess.run(undo, check=True)
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    reason = "Operation not permitted" if undo[0] == "chattr" else "Permission denied"
+    assert stopped.stderr.strip() == (f"compare: error: cannot write checkpoints in {run / 'checkpoints'} ({reason}); "
+                                      "make it writable (permissions, a read-only mount, chattr -i) or use another "
+                                      "--out")
+    again = fault_run("none", argv(raw_dir, out))  # once it is writable again the run goes on
+    assert again.returncode == 0 and "resuming after epoch 1" in again.stdout, again.stderr[-3000:]
+    assert history(out) == straight
+
+
+def test_an_output_path_too_long_for_the_checkpoint_files_is_one_line_before_training(raw_dir, tmp_path):
+    limit = os.pathconf(tmp_path, "PC_PATH_MAX")
+    deep = tmp_path
+    while len(str(deep)) < limit - 120:  # a folder that exists, whose checkpoint files could not
+        deep = deep / ("d" * min(200, limit - 120 - len(str(deep))))
+    deep.mkdir(parents=True)
+    stopped = fault_run("none", argv(raw_dir, deep))
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    (line,) = stopped.stderr.strip().splitlines()
+    assert line.startswith("compare: error: ") and line.endswith(
+        f"would pass this system's limit of {limit} for a path; use a shorter --out")
+    assert "epoch 1/" not in stopped.stdout  # nothing was trained
