@@ -119,6 +119,8 @@ class RunLock:
 # The longest path orbax writes below a run's checkpoints/ folder, with room to spare: about 60 characters
 # (`1/state/ocdbt.process_0/d/<32 hex>`), more while a step is written under a temporary name.
 DEEPEST_BELOW_CHECKPOINTS = 160
+# In RUN/manifests/ of a run begun by this jaxres: each of its checkpoints has a manifest, so one without is untrusted.
+MANIFESTED = ".every_checkpoint_has_one"
 
 
 class Checkpointer:
@@ -153,6 +155,9 @@ class Checkpointer:
         self._keep = keep
         self._check_writable(self.run_dir / "checkpoints")
         self._open()
+        if not self.epochs() and jax.process_index() == 0:  # a new run: every checkpoint of it gets a manifest
+            (self.run_dir / "manifests").mkdir(exist_ok=True)
+            (self.run_dir / "manifests" / MANIFESTED).touch()
 
     def _check_writable(self, folder: Path) -> None:
         """Fail in one line, before training, where no checkpoint could be written: a folder that is read-only
@@ -237,7 +242,10 @@ class Checkpointer:
         """Raise if a file of checkpoint ``epoch`` is missing or differs from what was written."""
         manifest = self.run_dir / "manifests" / f"{epoch}.json"
         if not manifest.exists():
-            return  # written by an older jaxres: orbax's own checks only
+            if (self.run_dir / "manifests" / MANIFESTED).exists():  # a kill between the checkpoint and its manifest
+                raise ValueError("it has no manifest (the process stopped between writing the two), so its files "
+                                 "cannot be verified")
+            return  # a run begun by a jaxres without manifests: orbax's own checks only
         step_dir = Path(self.manager.directory) / str(epoch)
         for name, digest in json.loads(manifest.read_text()).items():
             path = step_dir / name
@@ -278,7 +286,7 @@ class Checkpointer:
                 return saved, history
             except Exception as e:  # noqa: BLE001 - any failure to read means: use an older checkpoint
                 moved = self._quarantine(epoch)
-                warnings.warn(f"checkpoint of epoch {epoch} in {self.run_dir / 'checkpoints'} is unreadable "
+                warnings.warn(f"checkpoint of epoch {epoch} in {self.run_dir / 'checkpoints'} cannot be used "
                               f"({type(e).__name__}: {_reason(e)}); moved to {moved}; trying the previous one",
                               stacklevel=2)
         return None

@@ -314,3 +314,26 @@ def test_an_output_path_too_long_for_the_checkpoint_files_is_one_line_before_tra
     assert line.startswith("compare: error: ") and line.endswith(
         f"would pass this system's limit of {limit} for a path; use a shorter --out")
     assert "epoch 1/" not in stopped.stdout  # nothing was trained
+
+
+def test_a_checkpoint_left_without_its_manifest_is_not_trusted(raw_dir, tmp_path, straight):
+    """A kill between a checkpoint's rename and its manifest's write (simulated by deleting the manifest) and
+    damage to its data later: the checkpoint is not restored unverified; one warning line, the previous one
+    is used, and the finished run equals an uninterrupted one."""
+    out = tmp_path / "out"
+    first = fault_run("none", argv(raw_dir, out, epochs=2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = out.glob("mnist_*")
+    (run / "manifests" / "2.json").unlink()
+    for f in (run / "checkpoints" / "2" / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            data = bytearray(f.read_bytes())
+            data[len(data) // 3:len(data) // 3 + 32] = b"\xff" * 32
+            f.write_bytes(bytes(data))
+    again = fault_run("none", argv(raw_dir, out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith(f"warning: checkpoint of epoch 2 in {run / 'checkpoints'} cannot be used (ValueError: it "
+                           "has no manifest") and "trying the previous one" in line, line
+    assert "resuming after epoch 1" in again.stdout
+    assert history(out) == straight
