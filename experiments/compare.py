@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; data-parallel when N > 1, "
                          "by the parallel key: jit or pmap)")
     io.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    d = p.add_argument_group("several processes (jax.distributed; see README: SLURM, TPU pods)")
+    d = p.add_argument_group("several processes (jax.distributed; see docs/training.md: SLURM, TPU pods)")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process "
                    "($JAXRES_COORDINATOR)")
     d.add_argument("--num-processes", type=int, help="how many processes share the study ($JAXRES_NUM_PROCESSES)")

@@ -45,7 +45,7 @@ ENV = "JAXRES_CONV"
 FUSE_ADD_ENV = "JAXRES_CONV_FUSE_ADD"  # "0": conv_bias_add_act adds and applies the ReLU in XLA (to compare)
 # A convolution's input and kernel gradients go to oneDNN in one call, which runs them at the same time on
 # one OpenMP thread each where there are exactly two (else one after the other); "0": two calls, one after
-# the other on all threads (to compare; README "Benchmarks")
+# the other on all threads (to compare; docs/benchmarks.md)
 OVERLAP_ENV = "JAXRES_CONV_OVERLAP_GRADS"
 _chosen: str | None = None  # set_backend's choice; None: automatic
 

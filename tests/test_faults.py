@@ -1,5 +1,5 @@
 """Faults and bad input, as a hostile but realistic user meets them: one line, nothing finished lost,
-the corrected command just works. Each test reproduces one row of the README's "What survives what"
+the corrected command just works. Each test reproduces one row of docs/training.md's "What survives what"
 table. Processes that must be watched from outside (tracebacks printed at exit, signals, file-size
 limits) run ``tests/fault_run.py``, which injects one fault into ``python -m experiments.compare``."""
 import errno
