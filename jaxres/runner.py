@@ -74,7 +74,7 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
         n_all = n_dev * jax.process_count()
         how = (f"{n_all} devices ({cfg.parallel}" + (f", {jax.process_count()} processes)" if jax.process_count() > 1
                                                       else ")") if n_all > 1 else "1 device")
-        cpu_note = (f", CPU setup: fast path {cpu.fast_path_status()}, freed memory kept {cpu.memory_status()}"
+        cpu_note = (f", CPU setup: fast path {cpu.fast_path_status()}, kept memory {cpu.memory_status()}"
                     if jax.default_backend() == "cpu" else "")
         say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
             f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
