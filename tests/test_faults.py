@@ -81,12 +81,17 @@ def test_a_damaged_config_file_is_named_with_the_way_out(raw_dir, tmp_path, caps
 
 
 def test_ctrl_c_while_a_checkpoint_is_written_keeps_that_epoch(raw_dir, tmp_path, straight):
-    out = tmp_path / "out"
-    stopped = fault_run("sigint-in-save:2", argv(raw_dir, out))
-    assert stopped.returncode == 130, stopped.stderr[-3000:]
-    assert stopped.stderr.strip().splitlines() == [
+    stopped_in_save_keeps_that_epoch(raw_dir, tmp_path / "out", straight, "sigint", 130, [
         "interrupt: finishing the checkpoint being written (Ctrl-C again to abandon it)",
-        "compare: interrupted; finished epochs are kept, run the same command to continue"]
+        "compare: interrupted; finished epochs are kept, run the same command to continue"])
+
+
+def stopped_in_save_keeps_that_epoch(raw_dir, out, straight, signal_name, status, lines):
+    """A signal just as epoch 2's checkpoint starts: those stderr lines, that exit status, both checkpoints on
+    disk, and the rerun resumes after epoch 2 to the uninterrupted history."""
+    stopped = fault_run(f"{signal_name}-in-save:2", argv(raw_dir, out))
+    assert stopped.returncode == status, stopped.stderr[-3000:]
+    assert stopped.stderr.strip().splitlines() == lines
     (run,) = out.glob("*/checkpoints")
     assert sorted(p.name for p in run.iterdir()) == ["1", "2"]
     resumed = fault_run("none", argv(raw_dir, out))
@@ -183,17 +188,9 @@ def test_the_gz_reader_names_a_file_that_is_not_gzip(raw_dir, tmp_path):
 def test_a_stop_signal_while_a_checkpoint_is_written_keeps_that_epoch(raw_dir, tmp_path, straight, name, status):
     """What a scheduler sends before it stops a job (SIGTERM; SLURM's SIGUSR1 ahead of the time limit) stops
     the run like Ctrl-C: the checkpoint being written is finished, the lock released, exit 128 + signal."""
-    out = tmp_path / "out"
-    stopped = fault_run(f"{name.lower()}-in-save:2", argv(raw_dir, out))
-    assert stopped.returncode == status, stopped.stderr[-3000:]
-    assert stopped.stderr.strip().splitlines() == [
+    stopped_in_save_keeps_that_epoch(raw_dir, tmp_path / "out", straight, name.lower(), status, [
         f"{name}: finishing the checkpoint being written",
-        f"compare: stopped by {name}; finished epochs are kept, run the same command to continue"]
-    (run,) = out.glob("*/checkpoints")
-    assert sorted(p.name for p in run.iterdir()) == ["1", "2"]
-    resumed = fault_run("none", argv(raw_dir, out))
-    assert resumed.returncode == 0 and "resuming after epoch 2" in resumed.stdout, resumed.stderr[-3000:]
-    assert history(out) == straight
+        f"compare: stopped by {name}; finished epochs are kept, run the same command to continue"])
 
 
 def test_sigterm_during_training_is_one_line_and_releases_the_run(raw_dir, tmp_path, straight):
