@@ -151,6 +151,15 @@ def test_an_unwritable_results_file_is_one_line(raw_dir, tmp_path, capsys, monke
     assert len(err.splitlines()) == 1
 
 
+
+def damage_checkpoint(run, epoch):
+    """Overwrite 32 bytes in the middle of every data file of that epoch's checkpoint."""
+    for f in (run / "checkpoints" / str(epoch) / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            data = bytearray(f.read_bytes())
+            data[len(data) // 3:len(data) // 3 + 32] = b"\xff" * 32
+            f.write_bytes(bytes(data))
+
 @pytest.mark.parametrize("manifest", [True, pytest.param(False, marks=pytest.mark.slow)],
                          ids=["manifest", "older-checkpoint"])
 def test_a_corrupt_checkpoint_data_file_is_one_warning_line(raw_dir, tmp_path, straight, manifest):
@@ -160,11 +169,7 @@ def test_a_corrupt_checkpoint_data_file_is_one_warning_line(raw_dir, tmp_path, s
     (run,) = out.glob("mnist_*")
     if not manifest:  # as written by jaxres before manifests: orbax alone finds the damage
         shutil.rmtree(run / "manifests")
-    for f in (run / "checkpoints" / "2" / "state").rglob("*"):
-        if f.is_file() and f.parent.name == "d":
-            data = bytearray(f.read_bytes())
-            data[len(data) // 3:len(data) // 3 + 32] = b"\xff" * 32
-            f.write_bytes(bytes(data))
+    damage_checkpoint(run, 2)
     again = fault_run("none", argv(raw_dir, out))
     assert again.returncode == 0, again.stderr[-3000:]
     lines = again.stderr.strip().splitlines()
@@ -322,11 +327,7 @@ def test_a_checkpoint_left_without_its_manifest_is_not_trusted(raw_dir, tmp_path
     assert first.returncode == 0, first.stderr[-3000:]
     (run,) = out.glob("mnist_*")
     (run / "manifests" / "2.json").unlink()
-    for f in (run / "checkpoints" / "2" / "state").rglob("*"):
-        if f.is_file() and f.parent.name == "d":
-            data = bytearray(f.read_bytes())
-            data[len(data) // 3:len(data) // 3 + 32] = b"\xff" * 32
-            f.write_bytes(bytes(data))
+    damage_checkpoint(run, 2)
     again = fault_run("none", argv(raw_dir, out))
     assert again.returncode == 0, again.stderr[-3000:]
     (line,) = again.stderr.strip().splitlines()
