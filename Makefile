@@ -32,10 +32,14 @@ models: install
 	$(PY) -m jaxres.models
 
 # What benchmarks/gpu_check.sh and experiments/gpu_depth.sh need on a GPU machine without TensorFlow (carry .gpu, about 30 MB).
+# pydantic (the config's validation) is not in the GPU image: its wheels for that image's Python 3.12 travel too.
+GPU_WHEELS ?= pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 gpu-carry:
-	mkdir -p .gpu/mnist
+	mkdir -p .gpu/mnist .gpu/wheels
 	cp $(RAW_DIR)/mnist/*.gz .gpu/mnist/
 	cp $(RAW_DIR)/cifar10/cifar10-jpeg.tar.xz $(RAW_DIR)/rebuild_cifar10_binary.py .gpu/
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -17,6 +17,10 @@ BENCH_STEPS=${BENCH_STEPS:-40}
 RAW=${RAW:-/tmp/jaxres-raw}
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+if ! $PY -c "import pydantic" 2>/dev/null; then  # not in the GPU image: the wheels make gpu-carry brought
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/jaxres-site .gpu/wheels/*.whl || exit 1
+  export PYTHONPATH=$PWD:/tmp/jaxres-site
+fi
 mkdir -p "$OUT" "$RAW/mnist" "$RAW/cifar10"
 (nvidia-smi -L || echo "no nvidia-smi") > "$OUT/device.txt" 2>&1
 $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" | tee -a "$OUT/device.txt"

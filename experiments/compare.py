@@ -23,10 +23,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from jaxres.checkpoint import CheckpointError
 from jaxres.config import ConfigError
-from jaxres.data import DataError
 from jaxres.distributed import DistributedError
+from jaxres.errors import CheckpointError, DataError
+
+
+from jaxres.registry import RAW_DIR_ENV
 
 
 class UsageError(Exception):
@@ -46,7 +48,7 @@ SWEEP_FLAGS = {"models": "model.name", "datasets": "data.name", "seeds": "seed"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxres import config, data, models
+    from jaxres import config, registry
 
     p = Parser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -59,24 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="make a config key an axis of the study, e.g. optimizer.lr=0.1,0.01 (repeatable); keys "
                         "that move together: optimizer.name,optimizer.lr=adam,0.001;sgd,0.1")
-    s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(models.PRESETS)}")
-    s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(data.DATASETS)}")
+    s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(registry.PRESETS)}")
+    s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(registry.DATASETS)}")
     s.add_argument("--seeds", help="sweep seed: comma-separated integers (the root of every random stream)")
     s.add_argument("--epochs", type=int, help="set epochs for every dataset (replaces the study's per-dataset epochs)")
     s.add_argument("--train-subset", type=int, help="set data.train_subset: the first N training examples")
     s.add_argument("--test-subset", type=int, help="set data.test_subset: the first N test examples")
     s.add_argument("--batch-size", type=int, help="set data.batch_size (global; the seed study's default: 128)")
     s.add_argument("--lr", type=float, help="set optimizer.lr (peak learning rate)")
-    s.add_argument("--optimizer", help="set optimizer.name (adam, adamw, sgd)")
-    s.add_argument("--norm", help=f"set model.norm ({', '.join(models.NORMS)})")
+    s.add_argument("--optimizer", help=f"set optimizer.name ({', '.join(registry.OPTIMIZERS)})")
+    s.add_argument("--norm", help=f"set model.norm ({', '.join(registry.NORMS)})")
     s.add_argument("--augment", action="store_true", help="set data.augment=true (pad-crop-flip)")
     s.add_argument("--source", help="set data.source: device (raw files read with numpy, batches made on the "
                                     "device, no TensorFlow) or tfds (tensorflow-datasets + tf.data)")
     s.add_argument("--list-keys", action="store_true", help="print every config key with the study's value, and exit")
     s.add_argument("--dry-run", action="store_true", help="print the runs of the study, and exit")
     io = p.add_argument_group("files")
-    io.add_argument("--raw-dir", default=os.environ.get(data.RAW_DIR_ENV),
-                    help=f"folder with <dataset>/<original files> (default ${data.RAW_DIR_ENV})")
+    io.add_argument("--raw-dir", default=os.environ.get(RAW_DIR_ENV),
+                    help=f"folder with <dataset>/<original files> (default ${RAW_DIR_ENV})")
     io.add_argument("--data-dir", help="tfds data dir for --source tfds (default tfds's own)")
     io.add_argument("--out", default="runs/compare", help="output folder of the study (default runs/compare)")
     io.add_argument("--report-only", metavar="DIR", help="rebuild summary, curves and report from DIR's results")
@@ -114,7 +116,7 @@ def make_study(args: argparse.Namespace):
     """The study the command line asks for: the preset, then the flags, then --set, then --sweep."""
     from jaxres import config
 
-    study = config.get_study(args.study)
+    study = config.get_study(args.study).with_env()  # $JAXRES_CONV ... (config.COMPUTE_ENV); flags override them
     for flag, key in SET_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -151,10 +153,14 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
 
     if args.keep < 1:
         raise UsageError(f"--keep must be at least 1, got {args.keep}")
-    try:
-        conv.backend()
-    except ValueError as e:  # JAXRES_CONV names a backend that cannot run here
-        raise UsageError(f"{e} (${conv.ENV})") from None
+    for name in {cfg.compute.conv for cfg in runs} - {"auto"}:
+        try:
+            conv._check(name)
+        except ValueError as e:  # compute.conv (or $JAXRES_CONV) names a backend that cannot run here
+            raise UsageError(f"compute.conv: {e}") from None
+    if len({cfg.compute.fast_path for cfg in runs}) > 1:
+        raise UsageError("compute.fast_path differs between runs, but it is set once per process (an XLA flag); "
+                         "run each value as its own study")
     n_dev = jax.local_device_count()
     if args.devices is not None and not 1 <= args.devices <= n_dev:
         raise UsageError(f"--devices must be between 1 and the {n_dev} local devices, got {args.devices}")
@@ -187,7 +193,7 @@ def _one_line(message, category, filename, lineno, file=None, line=None) -> None
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from jaxres.checkpoint import quiet_orbax, raise_on_stop_signals
+    from jaxres.errors import raise_on_stop_signals
 
     # orbax's failures surface here as one-line errors; its own tracebacks (some logged late, when
     # asyncio collects a failed future) would bury them
@@ -195,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     supervised = _supervise_if_distributed(argv)
     if supervised is not None:
         return supervised
-    with warnings.catch_warnings(), quiet_orbax():
+    with warnings.catch_warnings(), _quiet_orbax_if_training(argv):
         warnings.showwarning = _one_line  # one line per warning, without the source line
         previous = raise_on_stop_signals()  # SIGTERM, SIGUSR1: stop like Ctrl-C (finished work kept)
         try:
@@ -203,6 +209,19 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+def _quiet_orbax_if_training(argv: list[str] | None):
+    """orbax's loggers quieted (``jaxres.checkpoint.quiet_orbax``) unless the command only prints (--help,
+    --list-keys, --dry-run, --report-only), which must not import JAX and orbax."""
+    import contextlib
+
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "--list-keys", "--dry-run") or a.startswith("--report-only") for a in argv):
+        return contextlib.nullcontext()
+    from jaxres.checkpoint import quiet_orbax
+
+    return quiet_orbax()
 
 
 def _supervise_if_distributed(argv: list[str] | None) -> int | None:
@@ -246,7 +265,7 @@ def _main(argv: list[str] | None) -> int:
                     with_ = f", tied to {', '.join(k for k in tied[key] if k != key)}" if key in tied else ""
                     print(f"{key} = {axes[key]!r}  (axis{with_})")
                 elif key == "epochs" and study.epochs_by_dataset:
-                    print(f"{key} = {dict(study.epochs_by_dataset)!r}  (per dataset)")
+                    print(f"{key} = {dict(study.epochs_by_dataset)!r}  (per dataset; any other: its own)")
                 else:
                     print(f"{key} = {config.get(study.base, key)!r}")
             return 0
@@ -257,7 +276,7 @@ def _main(argv: list[str] | None) -> int:
         setup = distributed_setup(args)
         import jaxres
 
-        jaxres.setup()  # the process-wide CPU settings, before JAX starts its backend
+        jaxres.setup(runs[0].compute)  # the process-wide CPU settings, before JAX starts its backend
         distributed.initialize(setup)
         _check_inputs(runs, args)
         out = Path(args.out)

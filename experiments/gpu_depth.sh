@@ -19,6 +19,10 @@ SEEDS=${SEEDS:-0,1,2}
 BUDGET_S=${BUDGET_S:-540}
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+if ! $PY -c "import pydantic" 2>/dev/null; then  # not in the GPU image: the wheels make gpu-carry brought
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/jaxres-site .gpu/wheels/*.whl || exit 1
+  export PYTHONPATH=$PWD:/tmp/jaxres-site
+fi
 mkdir -p "$OUT" "$RAW/cifar10"
 (nvidia-smi -L || echo "no nvidia-smi") > "$OUT/device.txt" 2>&1
 $PY -c "import jax; print('jax', jax.__version__, jax.devices())" | tee -a "$OUT/device.txt"

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def setup() -> dict[str, str]:
+def setup(compute: Any = None) -> dict[str, str]:
     """Apply jaxres's process-wide CPU settings once (see ``jaxres.runner.setup``); what was done, in words."""
     from jaxres import runner
 
-    return runner.setup()
+    return runner.setup(compute)
 
 
 def run(cfg: Any, workdir: Any, **kwargs: Any) -> dict[str, Any]:

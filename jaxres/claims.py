@@ -39,7 +39,7 @@ from typing import Any
 
 from jaxres import stats
 from jaxres.config import flatten
-from jaxres.data import DATASETS
+from jaxres.registry import DATASETS
 
 RESNET = "seed_resnet"
 PAIRS = (("seed_cnn", RESNET), ("seed_plain_twin", RESNET))  # (other, ResNet)

@@ -20,23 +20,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import hashlib
 import itertools
 import json
-import math
-import types
+import os
 import typing
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
-from jaxres import data, models
+import pydantic
+from pydantic import BaseModel, BeforeValidator, Field
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+from jaxres import registry
+
+OPTIMIZERS = tuple(registry.OPTIMIZERS)
+SCHEDULES = registry.SCHEDULES
 PARALLEL = ("jit", "pmap")              # how several devices share a step (jaxres.train.fit)
-SCHEDULES = ("constant", "piecewise", "cosine")
 DECAY_ON = ("all", "kernels")
-PRECISIONS = ("float32", "bfloat16")  # compute.precision: what convolutions, dense layers and activations run in
+PRECISIONS = ("float32", "bfloat16")    # compute.precision: what convolutions, dense layers and activations run in
+CONV_BACKENDS = ("auto", "onednn", "xla-swapped", "xla")  # compute.conv (jaxres.conv)
 MAX_SEED = 2**31 - 1
 
 
@@ -44,94 +46,127 @@ class ConfigError(ValueError):
     """A configuration key or value is not acceptable; the message names it and what is allowed."""
 
 
-def _choice(key: str, value: Any, choices: Iterable[str]) -> None:
-    choices = list(choices)
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}")
+# ---------------------------------------------------------------------------- value types
+def _whole(v: Any) -> Any:
+    """An integral float (JSON's 3.0, 1e4) is the integer it names; anything else is left to the check."""
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v
 
 
-def _number(key: str, value: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-            hi_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key}={value!r} must be a finite number")
-    low_bad = lo is not None and (value <= lo if lo_open else value < lo)
-    high_bad = hi is not None and (value >= hi if hi_open else value > hi)
-    if low_bad or high_bad:
-        fmt = lambda x: str(x) if isinstance(x, int) else f"{x:g}"
-        lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {fmt(lo)}"
-        hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {fmt(hi)}"
-        raise ConfigError(f"{key}={value!r} must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
+def _listed(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
 
 
-def _coerce(obj: Any) -> None:
-    """Check every field's type (ints where floats are wanted become floats; lists become tuples)."""
-    hints = _hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value, hint = getattr(obj, f.name), hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, hint):
-                raise ConfigError(f"{f.name} must be a {hint.__name__}, got {value!r}")
-            continue
+Int = Annotated[int, BeforeValidator(_whole)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+Steps = Annotated[tuple[Int, ...], BeforeValidator(_listed)]
+
+
+class Section(BaseModel):
+    """A frozen, strictly typed part of the config (no bool for a number, no string for either; ints widen
+    to floats). A bad value is one ``ConfigError`` line naming its dotted key, the value and what is allowed."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=False)
+    prefix: ClassVar[str] = ""
+
+    def __init__(self, **values: Any) -> None:
         try:
-            object.__setattr__(obj, f.name, _as_type(value, hint))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{_prefix(obj)}{f.name}={value!r} must be {_type_name(hint)}") from None
+            super().__init__(**values)
+        except pydantic.ValidationError as e:
+            raise ConfigError(_explain(type(self), e.errors(include_url=False)[0], values)) from None
+
+    def check(self) -> None:
+        """The checks that involve several keys (run when a study is expanded, once every key is set)."""
 
 
-def _prefix(obj: Any) -> str:
-    return {DataConfig: "data.", ModelConfig: "model.", OptimizerConfig: "optimizer.",
-            ScheduleConfig: "schedule.", ComputeConfig: "compute."}.get(type(obj), "")
+def _explain(cls: type[Section], error: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    """One line for pydantic's first error: the key, the value, and what the field allows."""
+    loc = [p for p in error["loc"] if isinstance(p, str)]
+    if error["type"] == "value_error":  # a check of ours: its message already names the key
+        return str(error["ctx"]["error"])
+    key, value = loc[0] if loc else "", values.get(loc[0]) if loc else None
+    while len(loc) > 1 and _section(cls, loc[0]) is not None:  # a nested section given as a dict
+        cls, value = _section(cls, loc[0]), (value or {}).get(loc[1]) if isinstance(value, Mapping) else None
+        loc = loc[1:]
+        key = loc[0]
+    if key not in cls.model_fields:
+        return f"{cls.prefix}{error['msg']}"
+    field = cls.model_fields[key]
+    full = f"{cls.prefix}{key}"
+    if _section(cls, key) is not None:
+        return f"{full} must be a {field.annotation.__name__}, got {value!r}"
+    hint = field.annotation
+    choices = _choices(hint)
+    if choices and isinstance(value, str):
+        return f"{full}={value!r} is not one of {', '.join(choices)}"
+    if error["type"] == "finite_number":
+        return f"{full}={value!r} must be a finite number"
+    bounds = _bounds(field.metadata)
+    if bounds and error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        shown = float(value) if _accepts(hint, float) and isinstance(value, int) else value
+        return f"{full}={shown!r} must be {bounds}"
+    return f"{full}={value!r} must be {_type_name(hint)}"
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _section(cls: type, key: str) -> type[Section] | None:
+    hint = cls.model_fields[key].annotation if key in getattr(cls, "model_fields", {}) else None
+    return hint if isinstance(hint, type) and issubclass(hint, Section) else None
+
+
+def _bounds(metadata: Sequence[Any]) -> str:
+    parts = []
+    for m in metadata:
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(m, attr, None) is not None:
+                parts.append(f"{op} {getattr(m, attr)}")
+    return " and ".join(parts)
+
+
+def _choices(hint: Any) -> tuple[str, ...]:
+    """The strings a Literal field (or an optional one) allows; () for any other field."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return ()
+
+
+def _args(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+
+
+def _strip(hint: Any) -> Any:
+    return typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint
 
 
 def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            type(None): "null"}.get(hint, str(hint))
+    names = []
+    for arg in map(_strip, _args(hint)):
+        if typing.get_origin(arg) is tuple:
+            names.append(f"a list of {_type_name(typing.get_args(arg)[0])}s")
+        elif typing.get_origin(arg) is Literal:
+            names.append(f"one of {', '.join(typing.get_args(arg))}")
+        else:
+            names.append({int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                          type(None): "null"}.get(arg, str(arg)))
+    return " or ".join(names)
 
 
-def _as_type(value: Any, hint: Any) -> Any:
-    """``value`` as ``hint``: exact types only (no bool for int, no float for int); ints widen to float."""
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        for arg in typing.get_args(hint):
-            try:
-                return _as_type(value, arg)
-            except (TypeError, ValueError):
-                continue
-        raise TypeError(value)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(value)
-        return tuple(_as_type(v, typing.get_args(hint)[0]) for v in value)
-    if hint is type(None):
-        if value is not None:
-            raise TypeError(value)
-        return None
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if type(value) is not hint:
-        raise TypeError(value)
-    return value
+def _accepts(hint: Any, t: type) -> bool:
+    return any(_strip(a) is t for a in _args(hint))
 
 
 def _parse(text: str, hint: Any) -> Any:
     """A command-line string as a value of ``hint``: JSON where it parses (numbers, true, null, lists),
     else the bare string; "none" means null where a string is not allowed, and a comma list is a list."""
     text = text.strip()
-    if text.lower() == "null" or (text.lower() == "none" and not _accepts(hint, str)):
+    choices = _choices(hint)
+    if text.lower() == "null" or (text.lower() == "none" and "none" not in choices):
         return None  # "none" is a value of model.norm and model.shortcut: there only "null" means None
-    if text.lower() in ("true", "false", "yes", "no", "on", "off"):
-        return text.lower() in ("true", "yes", "on")
+    if choices:
+        return text  # a name: the field says whether it is one of its choices
+    if text.lower() in ("true", "false", "yes", "no", "on", "off") or (_accepts(hint, bool) and text in ("0", "1")):
+        return text.lower() in ("true", "yes", "on", "1")
     try:
         value = json.loads(text)
     except ValueError:
@@ -141,75 +176,61 @@ def _parse(text: str, hint: Any) -> Any:
                 value = float(text)  # "nan", "inf": parsed, so the range check can name them
             except ValueError:
                 pass
-    if typing.get_origin(hint) is tuple and not isinstance(value, list):
-        value = [] if text in ("", "[]") else [_parse(t, typing.get_args(hint)[0]) for t in text.split(",")]
+    sequence = next((a for a in map(_strip, _args(hint)) if typing.get_origin(a) is tuple), None)
+    if sequence is not None and not isinstance(value, list):
+        value = [] if text in ("", "[]") else [_parse(t, typing.get_args(sequence)[0]) for t in text.split(",")]
     return value
 
 
-def _accepts(hint: Any, t: type) -> bool:
-    return hint is t or t in typing.get_args(hint)
+def _names(table: Mapping[str, Any] | Sequence[str]) -> Any:
+    return Literal[tuple(table)]
 
 
 # ---------------------------------------------------------------------------- the run config
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """Which examples a run sees and how they are batched (``jaxres.data``)."""
 
-    name: str = "mnist"
-    batch_size: int = 128               # global, over all devices; the seed does not state one
-    eval_batch_size: int = 1000
-    preprocess: str = "scale"           # x/255 (the seed's choice) or per-channel standardization
+    prefix: ClassVar[str] = "data."
+    name: _names(registry.DATASETS) = "mnist"
+    batch_size: Int = Field(128, ge=1)  # global, over all devices; the seed does not state one
+    eval_batch_size: Int = Field(1000, ge=1)
+    preprocess: _names(registry.PREPROCESS) = "scale"  # x/255 (the seed's choice) or per-channel standardization
     augment: bool = False               # 4-pixel pad + random crop + horizontal flip
-    source: str = "device"              # raw files read with numpy, batched on the device; or "tfds"
-    train_subset: int | None = None     # the first N training examples only
-    test_subset: int | None = None      # the first N test examples only
+    source: _names(registry.SOURCES) = "device"  # raw files read with numpy, batched on the device; or "tfds"
+    train_subset: Int | None = None     # the first N training examples only
+    test_subset: Int | None = None      # the first N test examples only
 
-    def __post_init__(self) -> None:
-        _coerce(self)
-        _choice("data.name", self.name, data.DATASETS)
-        _choice("data.preprocess", self.preprocess, data.PREPROCESS)
-        _choice("data.source", self.source, data.SOURCES)
-        info = data.DATASETS[self.name]
+    @pydantic.model_validator(mode="after")
+    def _subsets(self) -> DataConfig:
+        info = registry.DATASETS[self.name]
         for key, n, size in (("train_subset", self.train_subset, info.num_train),
                              ("test_subset", self.test_subset, info.num_test)):
-            if n is not None:
-                _number(f"data.{key}", n, 1, size)
-        for key in ("batch_size", "eval_batch_size"):
-            _number(f"data.{key}", getattr(self, key), 1)
+            if n is not None and not 1 <= n <= size:
+                raise ConfigError(f"data.{key}={n!r} must be >= 1 and <= {size}")
+        return self
 
     def check(self) -> None:
-        """The checks that involve several keys (run when a study is expanded, once every key is set)."""
-        train = self.train_subset or data.DATASETS[self.name].num_train
+        train = self.train_subset or registry.DATASETS[self.name].num_train
         if self.batch_size > train:
             raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {train} training examples "
                               f"of {self.name}; lower it or raise data.train_subset")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """A preset of ``jaxres.models`` and its knobs; None keeps the preset's own value."""
+class ModelConfig(Section):
+    """A preset of ``jaxres.models`` (``jaxres.registry.PRESETS``) and its knobs; None keeps the preset's own."""
 
-    name: str = "seed_cnn"
-    norm: str | None = None             # None: the preset's own ("none" for the seed networks, "batch"
-                                        # for He et al.'s resnet20 ... plain110)
+    prefix: ClassVar[str] = "model."
+    name: _names(registry.PRESETS) = "seed_cnn"
+    norm: _names(registry.NORMS) | None = None  # None: the preset's own ("none" for the seed networks,
+                                                 # "batch" for He et al.'s resnet20 ... plain110)
     zero_init_residual: bool = False
-    shortcut: str | None = None
-    kernel_init: str | None = None
-
-    def __post_init__(self) -> None:
-        _coerce(self)
-        _choice("model.name", self.name, models.PRESETS)
-        if self.norm is not None:
-            _choice("model.norm", self.norm, models.NORMS)
-        if self.shortcut is not None:
-            _choice("model.shortcut", self.shortcut, models.SHORTCUTS)
-        if self.kernel_init is not None:
-            _choice("model.kernel_init", self.kernel_init, models.KERNEL_INITS)
+    shortcut: _names(registry.SHORTCUTS) | None = None
+    kernel_init: _names(registry.KERNEL_INITS) | None = None
 
     def check(self) -> None:
-        fields = {f.name for f in dataclasses.fields(models.PRESETS[self.name].func)}
+        preset = registry.PRESETS[self.name]
         for key in ("shortcut", "zero_init_residual"):
-            if getattr(self, key) not in (None, False) and key not in fields:
+            if getattr(self, key) not in (None, False) and preset.module != "ResNet":
                 raise ConfigError(f"model.{key} does not apply to {self.name} (it has no residual blocks)")
 
     def build(self, num_classes: int, precision: str = "float32") -> Any:
@@ -217,8 +238,11 @@ class ModelConfig:
         parameters stay float32 either way)."""
         import jax.numpy as jnp
 
+        from jaxres import models
+
         self.check()
-        _choice("compute.precision", precision, PRECISIONS)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"compute.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
         knobs = {"dtype": jnp.dtype(precision), "num_classes": num_classes}
         knobs.update({k: getattr(self, k) for k in ("norm", "shortcut", "kernel_init") if getattr(self, k) is not None})
         if self.zero_init_residual:
@@ -226,52 +250,51 @@ class ModelConfig:
         return models.get_model(self.name, **knobs)
 
 
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    """The optax optimizer (``jaxres.optim.make_optimizer``). Defaults: the seed study's Adam."""
+class OptimizerConfig(Section):
+    """The optax optimizer (``jaxres.optim.make_optimizer``). Defaults: the seed study's Adam. A setting left
+    None takes the optimizer's own default (``jaxres.registry.OPTIMIZERS``: Adam's betas 0.9/0.999, SGD's
+    momentum 0.9, ...); one the optimizer does not take cannot be set (``check``)."""
 
-    name: str = "adam"
-    lr: float = 1e-3                    # peak learning rate (the schedule multiplies it)
-    b1: float = 0.9                     # adam, adamw
-    b2: float = 0.999
-    eps: float = 1e-8
-    momentum: float = 0.9               # sgd; 0 for plain SGD
-    nesterov: bool = False              # sgd
-    weight_decay: float = 0.0           # adam, sgd: L2 added to the gradient; adamw: decoupled, times lr
-    decay_on: str = "all"               # weight decay on every parameter, or on kernels only
+    prefix: ClassVar[str] = "optimizer."
+    name: _names(registry.OPTIMIZERS) = "adam"
+    lr: Number = Field(1e-3, gt=0)      # peak learning rate (the schedule multiplies it)
+    b1: Number | None = Field(None, ge=0, lt=1)    # adam, adamw
+    b2: Number | None = Field(None, ge=0, lt=1)
+    eps: Number | None = Field(None, gt=0)
+    momentum: Number | None = Field(None, ge=0, lt=1)  # sgd; 0 for plain SGD
+    nesterov: bool | None = None        # sgd
+    weight_decay: Number | None = Field(None, ge=0)  # adam, sgd: L2 added to the gradient; adamw: decoupled, times lr
+    decay_on: Literal[DECAY_ON] = "all"  # weight decay on every parameter, or on kernels only
 
-    def __post_init__(self) -> None:
-        _coerce(self)
-        _choice("optimizer.name", self.name, OPTIMIZERS)
-        _choice("optimizer.decay_on", self.decay_on, DECAY_ON)
-        _number("optimizer.lr", self.lr, 0, lo_open=True)
-        for key in ("b1", "b2", "momentum"):
-            _number(f"optimizer.{key}", getattr(self, key), 0, 1, hi_open=True)
-        _number("optimizer.eps", self.eps, 0, lo_open=True)
-        _number("optimizer.weight_decay", self.weight_decay, 0)
+    def check(self) -> None:
+        takes = registry.OPTIMIZERS[self.name]
+        for key in ("b1", "b2", "eps", "momentum", "nesterov", "weight_decay"):
+            if getattr(self, key) is not None and key not in takes:
+                raise ConfigError(f"optimizer.{key} does not apply to {self.name} (it takes {', '.join(takes)})")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings this optimizer trains with: its own defaults, updated by every key that was set."""
+        own = registry.OPTIMIZERS[self.name]
+        return {k: own[k] if getattr(self, k) is None else getattr(self, k) for k in own}
 
 
-@dataclasses.dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """How the learning rate moves: lr(step) = optimizer.lr * warm-up factor * schedule factor."""
 
-    name: str = "constant"
-    warmup_steps: int = 0               # linear warm-up, factor (step + 1) / warmup_steps
-    boundaries: tuple[int, ...] = ()    # piecewise: multiply by `factor` at each of these steps
-    factor: float = 0.1
-    decay_steps: int | None = None      # cosine: length of the decay; None = the whole run
-    final_fraction: float = 0.0         # cosine: the last learning rate as a fraction of the peak
+    prefix: ClassVar[str] = "schedule."
+    name: _names(registry.SCHEDULES) = "constant"
+    warmup_steps: Int = Field(0, ge=0)  # linear warm-up, factor (step + 1) / warmup_steps
+    boundaries: Steps = ()              # piecewise: multiply by `factor` at each of these steps
+    factor: Number = Field(0.1, gt=0)
+    decay_steps: Int | None = Field(None, ge=1)  # cosine: length of the decay; None = the whole run
+    final_fraction: Number = Field(0.0, ge=0, le=1)  # cosine: the last learning rate as a fraction of the peak
 
-    def __post_init__(self) -> None:
-        _coerce(self)
-        _choice("schedule.name", self.name, SCHEDULES)
-        _number("schedule.warmup_steps", self.warmup_steps, 0)
-        _number("schedule.factor", self.factor, 0, lo_open=True)
-        _number("schedule.final_fraction", self.final_fraction, 0, 1)
-        if self.decay_steps is not None:
-            _number("schedule.decay_steps", self.decay_steps, 1)
-        if any(b <= 0 for b in self.boundaries) or list(self.boundaries) != sorted(set(self.boundaries)):
-            raise ConfigError(f"schedule.boundaries={list(self.boundaries)} must be increasing positive steps")
+    @pydantic.field_validator("boundaries")
+    @classmethod
+    def _increasing(cls, b: tuple[int, ...]) -> tuple[int, ...]:
+        if any(x <= 0 for x in b) or list(b) != sorted(set(b)):
+            raise ConfigError(f"schedule.boundaries={list(b)} must be increasing positive steps")
+        return b
 
     def check(self) -> None:
         if self.name == "piecewise" and not self.boundaries:
@@ -282,24 +305,59 @@ class ScheduleConfig:
         return self.name == "cosine" and self.decay_steps is None
 
 
-@dataclasses.dataclass(frozen=True)
-class ComputeConfig:
-    """How the arithmetic is done; part of a run's identity, since it changes the numbers.
+class ComputeConfig(Section):
+    """How the arithmetic is done (``jaxres.conv``, ``jaxres.norms``, ``jaxres.cpu``; docs/precision.md,
+    docs/cpu.md). Every key but ``keep_memory`` can change a run's last digits, so they are part of its
+    identity: a run resumes only under the values it started with. Environment variables override them
+    (``COMPUTE_ENV``, read by ``from_env``); each run's header and ``results.json`` give the values in effect.
 
     ``precision="bfloat16"``: convolutions, dense layers and activations in bfloat16; parameters, optimizer
     state, gradients as applied, the loss, the softmax and normalization statistics in float32 (the
     dtype of every tensor: docs/precision.md). About half the step time on CPUs with AVX-512 BF16.
     """
 
-    precision: str = "float32"
+    prefix: ClassVar[str] = "compute."
+    precision: Literal[PRECISIONS] = "float32"
+    conv: Literal[CONV_BACKENDS] = "auto"   # auto: onednn on CPU where it loaded, else xla-swapped; xla off the CPU
+    fuse_add: bool = True               # oneDNN adds a residual block's shortcut before the ReLU (else XLA does)
+    overlap_grads: bool = True          # oneDNN computes input and kernel gradients in one call (at once on 2 threads)
+    onednn_norm: bool = True            # batch norm through oneDNN where the convolutions are
+    fast_path: bool = True              # CPU: XLA's convolutions away from YNNPACK (an XLA flag); off: conv=auto means xla
+    keep_memory: bool = True            # CPU: glibc keeps freed memory (speed only: not part of the identity)
 
-    def __post_init__(self) -> None:
-        _coerce(self)
-        _choice("compute.precision", self.precision, PRECISIONS)
+
+# compute key -> the environment variable that overrides it (read in one place: ``from_env``)
+COMPUTE_ENV = {"precision": "JAXRES_PRECISION", "conv": "JAXRES_CONV", "fuse_add": "JAXRES_CONV_FUSE_ADD",
+               "overlap_grads": "JAXRES_CONV_OVERLAP_GRADS", "onednn_norm": "JAXRES_ONEDNN_NORM",
+               "fast_path": "JAXRES_CPU_FAST_PATH", "keep_memory": "JAXRES_KEEP_MEMORY"}
 
 
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{"compute.<key>": text}`` for every COMPUTE_ENV variable that is set (and not empty)."""
+    environ = os.environ if environ is None else environ
+    return {f"compute.{k}": environ[v].strip() for k, v in COMPUTE_ENV.items() if environ.get(v, "").strip()}
+
+
+def from_env(compute: ComputeConfig | None = None, environ: Mapping[str, str] | None = None) -> ComputeConfig:
+    """``compute`` (default: the defaults) with the environment's overrides applied, each parsed like a
+    ``--set`` value (``0``/``false``/``no``/``off``, ``1``/``true``/``yes``/``on``); a bad value is one
+    ConfigError line naming the variable."""
+    compute = compute or ComputeConfig()
+    for key, text in env_overrides(environ).items():
+        try:
+            compute = _replace_nested(compute, key.partition(".")[2], text)
+        except ConfigError as e:
+            raise ConfigError(f"${COMPUTE_ENV[key.partition('.')[2]]}: {e}") from None
+    return compute
+
+
+def with_env(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the environment's overrides of its compute settings (``from_env``)."""
+    compute = from_env(cfg.compute)
+    return cfg if compute == cfg.compute else RunConfig(**{**dict(cfg), "compute": compute})
+
+
+class RunConfig(Section):
     """One run: what it trains on, what, how, for how long, from which seed."""
 
     data: DataConfig = DataConfig()
@@ -307,27 +365,20 @@ class RunConfig:
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     compute: ComputeConfig = ComputeConfig()
-    epochs: int = 10
-    seed: int = 0                       # the root of every random stream (jaxres.train.Streams)
+    epochs: Int = Field(10, ge=1)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)  # the root of every random stream (jaxres.train.Streams)
     # Per-layer gradient, parameter and update norms every N steps (0: off); observes, changes no
     # result, so it is not part of a run's identity. Every 10th step costs under 1% of a step.
-    layer_norms_every: int = 10
+    layer_norms_every: Int = Field(10, ge=0)
     # How several devices share a step: "jit" (one program over a device mesh of every process; the
     # only path across processes) or "pmap" (one process). Both give the same numbers (tested), so it is
     # not part of a run's identity either; jit is the default: on one host it is as fast or faster.
-    parallel: str = "jit"
-
-    def __post_init__(self) -> None:
-        _coerce(self)
-        _choice("parallel", self.parallel, PARALLEL)
-        _number("epochs", self.epochs, 1)
-        _number("seed", self.seed, 0, MAX_SEED)
-        _number("layer_norms_every", self.layer_norms_every, 0)
+    parallel: Literal[PARALLEL] = "jit"
 
     def check(self) -> RunConfig:
         """Every check that involves several keys; returns the config. Each key's own value is checked
         when it is set; these wait until the whole config is (``Study.runs`` calls this)."""
-        for part in (self.data, self.model, self.schedule):
+        for part in (self.data, self.model, self.optimizer, self.schedule):
             part.check()
         return self
 
@@ -340,9 +391,9 @@ class RunConfig:
 def keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     """Every settable dotted key of a config class, in field order."""
     out = []
-    for f in dataclasses.fields(cls):
-        hint = _hints(cls)[f.name]
-        out += keys(hint, f"{prefix}{f.name}.") if dataclasses.is_dataclass(hint) else [prefix + f.name]
+    for name in cls.model_fields:
+        sub = _section(cls, name)
+        out += keys(sub, f"{prefix}{name}.") if sub is not None else [prefix + name]
     return out
 
 
@@ -361,14 +412,13 @@ def get(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def _replace_nested(cfg: Any, key: str, value: Any) -> Any:
+def _replace_nested(cfg: Section, key: str, value: Any) -> Any:
     head, _, rest = key.partition(".")
     if rest:
-        return dataclasses.replace(cfg, **{head: _replace_nested(getattr(cfg, head), rest, value)})
-    hint = _hints(type(cfg))[head]
-    if isinstance(value, str) and hint is not str:
-        value = _parse(value, hint)
-    return dataclasses.replace(cfg, **{head: value})
+        value = _replace_nested(getattr(cfg, head), rest, value)
+    elif isinstance(value, str):
+        value = _parse(value, type(cfg).model_fields[head].annotation)
+    return type(cfg)(**{**dict(cfg), head: value})
 
 
 def replace(cfg: RunConfig, key: str, value: Any) -> RunConfig:
@@ -377,9 +427,15 @@ def replace(cfg: RunConfig, key: str, value: Any) -> RunConfig:
     return _replace_nested(cfg, key, value)
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
+def to_dict(cfg: Section) -> dict[str, Any]:
     """The config as nested JSON-able dicts (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return cfg.model_dump(mode="json")
+
+
+def from_dict(d: Mapping[str, Any]) -> RunConfig:
+    """The run config a ``to_dict`` (or ``results.json``'s "config") describes, checked like any other; a key
+    jaxres does not have is one ConfigError line, a key it gained since takes its default."""
+    return RunConfig(**d)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -390,12 +446,22 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+NOT_IDENTITY = ("layer_norms_every", "parallel", "compute.keep_memory")  # observe or schedule, change no number
+OPTIMIZER_SETTINGS = ("b1", "b2", "eps", "momentum", "nesterov", "weight_decay")
+
+
 def identity(cfg: RunConfig) -> dict[str, Any]:
-    """What a run is, for its checkpoints: the whole config but the epoch count, so a finished run can
-    be extended; a schedule whose length is the run's (cosine without decay_steps) keeps it."""
+    """What a run is, for its checkpoints: the whole config but the keys that change no number
+    (``NOT_IDENTITY``) and the epoch count, so a finished run can be extended (a schedule whose length
+    is the run's, cosine without decay_steps, keeps it). The optimizer's settings are the ones it trains
+    with (its own defaults filled in); those it does not take are left out."""
     d = to_dict(cfg)
     d.pop("layer_norms_every")  # what is recorded, not what is trained
     d.pop("parallel")           # how the devices share a step, not what is trained
+    d["compute"].pop("keep_memory")
+    for k in OPTIMIZER_SETTINGS:
+        d["optimizer"].pop(k)
+    d["optimizer"].update(cfg.optimizer.settings())
     if not cfg.schedule.needs_total_steps:
         d.pop("epochs")
     return d
@@ -403,23 +469,43 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
 
 def differences(saved: Mapping[str, Any], asked: Mapping[str, Any]) -> list[str]:
     """The dotted keys in which two config dicts (``identity`` or ``to_dict``) differ. A key that one of
-    them lacks counts as its default (``RunConfig()``'s): a key added to jaxres defaults to what jaxres did
-    before it existed, so a run made before the key was added still matches."""
-    defaults = flatten(to_dict(RunConfig()))
-    a, b = flatten(saved), flatten(asked)
+    them lacks counts as its default (``RunConfig()``'s identity): a key added to jaxres defaults to what
+    jaxres did before it existed, so a run made before the key was added still matches. An optimizer
+    setting the asked optimizer does not take is not compared (it changes nothing)."""
+    defaults = _resolved(flatten(to_dict(RunConfig())))
+    a, b = _resolved(flatten(saved)), _resolved(flatten(asked))
     return sorted(k for k in set(a) | set(b) if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
+
+
+def _resolved(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flat config with the optimizer's settings as it trains with them: unset ones (None, or absent) take
+    its own defaults; those it does not take are dropped (a run saved before they were per optimizer has them)."""
+    takes = registry.OPTIMIZERS.get(flat.get("optimizer.name", "adam"), {})
+    out = {k: v for k, v in flat.items() if k.removeprefix("optimizer.") not in OPTIMIZER_SETTINGS}
+    for k, default in takes.items():
+        value = flat.get(f"optimizer.{k}")
+        out[f"optimizer.{k}"] = default if value is None else value
+    return out
 
 
 def run_name(cfg: RunConfig) -> str:
     """Short, readable and unique: ``<dataset>_<model>_seed<seed>``, plus a hash of every other setting
     that differs from the defaults (the seed study's), e.g. ``cifar10_resnet20_seed0_5f3a9c1e``."""
-    base = flatten(identity(RunConfig()))
-    rest = {k: v for k, v in flatten(identity(cfg)).items()
+    base = _named(RunConfig())
+    rest = {k: v for k, v in _named(cfg).items()
             if k not in ("data.name", "model.name", "seed") and (k not in base or base[k] != v)}
     name = f"{cfg.data.name}_{cfg.model.name}_seed{cfg.seed}"
     if rest:
         name += "_" + hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
     return name
+
+
+def _named(cfg: RunConfig) -> dict[str, Any]:
+    """The flat identity run names hash: every optimizer setting of every optimizer, the run's own where it
+    takes it and the first registered default where not, so names stay what they were before each optimizer
+    had its own settings."""
+    every = {f"optimizer.{k}": v for own in reversed(registry.OPTIMIZERS.values()) for k, v in own.items()}
+    return every | flatten(identity(cfg))
 
 
 # ---------------------------------------------------------------------------- studies
@@ -429,8 +515,9 @@ class Study:
 
     An axis is ``(key, values)``, or ``((key1, key2, ...), rows)`` for keys that move together (a
     *tied* axis: each row sets every key, e.g. each optimizer with its own learning rate).
-    ``epochs_by_dataset`` gives each dataset its epoch count (a protocol's choice); setting or
-    sweeping ``epochs`` replaces it for every dataset.
+    ``epochs_by_dataset`` gives each dataset its epoch count (a protocol's choice; a dataset it does not list
+    trains for its own, ``jaxres.registry.Dataset.epochs``); setting or sweeping ``epochs`` replaces it for
+    every dataset.
     """
 
     name: str
@@ -504,6 +591,13 @@ class Study:
         epochs = None if "epochs" in keys_ else self.epochs_by_dataset
         return dataclasses.replace(study, axes=study.axes + ((keys_, rows),), epochs_by_dataset=epochs)
 
+    def with_env(self, environ: Mapping[str, str] | None = None) -> Study:
+        """Every run gets the environment's overrides of the compute settings (``from_env``)."""
+        compute, study = from_env(self.base.compute, environ), self
+        for key in env_overrides(environ):
+            study = study.set(key, get(compute, key.partition(".")[2]))
+        return study
+
     def axis_keys(self) -> dict[str, Any]:
         """Every key that an axis moves -> its values (a tied key's values in row order)."""
         out: dict[str, Any] = {}
@@ -523,12 +617,9 @@ class Study:
             for k, v in zip(keys_, combo):
                 for key, value in (zip(k, v) if isinstance(k, tuple) else ((k, v),)):
                     cfg = _replace_nested(cfg, key, value)
-            if self.epochs_by_dataset is not None:
-                table = dict(self.epochs_by_dataset)
-                if cfg.data.name not in table:
-                    raise ConfigError(f"study {self.name!r} sets no epochs for {cfg.data.name} (it has "
-                                      f"{', '.join(table)}); give them with --set epochs=N")
-                cfg = dataclasses.replace(cfg, epochs=table[cfg.data.name])
+            if self.epochs_by_dataset is not None:  # else the dataset's own (jaxres.registry.Dataset.epochs)
+                epochs = dict(self.epochs_by_dataset).get(cfg.data.name, registry.DATASETS[cfg.data.name].epochs)
+                cfg = _replace_nested(cfg, "epochs", epochs)
             out.setdefault(run_name(cfg), cfg.check())
         return list(out.values())
 
@@ -552,10 +643,12 @@ SEED_DATASETS = ("mnist", "cifar10")
 def _seed_protocol(name: str, description: str, epochs: dict[str, int], train_subset: int | None = None,
                    test_subset: int | None = None, seeds: tuple[int, ...] = (0,),
                    compute: ComputeConfig = ComputeConfig()) -> Study:
-    base = RunConfig(data=DataConfig(train_subset=train_subset, test_subset=test_subset), compute=compute)
+    same = len(set(epochs.values())) == 1  # one count for every dataset: the base's, for any dataset swept in
+    base = RunConfig(data=DataConfig(train_subset=train_subset, test_subset=test_subset), compute=compute,
+                     epochs=next(iter(epochs.values())) if same else RunConfig().epochs)
     return Study(name=name, description=description, base=base,
                  axes=(("data.name", SEED_DATASETS), ("model.name", SEED_MODELS), ("seed", seeds)),
-                 epochs_by_dataset=tuple(epochs.items()))
+                 epochs_by_dataset=None if same else tuple(epochs.items()))
 
 
 HE_DEPTHS = (20, 32, 44, 56, 110)

@@ -21,9 +21,11 @@ and recorded in every ``results.json``):
   XLA's element-wise transpose falls on the smaller tensor (1.1-1.4x for that gradient).
 * ``xla``: ``lax.conv_general_dilated`` for everything (the default off the CPU).
 
-``JAXRES_CONV=xla`` (or another name), ``JAXRES_CPU_FAST_PATH=0`` (``xla``, and no XLA flag, see
-``jaxres.cpu``) or ``set_backend(...)`` choose. The choice is read when a function is traced, so
-``set_backend`` clears JAX's compilation caches. ``onednn`` and ``xla-swapped`` are ``jax.custom_vjp``
+The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla;
+``compute.fast_path=false`` makes auto mean ``xla``; ``compute.fuse_add``, ``compute.overlap_grads``), with
+the environment variables of ``config.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides; ``jaxres.run``
+applies a run's settings with ``use``, and ``set_backend(...)`` picks a backend by hand (benchmarks, tests).
+The choice is read when a function is traced, so both clear JAX's compilation caches. ``onednn`` and ``xla-swapped`` are ``jax.custom_vjp``
 functions: reverse mode (``grad``, ``vjp``, ``jacrev``) and ``jit``, ``pmap``, ``vmap`` work; forward mode
 (``jvp``, ``jacfwd``) does not: use the ``xla`` backend for it. Tests: ``tests/test_conv.py``,
 ``tests/test_onednn.py`` (same values and gradients as lax up to float32 rounding).
@@ -31,23 +33,40 @@ functions: reverse mode (``grad``, ``vjp``, ``jacrev``) and ``jit``, ``pmap``, `
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxres import cpu
+from jaxres import config
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 BACKENDS = ("onednn", "xla-swapped", "xla")
-ENV = "JAXRES_CONV"
-FUSE_ADD_ENV = "JAXRES_CONV_FUSE_ADD"  # "0": conv_bias_add_act adds and applies the ReLU in XLA (to compare)
-# A convolution's input and kernel gradients go to oneDNN in one call, which runs them at the same time on
-# one OpenMP thread each where there are exactly two (else one after the other); "0": two calls, one after
-# the other on all threads (to compare; docs/benchmarks.md)
-OVERLAP_ENV = "JAXRES_CONV_OVERLAP_GRADS"
-_chosen: str | None = None  # set_backend's choice; None: automatic
+ENV = config.COMPUTE_ENV["conv"]
+FUSE_ADD_ENV = config.COMPUTE_ENV["fuse_add"]
+OVERLAP_ENV = config.COMPUTE_ENV["overlap_grads"]
+_chosen: str | None = None  # set_backend's choice; None: the compute settings'
+_settings: config.ComputeConfig | None = None  # use()'s; None: the defaults with the environment's overrides
+
+
+def settings() -> config.ComputeConfig:
+    """The compute settings of what is traced now: ``use``'s (``jaxres.run`` sets the run's), else the
+    defaults with the environment's overrides (``config.from_env``), read when a function is traced."""
+    return _settings if _settings is not None else config.from_env()
+
+
+def use(compute: config.ComputeConfig | None) -> config.ComputeConfig | None:
+    """Trace with ``compute`` from now on (None: the defaults and the environment again) and return what was
+    used before; where the settings in effect change, JAX's caches are cleared so that nothing compiled under
+    the others is reused."""
+    global _settings
+    if compute is not None and compute.conv != "auto":
+        _check(compute.conv)
+    before = settings()
+    previous, _settings = _settings, compute
+    if settings() != before:
+        jax.clear_caches()
+    return previous
 
 
 def _check(name: str) -> str:
@@ -68,9 +87,10 @@ def backend() -> str:
     """The convolution backend of convolutions traced now (see the module docstring)."""
     if _chosen is not None:
         return _chosen
-    if os.environ.get(ENV):
-        return _check(os.environ[ENV].strip())
-    if not cpu.switched_on() or jax.default_backend() != "cpu":
+    s = settings()
+    if s.conv != "auto":
+        return _check(s.conv)
+    if not s.fast_path or jax.default_backend() != "cpu":
         return "xla"
     from jaxres import onednn
 
@@ -89,9 +109,9 @@ def describe(precision: str = "float32") -> str:
         if precision not in onednn.dtypes():
             what += (f"; {precision} convolutions in XLA: this CPU has no oneDNN {precision} (it needs "
                      "AVX512_BF16), so the step is slower than float32 here")
-        at_once = os.environ.get(OVERLAP_ENV, "1") != "0" and onednn.grads_at_once()
+        at_once = settings().overlap_grads and onednn.grads_at_once()
         what += "; input and kernel gradients " + ("at once, one thread each" if at_once else "one after the other")
-        if os.environ.get(FUSE_ADD_ENV, "1") == "0":
+        if not settings().fuse_add:
             what += "; shortcut addition in XLA"
     return f"{name} ({what})" if name == "onednn" or not ok else name
 
@@ -152,7 +172,7 @@ def conv_bias_add_act(x, w, b, s, strides, padding, relu: bool = False):
     the output instead of three); elsewhere, or with ``JAXRES_CONV_FUSE_ADD=0``, ``conv_bias_act`` then
     ``+ s`` then ``jax.nn.relu``."""
     strides = tuple(int(v) for v in strides)
-    pads = _fused_pads(x, w, b, strides, padding) if os.environ.get(FUSE_ADD_ENV, "1") != "0" else None
+    pads = _fused_pads(x, w, b, strides, padding) if settings().fuse_add else None
     if pads is not None and s.dtype == x.dtype:
         from jaxres import onednn
 
@@ -251,7 +271,7 @@ def _grads(strides, pads, bias, relu, res, dy):
     dy = dy.astype(x.dtype)
     if relu:  # jax.nn.relu's rule: no gradient where the output is 0 (XLA fuses it with its neighbours: faster
         dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))  # than oneDNN's eltwise pass, measured)
-    if need_dx and os.environ.get(OVERLAP_ENV, "1") != "0":
+    if need_dx and settings().overlap_grads:
         dx, dw, *db = onednn.backward(x, w, dy, strides, pads, bias)
         return dx, dw, (db[0] if bias else None), dy
     dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads) if bias else (

@@ -5,14 +5,14 @@ jaxlib 0.10.2 sends every CPU convolution to YNNPACK, whose kernel-gradient conv
 flag below turns that off. ``jaxres.setup()`` applies it (importing jaxres changes nothing), unless
 
 * the user already set that flag in XLA_FLAGS (their choice is kept), or
-* ``JAXRES_CPU_FAST_PATH=0`` is set, or
+* ``compute.fast_path`` is false (``JAXRES_CPU_FAST_PATH=0`` overrides it), or
 * the installed jaxlib does not know the flag (an unknown XLA flag aborts the process, so
   the flag's name is looked up in jaxlib's library first; nothing is set if it is absent).
 
 XLA reads XLA_FLAGS once, when the backend starts: importing jaxres after JAX has already
 run a computation leaves the flag without effect (``fast_path_status`` says so).
 
-The same switch keeps freed memory in the process (``keep_freed_memory``): XLA's CPU runtime
+``setup`` also keeps freed memory in the process (``keep_freed_memory``): XLA's CPU runtime
 allocates each step's temporary buffer (210 MB for seed_cnn at batch 128) with glibc's malloc from
 one of its worker threads, and glibc serves such a block with a fresh ``mmap`` and returns it with
 ``munmap`` at the end of the step, so every step page-faults through 210 MB of new, zeroed memory
@@ -22,7 +22,8 @@ one malloc arena, no ``mmap`` for large blocks and no trimming, the block is reu
 faults nothing; the cost is that the process keeps its peak heap (about 0.4 GB more for seed_cnn),
 as the caching allocators of TensorFlow and PyTorch's GPU backend do. glibc's
 ``mallopt`` takes it at run time; threads that already allocated keep their arena, so this too
-must happen before JAX starts its backend. ``JAXRES_KEEP_MEMORY=0`` turns only this off.
+must happen before JAX starts its backend. ``compute.keep_memory=false`` (``JAXRES_KEEP_MEMORY=0``) turns
+only this off.
 """
 from __future__ import annotations
 
@@ -34,16 +35,18 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from jaxres import config
+
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 FLAG_NAME = FLAG.split("=")[0].lstrip("-")
-SWITCH = "JAXRES_CPU_FAST_PATH"
-MEMORY_SWITCH = "JAXRES_KEEP_MEMORY"
+SWITCH = config.COMPUTE_ENV["fast_path"]  # overrides compute.fast_path
+MEMORY_SWITCH = config.COMPUTE_ENV["keep_memory"]  # overrides compute.keep_memory
 # glibc's mallopt parameters (malloc.h): one arena, no mmap for large blocks, no trimming below 2 GiB
 MALLOPT = {"M_ARENA_MAX": (-8, 1), "M_MMAP_MAX": (-4, 0), "M_TRIM_THRESHOLD": (-1, 2**31 - 1)}
 VERIFIED_JAXLIB = ("0.10.2",)  # versions known to accept the flag
 _status = "not applied"
 _memory_status = "not applied"
-_setup_done = False
+_applied: config.ComputeConfig | None = None  # the settings setup() applied (once per process)
 
 
 def _jaxlib_knows_flag() -> bool:
@@ -69,16 +72,11 @@ def _jaxlib_knows_flag() -> bool:
     return False
 
 
-def switched_on(switch: str = SWITCH) -> bool:
-    """False when the user turned the fast path off with JAXRES_CPU_FAST_PATH=0 (or false/no/off)."""
-    return os.environ.get(switch, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def keep_freed_memory() -> str:
+def keep_freed_memory(on: bool = True) -> str:
     """glibc: reuse freed blocks instead of unmapping them (see the module docstring); in words."""
     global _memory_status
-    if not switched_on() or not switched_on(MEMORY_SWITCH):
-        _memory_status = f"off ({SWITCH if not switched_on() else MEMORY_SWITCH}=0)"
+    if not on:
+        _memory_status = "off (compute.keep_memory=false)"
         return _memory_status
     try:
         libc = ctypes.CDLL(None)
@@ -103,12 +101,12 @@ def _backend_started() -> bool:
     return bool(getattr(xb, "_backends", None))
 
 
-def apply_cpu_fast_path() -> str:
+def apply_cpu_fast_path(on: bool = True) -> str:
     """Add the flag to XLA_FLAGS where it is safe and wanted; returns what was done, in words."""
     global _status
     flags = os.environ.get("XLA_FLAGS", "")
-    if not switched_on():
-        _status = f"off ({SWITCH}=0)"
+    if not on:
+        _status = "off (compute.fast_path=false)"
     elif FLAG_NAME in flags:
         _status = "kept the user's XLA_FLAGS setting"
     elif not _jaxlib_knows_flag():
@@ -142,12 +140,19 @@ def host() -> dict[str, object]:
             "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
 
 
-def setup() -> dict[str, str]:
-    """Apply both settings (``apply_cpu_fast_path``, ``keep_freed_memory``) once per process, before JAX starts
-    its backend; a second call changes nothing. What was done, in words (also in every ``results.json``)."""
-    global _setup_done
-    if not _setup_done:
-        _setup_done = True
-        apply_cpu_fast_path()
-        keep_freed_memory()
+def setup(compute: config.ComputeConfig | None = None) -> dict[str, str]:
+    """Apply ``compute.fast_path`` and ``compute.keep_memory`` (default: the defaults with the environment's
+    overrides, ``config.from_env``) once per process, before JAX starts its backend; a later call changes
+    nothing. What was done, in words (also in every ``results.json``). A later call that asks for another
+    ``fast_path`` is one ConfigError line: the XLA flag cannot change once set (run it in a fresh process)."""
+    global _applied
+    compute = compute if compute is not None else config.from_env()
+    if _applied is None:
+        _applied = compute
+        apply_cpu_fast_path(compute.fast_path)
+        keep_freed_memory(compute.keep_memory)
+    elif compute.fast_path != _applied.fast_path:
+        raise config.ConfigError(f"compute.fast_path={str(compute.fast_path).lower()} differs from this process's "
+                                 f"setup ({str(_applied.fast_path).lower()}), which cannot change once applied; run "
+                                 "it in a fresh process (or its own study)")
     return {"cpu_fast_path": _status, "cpu_keep_memory": _memory_status}

@@ -1,7 +1,8 @@
 """Datasets: a registry, the original raw files read with numpy, and batches for a run.
 
-Each dataset is described once in ``DATASETS`` (its files, image shape, classes, split sizes,
-reader, and the seed study's published accuracies where they exist). Two sources give the same
+Each dataset is described once in ``jaxres.registry.DATASETS`` (its folder, file format, image shape,
+classes, split sizes, default epochs, and the seed study's published accuracies where they exist); this
+module reads each file format (``READERS``). Two sources give the same
 examples for a split, behind one interface (``Dataset``; made by ``make_dataset``):
 
 * ``DeviceDataset`` (``source="device"``, default, no TensorFlow): the original distribution
@@ -10,7 +11,8 @@ examples for a split, behind one interface (``Dataset``; made by ``make_dataset`
 * ``TfdsDataset`` (``source="tfds"``, ``jaxres.tfds_data``): ``tfds.builder(name)`` prepared
   offline from the same files, read by tf.data. TensorFlow is imported only there.
 
-Raw files live in ``raw_dir/<name>/`` under the names tfds uses (``DatasetInfo.files``), e.g.
+Raw files live in ``raw_dir/<folder>/`` (the dataset's name unless it declares another) under the names
+tfds uses (``registry.FORMAT_FILES``), e.g.
 ``../shared/datasets/mnist/train-images-idx3-ubyte.gz``; ``raw_dir`` defaults to the
 ``JAXRES_RAW_DIR`` environment variable.
 
@@ -42,18 +44,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxres import registry
+from jaxres.errors import DataError
+
 if TYPE_CHECKING:
     from jaxres.config import DataConfig
 
-RAW_DIR_ENV = "JAXRES_RAW_DIR"
-PREPROCESS = ("scale", "standardize")
-SOURCES = ("device", "tfds")
+from jaxres.registry import RAW_DIR_ENV  # noqa: E402 - the default of raw_dir
+PREPROCESS, SOURCES = registry.PREPROCESS, registry.SOURCES
 Batch = dict[str, Any]  # {"image": float NHWC, "label": int, optional "mask": float}
 Arrays = tuple[np.ndarray, np.ndarray]  # (uint8 images NHWC, int32 labels)
-
-
-class DataError(ValueError):
-    """A dataset cannot be read: the message names the file or setting and the fix."""
 
 
 # ------------------------------------------------------------------ raw files (numpy, no TensorFlow)
@@ -121,37 +121,15 @@ def _read_cifar100(paths: list[Path], split: str) -> Arrays:
     return _read_cifar(paths[0], [f"cifar-100-binary/{split}.bin"], label_bytes=2)  # coarse, fine: fine label
 
 
-# ------------------------------------------------------------------ the registry
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """One dataset, described once: everything jaxres needs to know about it."""
-
-    name: str
-    files: tuple[str, ...]              # in raw_dir/<name>/, under the names tfds uses
-    shape: tuple[int, int, int]         # one image, HWC
-    num_classes: int
-    num_train: int
-    num_test: int
-    reader: Callable[[list[Path], str], Arrays]
-    # the seed study's numbers: model -> train / test accuracy, and the epoch its curves level off (read off them)
-    published: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+# ------------------------------------------------------------------ the registry (jaxres.registry) and its readers
+# One reader per file format of jaxres.registry.FORMAT_FILES: (the dataset's files, split) -> arrays.
+READERS: dict[str, Callable[[list[Path], str], Arrays]] = {
+    "idx": _read_idx_pair, "cifar10-binary": _read_cifar10, "cifar100-binary": _read_cifar100}
+DATASETS = registry.DATASETS
+DatasetInfo = registry.Dataset
 
 
-_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
-    DatasetInfo("mnist", _MNIST_FILES, (28, 28, 1), 10, 60000, 10000, _read_idx_pair,
-                published={"seed_cnn": {"train": 0.9977, "test": 0.9848, "converged_epoch": 25},
-                           "seed_resnet": {"train": 0.9994, "test": 0.9874, "converged_epoch": 10}}),
-    DatasetInfo("fashion_mnist", _MNIST_FILES, (28, 28, 1), 10, 60000, 10000, _read_idx_pair),
-    DatasetInfo("cifar10", ("cifar-10-binary.tar.gz",), (32, 32, 3), 10, 50000, 10000, _read_cifar10,
-                published={"seed_cnn": {"train": 0.9882, "test": 0.5569, "converged_epoch": 80},
-                           "seed_resnet": {"train": 0.98926, "test": 0.6067, "converged_epoch": 50}}),
-    DatasetInfo("cifar100", ("cifar-100-binary.tar.gz",), (32, 32, 3), 100, 50000, 10000, _read_cifar100),
-)}
-
-
-def info(name: str) -> DatasetInfo:
+def info(name: str) -> registry.Dataset:
     """The registry entry of ``name``; a DataError naming the known datasets otherwise."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -166,16 +144,17 @@ def resolve_raw_dir(raw_dir: str | os.PathLike | None) -> Path | None:
 
 def raw_files(name: str, raw_dir: str | os.PathLike | None) -> list[Path]:
     """The original files of ``name`` in ``raw_dir``; a DataError saying what to put where if any is missing."""
-    files = info(name).files
+    d = info(name)
+    files, folder = d.files, d.dir
     root = resolve_raw_dir(raw_dir)
     want = ", ".join(files)
     if root is None:
-        raise DataError(f"no raw files for {name}: put {want} in DIR/{name}/ and pass --raw-dir DIR "
+        raise DataError(f"no raw files for {name}: put {want} in DIR/{folder}/ and pass --raw-dir DIR "
                         f"(or set {RAW_DIR_ENV}=DIR)")
-    paths = [root / name / f for f in files]
+    paths = [root / folder / f for f in files]
     for p in paths:
         if not p.is_file():
-            raise DataError(f"missing {p}: {name} needs {want} in {root / name}/ (the original distribution files)")
+            raise DataError(f"missing {p}: {name} needs {want} in {root / folder}/ (the original distribution files)")
     return paths
 
 
@@ -192,7 +171,7 @@ def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) ->
 def _load_raw_cached(name: str, split: str, stamp: tuple) -> Arrays:
     """Parsed once per process and file version: a study reads each dataset once, not once per run."""
     d = info(name)
-    images, labels = d.reader([Path(s[0]) for s in stamp], split)
+    images, labels = READERS[d.format]([Path(s[0]) for s in stamp], split)
     if images.shape[1:] != d.shape:
         raise DataError(f"{stamp[0][0]} holds images of shape {images.shape[1:]}, {name} has {d.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= d.num_classes):

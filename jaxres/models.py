@@ -73,10 +73,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxres import registry
 from jaxres.conv import conv_bias_act, conv_bias_add_act
-from jaxres.norms import NORMS, make_norm  # noqa: F401 - NORMS: the models' normalizations, for configs
-
-SHORTCUTS = ("identity", "projection", "none")
+from jaxres.norms import make_norm
+from jaxres.registry import NORMS, SHORTCUTS  # noqa: F401 - the names configs accept
 HEADS = ("flatten", "avgpool")
 PAD = ((1, 1), (1, 1))  # 3x3 convolutions: one pixel on every side, at every stride (module docstring)
 KERNEL_INITS = {
@@ -265,36 +265,22 @@ class ResNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------- presets
-seed_cnn = functools.partial(PlainCNN, widths=(64, 32, 64, 32, 64))
-seed_resnet = functools.partial(ResNet, stage_sizes=(5,), widths=(32,), inner_widths=(64,), stem_width=32,
-                                head="flatten", shortcut="identity")
-seed_plain_twin = functools.partial(seed_resnet, shortcut="none")
+def preset(name: str) -> Callable[..., nn.Module]:
+    """The network ``jaxres.registry.PRESETS[name]`` describes, as a constructor taking knobs."""
+    if name not in registry.PRESETS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(registry.PRESETS)}")
+    p = registry.PRESETS[name]
+    return functools.partial({"PlainCNN": PlainCNN, "ResNet": ResNet}[p.module], **p.settings)
 
 
-def _cifar_resnet(depth: int, shortcut: str) -> Callable[..., ResNet]:
-    n = (depth - 2) // 6
-    return functools.partial(ResNet, stage_sizes=(n, n, n), widths=(16, 32, 64), stem_width=16,
-                             head="avgpool", shortcut=shortcut, norm="batch", kernel_init="he_normal")
-
-
-resnet20, plain20 = _cifar_resnet(20, "identity"), _cifar_resnet(20, "none")
-resnet32, plain32 = _cifar_resnet(32, "identity"), _cifar_resnet(32, "none")
-resnet44, plain44 = _cifar_resnet(44, "identity"), _cifar_resnet(44, "none")
-resnet56, plain56 = _cifar_resnet(56, "identity"), _cifar_resnet(56, "none")
-resnet110, plain110 = _cifar_resnet(110, "identity"), _cifar_resnet(110, "none")
-
-PRESETS: dict[str, Callable[..., nn.Module]] = {
-    "seed_cnn": seed_cnn, "seed_resnet": seed_resnet, "seed_plain_twin": seed_plain_twin,
-    "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56, "resnet110": resnet110,
-    "plain20": plain20, "plain32": plain32, "plain44": plain44, "plain56": plain56, "plain110": plain110,
-}
+PRESETS: dict[str, Callable[..., nn.Module]] = {name: preset(name) for name in registry.PRESETS}
+seed_cnn, seed_resnet, seed_plain_twin = PRESETS["seed_cnn"], PRESETS["seed_resnet"], PRESETS["seed_plain_twin"]
+resnet20, plain20, resnet56, plain56 = PRESETS["resnet20"], PRESETS["plain20"], PRESETS["resnet56"], PRESETS["plain56"]
 
 
 def get_model(name: str, **knobs: Any) -> nn.Module:
     """The preset called ``name`` with ``knobs`` (norm, zero_init_residual, dtype, num_classes, ...) set."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(PRESETS)}")
-    return PRESETS[name](**knobs)
+    return preset(name)(**knobs)
 
 
 def knobs(model: nn.Module) -> dict[str, Any]:

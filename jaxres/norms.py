@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +23,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxres import conv
+from jaxres import config, conv
 
-NORMS = ("none", "batch", "group", "layer")
-ENV = "JAXRES_ONEDNN_NORM"  # "0": flax's batch norm in XLA on the onednn backend too (to compare)
+from jaxres.registry import NORMS  # noqa: E402 - the normalizations make_norm builds
+ENV = config.COMPUTE_ENV["onednn_norm"]  # compute.onednn_norm=false: flax's batch norm in XLA on onednn too
 
 
 def _act(y: jax.Array, add: jax.Array | None, relu: bool) -> jax.Array:
@@ -68,7 +67,7 @@ class BatchNorm(nn.Module):
         return y
 
     def _onednn(self, x: jax.Array, add: jax.Array | None, relu: bool) -> bool:
-        if self.use_running_average or self.axis_name is not None or os.environ.get(ENV, "1") == "0":
+        if self.use_running_average or self.axis_name is not None or not conv.settings().onednn_norm:
             return False
         if x.ndim != 4 or conv.backend() != "onednn" or (add is not None and (add.shape != x.shape or not relu)):
             return False

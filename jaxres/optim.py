@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxres.config import ConfigError, OptimizerConfig, RunConfig, ScheduleConfig
+from jaxres.config import ConfigError, RunConfig, ScheduleConfig
 
 
 def _cosine(cfg: ScheduleConfig, lr: float, total_steps: int | None) -> optax.Schedule:
@@ -35,7 +35,7 @@ def _cosine(cfg: ScheduleConfig, lr: float, total_steps: int | None) -> optax.Sc
     return optax.cosine_decay_schedule(lr, steps, alpha=cfg.final_fraction)
 
 
-# One entry per schedule name of ``config.SCHEDULES``: (settings, peak lr, total steps or None) -> schedule.
+# One entry per schedule name of ``jaxres.registry.SCHEDULES``: (settings, peak lr, total steps or None) -> schedule.
 SCHEDULE_BUILDERS: dict[str, Callable[[ScheduleConfig, float, int | None], optax.Schedule]] = {
     "constant": lambda cfg, lr, total: optax.constant_schedule(lr),
     "piecewise": lambda cfg, lr, total: optax.piecewise_constant_schedule(lr, {int(b): cfg.factor
@@ -66,23 +66,25 @@ def _kernels_only(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def _adam(o: OptimizerConfig, lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
-    return _l2(optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps), o, mask)
+def _adam(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+    return _l2(optax.adam(lr, b1=s["b1"], b2=s["b2"], eps=s["eps"]), s, mask)
 
 
-def _sgd(o: OptimizerConfig, lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
-    return _l2(optax.sgd(lr, momentum=o.momentum or None, nesterov=o.nesterov), o, mask)
+def _sgd(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+    return _l2(optax.sgd(lr, momentum=s["momentum"] or None, nesterov=s["nesterov"]), s, mask)
 
 
-def _l2(tx: optax.GradientTransformation, o: OptimizerConfig, mask: Any) -> optax.GradientTransformation:
+def _l2(tx: optax.GradientTransformation, s: dict[str, Any], mask: Any) -> optax.GradientTransformation:
     """Weight decay as L2 added to the gradient before ``tx`` (PyTorch's Adam / SGD, Caffe)."""
-    return optax.chain(optax.add_decayed_weights(o.weight_decay, mask), tx) if o.weight_decay else tx
+    return optax.chain(optax.add_decayed_weights(s["weight_decay"], mask), tx) if s["weight_decay"] else tx
 
 
-# One entry per optimizer name of ``config.OPTIMIZERS``: (settings, learning rate or schedule, decay mask) -> optax.
-OPTIMIZER_BUILDERS: dict[str, Callable[[OptimizerConfig, optax.ScalarOrSchedule, Any], optax.GradientTransformation]] = {
+# One entry per optimizer of ``jaxres.registry.OPTIMIZERS`` (which also lists the settings each takes, with its
+# defaults): (its settings, ``OptimizerConfig.settings()``; learning rate or schedule; decay mask) -> optax.
+OPTIMIZER_BUILDERS: dict[str, Callable[[dict[str, Any], optax.ScalarOrSchedule, Any], optax.GradientTransformation]] = {
     "adam": _adam,
-    "adamw": lambda o, lr, mask: optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=mask),
+    "adamw": lambda s, lr, mask: optax.adamw(lr, b1=s["b1"], b2=s["b2"], eps=s["eps"], weight_decay=s["weight_decay"],
+                                             mask=mask),
     "sgd": _sgd,
 }
 
@@ -93,4 +95,4 @@ def make_optimizer(cfg: RunConfig, steps_per_epoch: int | None = None) -> optax.
     total = steps_per_epoch * cfg.epochs if steps_per_epoch else None
     lr = make_schedule(cfg.schedule, o.lr, total)
     mask = _kernels_only if o.decay_on == "kernels" else None
-    return _lookup(OPTIMIZER_BUILDERS, "optimizer.name", o.name)(o, lr, mask)
+    return _lookup(OPTIMIZER_BUILDERS, "optimizer.name", o.name)(o.check() or o.settings(), lr, mask)

@@ -19,9 +19,9 @@ import numpy as np
 from pathlib import Path
 from typing import Any
 
-from jaxres import claims, stats
+from jaxres import claims, registry, stats
 from jaxres.config import flatten
-from jaxres.data import DATASETS
+from jaxres.registry import DATASETS
 
 SCHEMA = 2
 GROUP_EXCLUDE = ("seed", "layer_norms_every", "parallel")  # pooled over: the seed (and how, not what, was trained)
@@ -402,12 +402,9 @@ DEPTH_KINDS = ("plain", "resnet")
 
 
 def _depth_of(model: str) -> tuple[str, int] | None:
-    """("plain" | "resnet", depth) for He et al.'s CIFAR networks (plain20 ... resnet110), else None."""
-    for kind in DEPTH_KINDS:
-        rest = model[len(kind):]
-        if model.startswith(kind) and rest.isdigit():
-            return kind, int(rest)
-    return None
+    """("plain" | "resnet", depth) for He et al.'s CIFAR networks (their registry facts), else None."""
+    preset = registry.PRESETS.get(model)
+    return (preset.kind, preset.depth) if preset is not None and preset.family == "he" else None
 
 
 def _iterations(r: dict[str, Any]) -> list[int]:

@@ -43,7 +43,8 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
 
     from jaxres import checkpoint, config, conv, cpu, data, metrics, models, optim, train
 
-    setup()
+    cfg = config.with_env(cfg)  # the environment's overrides of the compute settings (config.COMPUTE_ENV)
+    setup(cfg.compute)
     _check(keep, devices)
     workdir = Path(workdir)
     name = config.run_name(cfg)
@@ -52,6 +53,7 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
     if lock is None:
         return {"run": name, "skipped": f"{name} is held by another process"}
     say = log if primary else (lambda *a, **k: None)
+    previous = conv.use(cfg.compute)  # what this run's convolutions and norms are traced with
     try:
         if lock.took_over:
             say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
@@ -79,7 +81,7 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
         say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
             f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
             f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
-            f"{how}, precision {cfg.compute.precision}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}")
+            f"{how}, {_compute_note(cfg.compute)}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}")
         with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=keep) as ckpt:
             # tensorboard --logdir <tensorboard_dir>
             tb = Path(tensorboard_dir) if tensorboard_dir is not None else workdir / "tensorboard"
@@ -106,18 +108,29 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
             checkpoint.write_json_atomic(result_path, json_safe(result))
         return result
     finally:
+        conv.use(previous)
         lock.release()
 
 
-def setup() -> dict[str, str]:
+def _compute_note(compute) -> str:
+    """The compute settings in words: the precision, and every other key that is not its default."""
+    from jaxres import config
+
+    default = config.ComputeConfig()
+    rest = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in dict(compute).items()
+            if k != "precision" and v != getattr(default, k)]
+    return f"precision {compute.precision}" + (f" (compute {', '.join(rest)})" if rest else "")
+
+
+def setup(compute=None) -> dict[str, str]:
     """The process-wide settings jaxres wants on CPU, applied once, explicitly (importing jaxres changes
     nothing): XLA's own convolutions routed away from YNNPACK (an XLA flag, read when JAX's backend starts)
-    and freed memory kept in the process (glibc ``mallopt``). Call it before JAX runs anything; later, it says
-    (and warns) that it came too late. ``JAXRES_CPU_FAST_PATH=0`` / ``JAXRES_KEEP_MEMORY=0`` turn them off.
-    Returns what was done, in words."""
+    and freed memory kept in the process (glibc ``mallopt``), as ``compute`` (a ``ComputeConfig``; default: the
+    defaults with the environment's overrides) asks: ``compute.fast_path``, ``compute.keep_memory``. Call it
+    before JAX runs anything; later, it says (and warns) that it came too late. Returns what was done, in words."""
     from jaxres import cpu
 
-    return cpu.setup()
+    return cpu.setup(compute)
 
 
 def _check(keep: int, devices: int | None) -> None:

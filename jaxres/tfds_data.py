@@ -58,7 +58,7 @@ def prepare_tfds(name: str, raw_dir: str | os.PathLike | None = None, data_dir: 
     base = type(builder)
     actual = {}
     for url, url_info in (base.url_infos or {}).items():
-        path = root / name / url_info.filename
+        path = root / info(name).dir / url_info.filename
         got = tfds.download.checksums.compute_url_info(path)
         if (got.size, got.checksum) != (url_info.size, url_info.checksum):
             warnings.warn(f"{path}: sha256 {got.checksum} ({int(got.size)} bytes) differs from the checksum tfds "
@@ -70,7 +70,7 @@ def prepare_tfds(name: str, raw_dir: str | os.PathLike | None = None, data_dir: 
                    skip_registration=True)
     offline_builder = offline(data_dir=data_dir)
     offline_builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(root / name)))
+        download_config=tfds.download.DownloadConfig(manual_dir=str(root / info(name).dir)))
     return tfds.builder(name, data_dir=data_dir)
 
 

@@ -79,3 +79,48 @@ def test_the_command_line_is_installed(tmp_path):
     moved = subprocess.run([sys.executable, "-m", "experiments.compare", "--study", "tiny", "--dry-run"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert moved.returncode == 0 and moved.stdout == out.stdout, moved.stderr[-2000:]
+
+
+def test_compute_settings_are_part_of_a_runs_identity(tmp_path, raw_dir, monkeypatch):
+    """A setting that changes how the arithmetic is summed is a config key in the identity: resuming under
+    another value is refused in one line naming it, also when the value comes from the environment."""
+    from jaxres.errors import CheckpointError
+
+    for var in config.COMPUTE_ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    cfg, lines = tiny_run(), []
+    jaxres.run(cfg, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=False, log=lines.append)
+    longer = config.replace(cfg, "epochs", 2)
+    with pytest.raises(CheckpointError, match=r"compute.overlap_grads: True there, False asked"):
+        jaxres.run(config.replace(longer, "compute.overlap_grads", False), tmp_path / "run", raw_dir=raw_dir,
+                   devices=1, progress=False, log=lines.append)
+    monkeypatch.setenv("JAXRES_CONV_FUSE_ADD", "off")  # an override, parsed like --set
+    with pytest.raises(CheckpointError, match=r"compute.fuse_add: True there, False asked"):
+        jaxres.run(longer, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=False, log=lines.append)
+    res = jaxres.run(cfg, tmp_path / "other", raw_dir=raw_dir, devices=1, progress=False, log=lines.append)
+    assert res["config"]["compute"]["fuse_add"] is False and "(compute fuse_add=false)" in lines[-1]
+    assert config.run_name(config.with_env(cfg)) != config.run_name(cfg)  # the CLI's folder is another one
+    monkeypatch.setenv("JAXRES_CONV_FUSE_ADD", "maybe")
+    with pytest.raises(config.ConfigError, match=r"^\$JAXRES_CONV_FUSE_ADD: compute.fuse_add='maybe' must be true or false$"):
+        config.from_env()
+    kept = config.replace(cfg, "compute.keep_memory", False)  # speed only: not part of the identity
+    assert config.identity(kept) == config.identity(cfg) and config.run_name(kept) == config.run_name(cfg)
+
+
+PRINT_ONLY = """
+import sys
+from experiments import compare
+try:
+    rc = compare.main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+print("rc", rc, "jax" in sys.modules, "flax" in sys.modules, "orbax.checkpoint" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("flag", ["--help", "--list-keys", "--dry-run"])
+def test_printing_commands_start_no_jax(flag):
+    out = subprocess.run([sys.executable, "-c", PRINT_ONLY, flag, "--study", "depth", "--set", "compute.conv=xla"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.stderr.splitlines()[-1] == "rc 0 False False False", out.stderr[-2000:]
+    assert out.stdout.strip()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiments import compare
-from jaxres import conv, metrics
+from jaxres import config, conv, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,8 +44,9 @@ def test_every_artifact_exists_and_parses(study):
         res = strict_json(study / r / "results.json")
         assert res["run"] == r and res["study"] == "tiny" and res["schema"] == 2
         assert res["config"]["optimizer"]["lr"] in (0.001, 0.002) and res["config"]["epochs"] == 2
-        assert res["identity"] == {k: v for k, v in res["config"].items()
-                                   if k not in ("epochs", "layer_norms_every", "parallel")}
+        assert res["identity"] == config.identity(config.from_dict(res["config"]))
+        assert not set(res["identity"]) & {"epochs", "layer_norms_every", "parallel"}
+        assert "keep_memory" not in res["identity"]["compute"] and res["identity"]["optimizer"]["b2"] == 0.999
         assert res["config"]["parallel"] == "jit"
         assert len(res["history"]) == 2 and res["final"] == res["history"][-1] and res["diverged"] is None
         assert res["final"]["test_examples"] == 200 and 0 <= res["final"]["test_accuracy"] <= 1
@@ -209,7 +210,9 @@ def test_dry_run_and_list_keys_show_the_study(raw_dir, capsys):
     assert compare.main(["--study", "quick", "--list-keys"]) == 0
     text = capsys.readouterr().out
     assert "model.name = ['seed_cnn', 'seed_resnet', 'seed_plain_twin']  (axis)" in text
-    assert "epochs = {'mnist': 3, 'cifar10': 3}  (per dataset)" in text and "optimizer.lr = 0.001" in text
+    assert "\nepochs = 3\n" in text and "optimizer.lr = 0.001" in text
+    assert compare.main(["--study", "seed", "--list-keys"]) == 0
+    assert "epochs = {'mnist': 30, 'cifar10': 100}  (per dataset; any other: its own)" in capsys.readouterr().out
 
 
 def test_tied_axes_from_the_command_line(capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxres import conv, models, train
+from jaxres import config, conv, models, train
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -106,7 +106,7 @@ def test_the_backend_is_an_explicit_visible_choice(monkeypatch):
     assert conv.backend() == "xla" and not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0,
                                                                                 padding="SAME"), x, w)
     monkeypatch.setenv(conv.ENV, "cudnn")
-    with pytest.raises(ValueError, match=r"unknown convolution backend 'cudnn'; choose one of onednn, xla-swapped, xla"):
+    with pytest.raises(ValueError, match=r"\$JAXRES_CONV: compute.conv='cudnn' is not one of auto, onednn, xla-swapped, xla"):
         conv.backend()
     monkeypatch.delenv(conv.ENV)
     try:
@@ -115,6 +115,14 @@ def test_the_backend_is_an_explicit_visible_choice(monkeypatch):
         assert not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0, padding="SAME"), x, w)
     finally:
         conv.set_backend(None)
+    assert conv.backend() in ("onednn", "xla-swapped")
+    previous = conv.use(config.ComputeConfig(conv="xla"))  # what jaxres.run does with a run's compute section
+    try:
+        assert conv.backend() == "xla"
+        conv.use(config.ComputeConfig(fast_path=False))  # off the fast path, auto means xla
+        assert conv.backend() == "xla"
+    finally:
+        conv.use(previous)
     assert conv.backend() in ("onednn", "xla-swapped")
 
 

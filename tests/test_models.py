@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxres import models
+from jaxres import models, registry
 
 MNIST, CIFAR = (28, 28, 1), (32, 32, 3)
 
@@ -211,12 +211,11 @@ def test_every_preset_shapes_and_parameter_counts(name, shape):
     n = models.count_params(variables["params"])
     if (name, shape) in EXPECTED_PARAMS:
         assert n == EXPECTED_PARAMS[name, shape]
-    twin = "seed_plain_twin" if name == "seed_resnet" else name.replace("resnet", "plain")
-    if twin != name:  # a ResNet and its plain twin have the same parameters
-        assert models.count_params(jax.eval_shape(models.get_model(twin).init, jax.random.key(0), x)["params"]) == n
-    convs = models.count_convs(variables["params"])
-    depth = {"seed_cnn": 5, "seed_resnet": 11, "seed_plain_twin": 11}.get(name)
-    assert convs == (depth if depth else int(name.lstrip("resnetplain")) - 1)
+    facts = registry.PRESETS[name]
+    if facts.twin:  # a ResNet and its plain twin have the same parameters
+        twin = models.get_model(facts.twin)
+        assert models.count_params(jax.eval_shape(twin.init, jax.random.key(0), x)["params"]) == n
+    assert models.count_convs(variables["params"]) == facts.depth - 1  # the declared depth: convs + the dense head
 
 
 @pytest.mark.parametrize("name, paper", [("resnet20", 0.27e6), ("resnet56", 0.85e6), ("resnet110", 1.7e6)])

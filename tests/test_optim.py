@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxres import config, optim
+from jaxres import config, optim, registry
 
 
 def run_config(**sections):
@@ -75,6 +75,7 @@ def test_updates_equal_torch_optim_on_the_same_gradients(case):
     opt_kw, sched_kw = CASES[case]
     cfg = run_config(optimizer=opt_kw, schedule=sched_kw, epochs=1)
     o, s = cfg.optimizer, cfg.schedule
+    os_ = o.settings()  # what the optimizer trains with: its own defaults and what the case set
     rng = np.random.default_rng(0)
     p0 = rng.normal(size=(5, 7)).astype(np.float32)
     grads = rng.normal(size=(40, 5, 7)).astype(np.float32)
@@ -88,10 +89,10 @@ def test_updates_equal_torch_optim_on_the_same_gradients(case):
 
     w = torch.nn.Parameter(torch.tensor(p0))
     if o.name == "sgd":
-        opt = torch.optim.SGD([w], lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        opt = torch.optim.SGD([w], lr=o.lr, momentum=os_["momentum"], nesterov=os_["nesterov"], weight_decay=os_["weight_decay"])
     else:
         cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-        opt = cls([w], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps, weight_decay=o.weight_decay)
+        opt = cls([w], lr=o.lr, betas=(os_["b1"], os_["b2"]), eps=os_["eps"], weight_decay=os_["weight_decay"])
     scheds = []
     if s.warmup_steps:
         scheds.append(torch.optim.lr_scheduler.LinearLR(opt, 1 / s.warmup_steps, 1.0, s.warmup_steps - 1))
@@ -125,13 +126,21 @@ def test_every_registered_optimizer_and_schedule_builds_and_takes_a_step():
 
 
 def test_a_name_without_a_builder_is_one_config_error_not_another_optimizer(monkeypatch):
-    """A name added to the config's list but not to the builders fails loudly (it once trained SGD silently)."""
-    cfg = config.RunConfig()
-    monkeypatch.setattr(config, "OPTIMIZERS", config.OPTIMIZERS + ("lion",))
-    monkeypatch.setattr(config, "SCHEDULES", config.SCHEDULES + ("linear",))
-    lion = config.replace(cfg, "optimizer.name", "lion")
+    """A name registered (jaxres.registry) but not given a builder fails loudly (it once trained SGD silently)."""
+    monkeypatch.setitem(registry.OPTIMIZERS, "lion", {"b1": 0.9, "b2": 0.99})
+    lion = config.RunConfig(optimizer=config.OptimizerConfig.model_construct(name="lion", lr=1e-3, decay_on="all"))
+    assert lion.optimizer.settings() == {"b1": 0.9, "b2": 0.99}  # its own defaults, not Adam's b2
     with pytest.raises(config.ConfigError, match="optimizer.name='lion' has no builder in jaxres.optim"):
         optim.make_optimizer(lion)
-    linear = config.replace(cfg, "schedule.name", "linear")
+    linear = config.RunConfig(schedule=config.ScheduleConfig.model_construct(name="linear", warmup_steps=0))
     with pytest.raises(config.ConfigError, match="schedule.name='linear' has no builder in jaxres.optim"):
         optim.make_optimizer(linear)
+
+
+def test_a_setting_the_optimizer_does_not_take_is_one_config_error():
+    sgd = config.replace(config.replace(config.RunConfig(), "optimizer.name", "sgd"), "optimizer.b2", "0.99")
+    with pytest.raises(config.ConfigError, match=r"optimizer.b2 does not apply to sgd \(it takes momentum, nesterov"):
+        sgd.check()
+    adam = config.replace(config.RunConfig(), "optimizer.momentum", "0.5")
+    with pytest.raises(config.ConfigError, match="optimizer.momentum does not apply to adam"):
+        optim.make_optimizer(adam)

@@ -1,0 +1,125 @@
+"""The registry (jaxres.registry): every registered name works, facts are declared (not parsed from names),
+and every dataset's reader reads a small file written in its format."""
+import dataclasses
+import gzip
+import io
+import struct
+import tarfile
+
+import numpy as np
+import pytest
+
+from jaxres import config, data, registry
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return gzip.compress(header + array.astype(np.uint8).tobytes(), mtime=0)
+
+
+def _tar(path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def _planes(images: np.ndarray) -> np.ndarray:
+    return images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # CIFAR records: R, G, B planes
+
+
+def write_idx(folder, splits):
+    for prefix, split in (("train", "train"), ("t10k", "test")):
+        images, labels = splits[split]
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(_idx(images[..., 0]))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(_idx(labels))
+
+
+def write_cifar10(folder, splits):
+    images, labels = splits["train"]
+    parts = np.array_split(np.arange(len(labels)), 5)
+    members = {f"cifar-10-batches-bin/data_batch_{i + 1}.bin":
+               np.concatenate([labels[p, None].astype(np.uint8), _planes(images[p])], 1).tobytes()
+               for i, p in enumerate(parts)}
+    images, labels = splits["test"]
+    members["cifar-10-batches-bin/test_batch.bin"] = np.concatenate([labels[:, None].astype(np.uint8),
+                                                                    _planes(images)], 1).tobytes()
+    _tar(folder / "cifar-10-binary.tar.gz", members)
+
+
+def write_cifar100(folder, splits):
+    members = {}
+    for split, (images, labels) in splits.items():
+        coarse = (labels // 5).astype(np.uint8)  # a coarse label first, then the fine one the dataset uses
+        members[f"cifar-100-binary/{split}.bin"] = np.concatenate(
+            [coarse[:, None], labels[:, None].astype(np.uint8), _planes(images)], 1).tobytes()
+    _tar(folder / "cifar-100-binary.tar.gz", members)
+
+
+# One writer per file format: a format added to the registry gets its row here
+WRITERS = {"idx": write_idx, "cifar10-binary": write_cifar10, "cifar100-binary": write_cifar100}
+
+
+def test_every_format_has_files_a_reader_and_a_writer_here():
+    assert set(registry.FORMAT_FILES) == set(data.READERS) == set(WRITERS)
+    assert {d.format for d in registry.DATASETS.values()} <= set(registry.FORMAT_FILES)
+
+
+@pytest.mark.parametrize("name", list(registry.DATASETS))
+def test_every_datasets_reader_reads_a_file_written_in_its_format(name, tmp_path):
+    d = registry.DATASETS[name]
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", 15), ("test", 5)):
+        splits[split] = (rng.integers(0, 256, (n, *d.shape), dtype=np.uint8),
+                         rng.integers(0, d.num_classes, n).astype(np.int32))
+    splits["train"][1][0] = d.num_classes - 1  # the largest label is read as itself
+    folder = tmp_path / d.dir
+    folder.mkdir()
+    WRITERS[d.format](folder, splits)
+    for split, (images, labels) in splits.items():
+        got_images, got_labels = data.load_raw(name, split, tmp_path)
+        np.testing.assert_array_equal(got_images, images)
+        np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_a_dataset_declares_its_folder(tmp_path, monkeypatch):
+    """A dataset whose files sit in a folder not named after it: one registry entry with ``folder``."""
+    entry = dataclasses.replace(registry.DATASETS["mnist"], name="mnist_copy", folder="MNIST-raw")
+    monkeypatch.setitem(registry.DATASETS, "mnist_copy", entry)
+    with pytest.raises(data.DataError, match=r"MNIST-raw/train-images-idx3-ubyte.gz: mnist_copy needs"):
+        data.raw_files("mnist_copy", tmp_path)
+    (tmp_path / "MNIST-raw").mkdir()
+    images = np.zeros((3, 28, 28, 1), np.uint8)
+    write_idx(tmp_path / "MNIST-raw", {"train": (images, np.arange(3)), "test": (images, np.arange(3))})
+    assert data.load_raw("mnist_copy", "test", tmp_path)[1].tolist() == [0, 1, 2]
+
+
+def test_presets_declare_their_architecture():
+    """Family, depth, widths and the residual twin are facts of the entry; the report groups by them."""
+    from jaxres import report
+
+    for name, p in registry.PRESETS.items():
+        assert p.name == name and p.family in ("seed", "he") and p.depth > 0 and p.widths
+        if p.twin:  # a twin is the same network with the shortcuts the other way
+            twin = registry.PRESETS[p.twin]
+            assert twin.twin == name and twin.residual != p.residual and twin.depth == p.depth
+    assert registry.PRESETS["seed_cnn"].depth == 6 and registry.PRESETS["resnet110"].depth == 110
+    assert report._depth_of("resnet56") == ("resnet", 56) and report._depth_of("seed_resnet") is None
+    wide = dataclasses.replace(registry.PRESETS["resnet20"], name="wide_resnet20", widths=(64, 128, 256))
+    registry.PRESETS["wide_resnet20"] = wide  # a name without its depth in a form the report could parse ...
+    try:
+        assert report._depth_of("wide_resnet20") == ("resnet", 20)  # ... still has its facts
+    finally:
+        del registry.PRESETS["wide_resnet20"]
+
+
+def test_every_registered_name_is_a_config_value():
+    for key, names in (("data.name", registry.DATASETS), ("model.name", registry.PRESETS),
+                       ("optimizer.name", registry.OPTIMIZERS), ("schedule.name", registry.SCHEDULES),
+                       ("model.norm", registry.NORMS), ("model.shortcut", registry.SHORTCUTS),
+                       ("model.kernel_init", registry.KERNEL_INITS), ("data.preprocess", registry.PREPROCESS),
+                       ("data.source", registry.SOURCES)):
+        for name in names:
+            assert config.get(config.replace(config.RunConfig(), key, name), key) == name
