@@ -20,10 +20,10 @@ $(VENV)/.reference: $(VENV)/.installed
 	touch $@
 
 test: install $(VENV)/.reference
-	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist worksteal
 
 test-slow: install $(VENV)/.reference
-	$(PY) -m pytest -q -m slow -n 2 --dist loadfile
+	$(PY) -m pytest -q -m slow -n 2 --dist worksteal
 
 compare: install
 	$(PY) -m experiments.compare --study quick --raw-dir $(RAW_DIR) --out runs/quick

@@ -48,7 +48,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxres.config import differences, flatten
-from jaxres.errors import STOP_SIGNALS, CheckpointError, RunLocked, Stopped, raise_on_stop_signals  # noqa: F401
+from jaxres import errors
+from jaxres.errors import STOP_SIGNALS, CheckpointError, RunLocked, Stopped, interrupt, raise_on_stop_signals  # noqa: F401
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -116,6 +117,9 @@ DEEPEST_BELOW_CHECKPOINTS = 160
 MANIFESTED = ".every_checkpoint_has_one"
 
 
+PARTIAL = "checkpoints.partial"  # the run folder's saves inside an epoch (the newest only)
+
+
 class Checkpointer:
     """Saves and restores one run's per-epoch checkpoints in ``run_dir``.
 
@@ -124,9 +128,12 @@ class Checkpointer:
     manager, or call ``close``.
     """
 
-    def __init__(self, run_dir: str | Path, config: dict[str, Any], keep: int = 2):
+    def __init__(self, run_dir: str | Path, config: dict[str, Any], keep: int = 2, every_steps: int = 0,
+                 every_minutes: float = 0.0):
         if keep < 1:
             raise CheckpointError(f"keep must be at least 1, got {keep}")
+        self.every_steps, self.every_minutes = every_steps, every_minutes
+        self._last_save = time.monotonic()
         self.run_dir = Path(run_dir).absolute()
         self.config = json.loads(json.dumps(config))  # as it will read back
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +154,7 @@ class Checkpointer:
             write_json_atomic(config_path, self.config)
         self._keep = keep
         self._check_writable(self.run_dir / "checkpoints")
+        self._check_writable(self.run_dir / PARTIAL)  # the longer path, with global step numbers
         self._open()
         if not self.epochs() and jax.process_index() == 0:  # a new run: every checkpoint of it gets a manifest
             (self.run_dir / "manifests").mkdir(exist_ok=True)
@@ -185,6 +193,11 @@ class Checkpointer:
             options=ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=best, best_mode="max",
                                                  cleanup_tmp_directories=True),
             item_names=("state", "meta"))
+        # Inside an epoch: the newest save only, apart from the epoch checkpoints (so --keep and the best epoch
+        # are untouched), numbered by the global step.
+        self.partial = ocp.CheckpointManager(
+            self.run_dir / PARTIAL, options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True),
+            item_names=("state", "carry", "meta"))
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -215,32 +228,116 @@ class Checkpointer:
                 self.manager.wait_until_finished()
                 if jax.process_index() == 0:  # with several processes: the files are the same for all
                     self._write_manifest(epoch)
+                self._drop_partial()  # the epoch is whole: the saves inside it are done with
             except Exception as e:  # noqa: BLE001 - any failure to write is reported as one
                 kept = [k for k in self.epochs() if k != epoch]
                 after = (f"run the same command once there is room: it resumes after epoch {kept[-1]}" if kept
                          else "no earlier epoch of this run was saved")
                 raise CheckpointError(f"cannot write checkpoint to {self.run_dir} ({_reason(e)}); {after}") from None
 
-    def _write_manifest(self, epoch: int) -> None:
-        step_dir = Path(self.manager.directory) / str(epoch)
+    # ----------------------------------------------------------- inside an epoch
+    def partial_due(self, done: int) -> bool:
+        """Whether a save inside the epoch is due after its ``done``-th step (``every_steps``, ``every_minutes``)."""
+        return bool((self.every_steps and done % self.every_steps == 0) or
+                    (self.every_minutes and time.monotonic() - self._last_save >= 60 * self.every_minutes))
+
+    def save_partial(self, state: Any, history: list[dict], done: int, carry: dict[str, Any]) -> None:
+        """Save the state after step ``done`` of epoch ``len(history) + 1`` and what the epoch has gathered so far
+        (``carry``: its metric sums and recorded layer norms, numpy arrays), so that a resume continues at the next
+        step. Synchronous and verified like ``save``; only the newest such save is kept, beside the epochs'."""
+        step = int(state.step)
+        meta = {"epoch": len(history) + 1, "done": done, "step": step, "history": history}
+        with _interrupts_held(), quiet_orbax():
+            try:
+                self.partial.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                                carry=ocp.args.StandardSave(carry),
+                                                                meta=ocp.args.JsonSave(meta)), force=True)
+                self.partial.wait_until_finished()
+                if jax.process_index() == 0:
+                    self._write_manifest(step, Path(self.partial.directory), f"{PARTIAL}.json")
+            except Exception as e:  # noqa: BLE001 - reported as one line; the epoch checkpoints are untouched
+                raise CheckpointError(f"cannot write a checkpoint inside epoch {len(history) + 1} to {self.run_dir} "
+                                      f"({_reason(e)}); the epoch checkpoints are kept") from None
+        self._last_save = time.monotonic()
+
+    def restore_partial(self, state: Any, epochs_done: int) -> tuple[Any, int, dict[str, Any]] | None:
+        """(state, steps done, carry) of a save inside epoch ``epochs_done + 1``, shaped like ``state``; None if
+        there is none. One left from an epoch that has since been saved whole is dropped; one that cannot be read
+        or verified is moved to ``checkpoints.broken/`` with one warning line (the epoch resume is used)."""
+        for step in reversed(sorted(self.partial.all_steps())):
+            try:
+                with quiet_orbax():
+                    meta = self.partial.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                if meta["epoch"] != epochs_done + 1:
+                    self._drop_partial()
+                    return None
+                self._verify(step, Path(self.partial.directory), f"{PARTIAL}.json")
+                abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+                with quiet_orbax():
+                    got = self.partial.restore(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), carry=ocp.args.StandardRestore()))
+                if int(got["state"].step) != meta["step"] or len(meta["history"]) != epochs_done:
+                    raise ValueError(f"inconsistent contents (step {int(got['state'].step)} vs {meta['step']})")
+                self._last_save = time.monotonic()
+                return got["state"], int(meta["done"]), got["carry"]
+            except Exception as e:  # noqa: BLE001 - any failure to read means: resume from the epoch checkpoint
+                moved = self._quarantine_partial(step)
+                warnings.warn(f"the checkpoint inside epoch {epochs_done + 1} (step {step}) cannot be used "
+                              f"({type(e).__name__}: {_reason(e)}); moved to {moved}; resuming from the start of "
+                              "that epoch", stacklevel=2)
+        return None
+
+    def _drop_partial(self) -> None:
+        if jax.process_index() > 0:
+            return
+        for step in self.partial.all_steps():
+            self.partial.delete(step)
+        (self.run_dir / "manifests" / f"{PARTIAL}.json").unlink(missing_ok=True)
+
+    def _quarantine_partial(self, step: int) -> Path:
+        src = Path(self.partial.directory) / str(step)
+        dst = self.run_dir / "checkpoints.broken" / f"{PARTIAL}-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.exists():
+                shutil.move(str(src), str(dst))
+            (self.run_dir / "manifests" / f"{PARTIAL}.json").unlink(missing_ok=True)
+        self.partial.reload()
+        return dst
+
+    def _write_manifest(self, epoch: int, root: Path | None = None, name: str | None = None) -> None:
+        step_dir = (root or Path(self.manager.directory)) / str(epoch)
         files = {str(p.relative_to(step_dir)): _sha256(p) for p in sorted(step_dir.rglob("*")) if p.is_file()}
         (self.run_dir / "manifests").mkdir(exist_ok=True)
+        if name is not None:  # a save inside an epoch: one manifest, naming its step
+            write_json_atomic(self.run_dir / "manifests" / name, {"step": epoch, "files": files})
+            return
         write_json_atomic(self.run_dir / "manifests" / f"{epoch}.json", files)
         kept = {str(e) for e in self.epochs()}
         for old in (self.run_dir / "manifests").glob("*.json"):  # the pruned checkpoints' manifests
             if old.stem not in kept:
                 old.unlink(missing_ok=True)
 
-    def _verify(self, epoch: int) -> None:
+    def _verify(self, epoch: int, root: Path | None = None, name: str | None = None) -> None:
         """Raise if a file of checkpoint ``epoch`` is missing or differs from what was written."""
-        manifest = self.run_dir / "manifests" / f"{epoch}.json"
+        manifest = self.run_dir / "manifests" / (name or f"{epoch}.json")
+        if name is not None:  # a save inside an epoch is always written with its manifest
+            got = json.loads(manifest.read_text()) if manifest.exists() else {}
+            if got.get("step") != epoch:
+                raise ValueError("it has no manifest (the process stopped between writing the two), so its files "
+                                 "cannot be verified")
+            self._check_files(Path(root) / str(epoch), got["files"])
+            return
         if not manifest.exists():
             if (self.run_dir / "manifests" / MANIFESTED).exists():  # a kill between the checkpoint and its manifest
                 raise ValueError("it has no manifest (the process stopped between writing the two), so its files "
                                  "cannot be verified")
             return  # a run begun by a jaxres without manifests: orbax's own checks only
-        step_dir = Path(self.manager.directory) / str(epoch)
-        for name, digest in json.loads(manifest.read_text()).items():
+        self._check_files(Path(self.manager.directory) / str(epoch), json.loads(manifest.read_text()))
+
+    @staticmethod
+    def _check_files(step_dir: Path, files: dict[str, str]) -> None:
+        for name, digest in files.items():
             path = step_dir / name
             if not path.is_file():
                 raise ValueError(f"{name} is missing")
@@ -253,6 +350,7 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+        self.partial.close()
 
     # ----------------------------------------------------------- restore
     def epochs(self) -> list[int]:
@@ -350,10 +448,6 @@ def quiet_orbax():
         sys.unraisablehook = previous
 
 
-def interrupt(signum: int) -> KeyboardInterrupt:
-    return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
-
-
 @contextlib.contextmanager
 def _interrupts_held():
     """Hold a Ctrl-C (SIGINT) or a stop signal until the block is done, then raise it; a second Ctrl-C raises
@@ -378,5 +472,7 @@ def _interrupts_held():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    if pending:
+    if pending and errors.deferring():  # training stops at its next step boundary (errors.stops_at_step_boundaries)
+        errors.defer(pending[0])
+    elif pending:
         raise interrupt(pending[0])

@@ -374,6 +374,13 @@ class RunConfig(Section):
     # only path across processes) or "pmap" (one process). Both give the same numbers (tested), so it is
     # not part of a run's identity either; jit is the default: on one host it is as fast or faster.
     parallel: Literal[PARALLEL] = "jit"
+    # Checkpoints inside an epoch (besides the one at its end): after every N steps and/or every M minutes
+    # (0: never), and always when a stop signal arrives (SIGTERM, SIGUSR1, Ctrl-C). A resume continues at the
+    # next step, bitwise as if never stopped; only the newest such save is kept. 10 minutes by default: a save
+    # of these networks takes well under a second, so at most 10 minutes of a long epoch are lost to a kill
+    # for about 0.1% of the time. They observe, so they are not part of a run's identity.
+    checkpoint_every_steps: Int = Field(0, ge=0)
+    checkpoint_every_minutes: Number = Field(10.0, ge=0)
 
     def check(self) -> RunConfig:
         """Every check that involves several keys; returns the config. Each key's own value is checked
@@ -446,7 +453,9 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-NOT_IDENTITY = ("layer_norms_every", "parallel", "compute.keep_memory")  # observe or schedule, change no number
+# observe, schedule or save: change no number
+NOT_IDENTITY = ("layer_norms_every", "parallel", "checkpoint_every_steps", "checkpoint_every_minutes",
+                "compute.keep_memory")
 OPTIMIZER_SETTINGS = ("b1", "b2", "eps", "momentum", "nesterov", "weight_decay")
 
 
@@ -456,9 +465,9 @@ def identity(cfg: RunConfig) -> dict[str, Any]:
     is the run's, cosine without decay_steps, keeps it). The optimizer's settings are the ones it trains
     with (its own defaults filled in); those it does not take are left out."""
     d = to_dict(cfg)
-    d.pop("layer_norms_every")  # what is recorded, not what is trained
-    d.pop("parallel")           # how the devices share a step, not what is trained
-    d["compute"].pop("keep_memory")
+    for key in NOT_IDENTITY:
+        head, _, rest = key.partition(".")
+        (d[head].pop(rest) if rest else d.pop(head))
     for k in OPTIMIZER_SETTINGS:
         d["optimizer"].pop(k)
     d["optimizer"].update(cfg.optimizer.settings())

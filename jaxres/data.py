@@ -310,14 +310,17 @@ class Dataset:
             return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.sharding, x), batch)
         return batch if self.n_devices == 1 else shard(batch, self.n_devices)
 
-    def train_batches(self, epoch: int, rng: jax.Array | None = None) -> Iterator[Batch]:
-        """The training batches of ``epoch`` (whole batches only); ``rng`` draws the augmentation."""
+    def train_batches(self, epoch: int, rng: jax.Array | None = None, start: int = 0) -> Iterator[Batch]:
+        """The training batches of ``epoch`` (whole batches only) from its ``start``-th on (a resume inside the
+        epoch: the same order and augmentation as in one pass); ``rng`` draws the augmentation."""
         if self.config.augment and rng is None:
             raise ValueError("augmentation is on: pass the augmentation key (jaxres.train.Streams.augment)")
         if rng is not None and self.process_count > 1:  # each process draws for its own examples
             rng = jax.random.fold_in(rng, self.process_index)
         epoch_key = None if rng is None else jax.random.fold_in(rng, epoch)
         for step, (x, y) in enumerate(self._train_arrays(epoch)):
+            if step < start:
+                continue
             key = None if epoch_key is None else jax.random.fold_in(epoch_key, step)
             yield self._shard(self._finish(x, y, None, key))
 

@@ -2,7 +2,10 @@
 knows whether it will train: ``--help``, ``--list-keys`` and ``--dry-run`` start no JAX)."""
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
+import threading
 
 
 class DataError(ValueError):
@@ -38,3 +41,65 @@ def raise_on_stop_signals() -> dict:
         raise Stopped(signum)
 
     return {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+
+
+def interrupt(signum: int) -> KeyboardInterrupt:
+    """The exception a signal stops a run with: KeyboardInterrupt for Ctrl-C, ``Stopped`` for the others."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+
+
+_deferring = False
+_pending: list[int] = []  # the signal that asked the run to stop, until the run acts on it
+
+
+@contextlib.contextmanager
+def stops_at_step_boundaries():
+    """Within the block, Ctrl-C, SIGTERM and SIGUSR1 do not interrupt what is running (a compilation, a step):
+    they are recorded, with one line saying so, and training stops at the next step boundary after saving
+    that step (``jaxres.train.fit`` asks ``pending_stop``; ``raise_if_stopped`` elsewhere). A second signal
+    raises at once. A stop still pending when the block ends is raised then. Main thread only."""
+    global _deferring
+    if threading.current_thread() is not threading.main_thread() or _deferring:
+        yield
+        return
+
+    def record(signum, frame):
+        if _pending:
+            raise interrupt(_pending[0])
+        _pending.append(signum)
+        what = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"{what}: stopping after the current step, which is saved (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    _pending.clear()
+    previous = {s: signal.signal(s, record) for s in (signal.SIGINT, *STOP_SIGNALS)}
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        for s, h in previous.items():
+            signal.signal(s, h)
+    raise_if_stopped()
+
+
+def deferring() -> bool:
+    """Whether a ``stops_at_step_boundaries`` block is active (signals are recorded, not raised)."""
+    return _deferring
+
+
+def defer(signum: int) -> None:
+    """Record ``signum`` as the pending stop (a signal held while a checkpoint was written, within the block)."""
+    if not _pending:
+        _pending.append(signum)
+
+
+def pending_stop() -> int | None:
+    """The signal that asked the run to stop, not yet acted on; None if none."""
+    return _pending[0] if _pending else None
+
+
+def raise_if_stopped() -> None:
+    """Raise the pending stop (and forget it), if there is one."""
+    if _pending:
+        raise interrupt(_pending.pop())

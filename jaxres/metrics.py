@@ -21,10 +21,16 @@ TOTALS = ("nonfinite_steps",)        # accumulated as a sum, reported as is
 
 
 def accumulate(total: dict[str, jax.Array] | None, step_metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """Add one step's metrics to the running ``total`` (None to start); counts the steps."""
-    step_metrics = dict(step_metrics, steps=jnp.ones((), jnp.float32))
+    """Add one step's metrics to the running ``total`` (None to start); counts the steps. One compiled call
+    per step (an eager operation per metric cost milliseconds each: a tenth of a small step)."""
     if total is None:
-        return step_metrics
+        return dict(step_metrics, steps=jnp.ones((), jnp.float32))
+    return _add(total, step_metrics)
+
+
+@jax.jit
+def _add(total: dict[str, jax.Array], step_metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    step_metrics = dict(step_metrics, steps=jnp.ones_like(total["steps"]))
     return {k: (jnp.minimum if k in MINIMA else jnp.add)(total[k], v) for k, v in step_metrics.items()}
 
 

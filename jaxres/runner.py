@@ -39,14 +39,20 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
     and ``{"run": name, "skipped": why}`` comes back. Raises ``ConfigError``, ``DataError`` or ``CheckpointError``
     (one line each) for bad input, a missing file or a checkpoint that cannot be written.
     """
+    from jaxres import errors
+
+    with errors.stops_at_step_boundaries():  # a stop signal ends the run at a step boundary, that step saved
+        return _run(cfg, Path(workdir), raw_dir, data_dir, keep, devices, progress, study, tensorboard_dir, log)
+
+
+def _run(cfg, workdir: Path, raw_dir, data_dir, keep, devices, progress, study, tensorboard_dir, log) -> dict[str, Any]:
     import jax
 
-    from jaxres import checkpoint, config, conv, cpu, data, metrics, models, optim, train
+    from jaxres import checkpoint, config, conv, cpu, data, errors, metrics, models, optim, train
 
     cfg = config.with_env(cfg)  # the environment's overrides of the compute settings (config.COMPUTE_ENV)
     setup(cfg.compute)
     _check(keep, devices)
-    workdir = Path(workdir)
     name = config.run_name(cfg)
     primary = jax.process_index() == 0  # with several processes, process 0 alone writes and prints
     lock = _acquire(checkpoint.RunLock(workdir), name, primary, log)
@@ -69,6 +75,7 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
         n_dev = devices or jax.local_device_count()  # on each process
         ds = data.make_dataset(cfg.data, raw_dir=raw_dir, data_dir=data_dir, order_seed=streams.order_seed,
                                n_devices=n_dev)
+        errors.raise_if_stopped()  # a stop asked for while the data was read: nothing to save yet
         model = cfg.build_model(ds.num_classes)
         tx = optim.make_optimizer(cfg, ds.steps_per_epoch)
         state = train.create_train_state(model, streams.init, ds.shape, tx)
@@ -82,7 +89,9 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
             f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
             f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
             f"{how}, {_compute_note(cfg.compute)}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}")
-        with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=keep) as ckpt:
+        errors.raise_if_stopped()
+        with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=keep, every_steps=cfg.checkpoint_every_steps,
+                                     every_minutes=cfg.checkpoint_every_minutes) as ckpt:
             # tensorboard --logdir <tensorboard_dir>
             tb = Path(tensorboard_dir) if tensorboard_dir is not None else workdir / "tensorboard"
             writer = metrics.TensorBoardWriter(str(tb)) if primary else None
@@ -184,7 +193,8 @@ def finished(path: Path, cfg_dict: dict) -> dict | None:
     except ValueError:
         print(f"warning: {path} is damaged; the run is rebuilt from its checkpoints", file=sys.stderr)
         return None
-    return done if done.get("final") and not config.differences(done.get("config") or {}, cfg_dict) else None
+    changed = [k for k in config.differences(done.get("config") or {}, cfg_dict) if k not in config.NOT_IDENTITY]
+    return done if done.get("final") and not changed else None
 
 
 def environment(precision: str = "float32") -> dict[str, Any]:

@@ -36,7 +36,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxres import config
+from jaxres import config, errors
 from jaxres import metrics as M
 
 PMAP_AXIS = "batch"     # the data-parallel axis: pmap's axis name and the mesh axis of the sharded-jit path
@@ -299,7 +299,7 @@ class BatchSource(Protocol):
     @property
     def steps_per_epoch(self) -> int: ...
 
-    def train_batches(self, epoch: int, rng: jax.Array | None = None) -> Iterator[Batch]: ...
+    def train_batches(self, epoch: int, rng: jax.Array | None = None, start: int = 0) -> Iterator[Batch]: ...
 
     def eval_batches(self, split: str = "test") -> Iterator[Batch]: ...
 
@@ -314,6 +314,13 @@ class CheckpointStore(Protocol):
     def save(self, state: TrainState, history: list[dict]) -> None: ...
 
     def wait(self) -> None: ...
+
+    # inside an epoch (optional: a store without these saves whole epochs only)
+    def partial_due(self, done: int) -> bool: ...
+
+    def save_partial(self, state: TrainState, history: list[dict], done: int, carry: dict[str, Any]) -> None: ...
+
+    def restore_partial(self, state: TrainState, epochs_done: int) -> tuple[TrainState, int, dict] | None: ...
 
 
 class FitResult(NamedTuple):
@@ -349,20 +356,50 @@ def _layer_norms(per_step: list[dict[str, jax.Array]]) -> LayerNorms | None:
 
 
 def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: int, streams: Streams,
-                desc: str = "", progress: bool = True) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
+                desc: str = "", progress: bool = True, start: int = 0, carry: dict[str, Any] | None = None,
+                save: Callable[[TrainState, int, dict[str, Any]], None] | None = None,
+                due: Callable[[int], bool] | None = None,
+                ) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
     """One pass over ``epoch``'s training batches; (state, means of the step metrics, the per-layer
-    norms of its recorded steps where the step function records them, else None)."""
+    norms of its recorded steps where the step function records them, else None).
+
+    ``start`` and ``carry``: resume after step ``start`` of the epoch with what its first steps gathered
+    (``carry_of``). After each step, where ``due(steps done)`` or a stop was asked for (``jaxres.errors``),
+    ``save(state, steps done, carry)`` saves it; after a stop was asked for, the stop is raised."""
     from tqdm import tqdm
 
-    total, layers = None, []
-    batches = tqdm(data.train_batches(epoch, streams.augment), total=data.steps_per_epoch, desc=desc,
-                   leave=False, disable=not progress, unit="step")
-    for batch in batches:
+    total, layers, carried = None, [], None
+    if carry is not None:
+        total = {k: np.asarray(v) for k, v in carry["sums"].items()}
+        carried = LayerNorms(*(np.asarray(carry["layers"][k]) for k in LayerNorms._fields)) if "layers" in carry else None
+    batches = tqdm(data.train_batches(epoch, streams.augment, start=start) if start else
+                   data.train_batches(epoch, streams.augment), initial=start,
+                   total=data.steps_per_epoch, desc=desc, leave=False, disable=not progress, unit="step")
+    for done, batch in enumerate(batches, start + 1):
         state, m = step_fn(state, batch, streams.step)
         if "layer_norms" in m:  # kept on the device until the epoch ends
             layers.append({k: m.pop(k) for k in ("layer_norms", "layer_norms_step", "layer_norms_recorded")})
         total = M.accumulate(total, m)
-    return state, M.summarize(total), _layer_norms(layers)
+        stop = errors.pending_stop()
+        if save is not None and (stop is not None or (done < data.steps_per_epoch and due(done))):
+            save(state, done, carry_of(total, _join(carried, _layer_norms(layers))))
+        if stop is not None:
+            errors.raise_if_stopped()
+    return state, M.summarize(total), _join(carried, _layer_norms(layers))
+
+
+def carry_of(total: dict[str, Any], layers: LayerNorms | None) -> dict[str, Any]:
+    """What an epoch has gathered so far, as numpy arrays for a checkpoint: its metric sums and layer norms."""
+    out = {"sums": {k: M.host_value(v) for k, v in total.items()}}
+    if layers is not None and layers.steps.size:
+        out["layers"] = layers._asdict()
+    return out
+
+
+def _join(a: LayerNorms | None, b: LayerNorms | None) -> LayerNorms | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return LayerNorms(*(np.concatenate([x, y]) for x, y in zip(a, b)))
 
 
 def evaluate(state: TrainState, eval_fn: Callable, data: BatchSource, split: str = "test") -> dict[str, float]:
@@ -411,11 +448,17 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         state = place(state, mesh)
         data.set_sharding(batch_sharding(mesh))
     history: list[dict] = []
+    start, carry = 0, None
     if checkpointer is not None:
         restored = checkpointer.restore_latest(state)
         if restored is not None:
             state, history = restored
             log(f"resuming after epoch {len(history)} from {checkpointer.run_dir}")
+        partial = (checkpointer.restore_partial(state, len(history))
+                   if hasattr(checkpointer, "restore_partial") and len(history) < epochs else None)
+        if partial is not None:
+            state, start, carry = partial
+            log(f"resuming epoch {len(history) + 1} after its step {start} of {data.steps_per_epoch}")
     if len(history) >= epochs:
         log(f"already trained for {len(history)} epochs: nothing to do")
         data.set_sharding(None)
@@ -432,10 +475,20 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     single = unreplicate if multi else (lambda s: s)
     diverged = None
     try:
+        save = None
+        if checkpointer is not None and hasattr(checkpointer, "save_partial"):
+            def save(s: TrainState, done: int, c: dict[str, Any]) -> None:
+                c["elapsed_s"] = np.float64(time.perf_counter() - began)  # the epoch's time so far, for its row
+                checkpointer.save_partial(single(s), history, done, c)
+                if errors.pending_stop() is not None:
+                    log(f"epoch {len(history) + 1}/{epochs}: stopped after step {done} of {data.steps_per_epoch}, "
+                        "which is saved: the same command continues from the next one")
         for epoch in range(len(history), epochs):
-            start = time.perf_counter()
+            began = time.perf_counter() - (float(carry["elapsed_s"]) if carry and "elapsed_s" in carry else 0.0)
             state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams,
-                                                 f"epoch {epoch + 1}/{epochs}", progress)
+                                                 f"epoch {epoch + 1}/{epochs}", progress, start, carry, save,
+                                                 getattr(checkpointer, "partial_due", None))
+            start, carry = 0, None
             if layers is not None and on_layer_norms is not None:
                 on_layer_norms(epoch + 1, layers)
             row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
@@ -443,7 +496,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
             if train_m["nonfinite_steps"]:
                 diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
                 row.update(test_loss=None, test_accuracy=None, test_examples=0, diverged=True,
-                           epoch_time_s=time.perf_counter() - start)
+                           epoch_time_s=time.perf_counter() - began)
                 history.append(row)
                 log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
                     f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not "
@@ -453,7 +506,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                 break
             test_m = evaluate(state, eval_fn, data)
             row.update(test_loss=test_m["loss"], test_accuracy=test_m["accuracy"], test_examples=test_m["count"],
-                       epoch_time_s=time.perf_counter() - start)
+                       epoch_time_s=time.perf_counter() - began)
             history.append(row)
             log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
                 f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
@@ -461,6 +514,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                 checkpointer.save(single(state), history)
             if on_epoch is not None:
                 on_epoch(row)
+            errors.raise_if_stopped()  # a stop asked for during the evaluation or the save: the epoch is kept
     finally:
         data.set_sharding(None)
         if checkpointer is not None:

@@ -1,7 +1,8 @@
 """Helper run for tests/test_checkpoint.py: a tiny training with per-epoch checkpoints.
 
 usage: python tests/run_for_resume.py RUN_DIR RAW_DIR EPOCHS N_DEVICES [KILL_AT_EPOCH KILL_AT_STEP]
-$JAXRES_TEST_PRECISION (default float32) is the run's compute.precision.
+$JAXRES_TEST_PRECISION (default float32) is the run's compute.precision; $JAXRES_TEST_EVERY_STEPS (default 0)
+saves a checkpoint inside the epoch every N steps.
 A small residual network with batch norm on the synthetic MNIST files, augmentation on (so the
 augmentation stream is part of what must resume exactly). Writes RUN_DIR/final.npz (parameters,
 batch stats, optimizer state) and RUN_DIR/history.json. With KILL_AT_*, the process SIGKILLs
@@ -31,12 +32,13 @@ ds = data.make_dataset(cfg.data, raw_dir=raw_dir, order_seed=streams.order_seed,
 model = models.ResNet(stage_sizes=(2,), widths=(8,), stem_width=8, norm="batch", dtype=jax.numpy.dtype(cfg.compute.precision))
 state = train.create_train_state(model, streams.init, ds.shape, optim.make_optimizer(cfg))
 
-with checkpoint.Checkpointer(run_dir, config.identity(cfg)) as ckpt:
+every = int(os.environ.get("JAXRES_TEST_EVERY_STEPS", "0"))  # checkpoints inside an epoch, every N steps
+with checkpoint.Checkpointer(run_dir, config.identity(cfg), every_steps=every) as ckpt:
     if kill:
         batches = ds.train_batches
 
-        def killing_batches(epoch, rng=None):
-            for step, batch in enumerate(batches(epoch, rng)):
+        def killing_batches(epoch, rng=None, start=0):
+            for step, batch in enumerate(batches(epoch, rng, start), start):
                 if (epoch, step) == kill:
                     ckpt.wait()
                     print("killing myself", flush=True)

@@ -15,9 +15,10 @@ from jaxres import checkpoint, models, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(raw, run_dir, epochs, n_dev=1, kill=None, devices=None, precision="float32"):
+def run(raw, run_dir, epochs, n_dev=1, kill=None, devices=None, precision="float32", every_steps=0):
     """tests/run_for_resume.py on the synthetic files ``raw`` in a subprocess with ``devices`` CPU devices."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXRES_TEST_PRECISION=precision)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXRES_TEST_PRECISION=precision,
+               JAXRES_TEST_EVERY_STEPS=str(every_steps))
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices or n_dev}"])
     cmd = [sys.executable, str(ROOT / "tests" / "run_for_resume.py"), str(run_dir), str(raw), str(epochs), str(n_dev)]
@@ -50,7 +51,8 @@ def uninterrupted_bf16(tmp_path_factory, raw_dir):
     return d
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+# bfloat16 in make test-slow: the same resume path, with bf16 compute (XLA's on a CPU without AVX512_BF16)
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(precision, request, tmp_path, raw_dir):
     uninterrupted = request.getfixturevalue("uninterrupted" if precision == "float32" else "uninterrupted_bf16")
     killed = run(raw_dir, tmp_path, 3, kill=(1, 2), precision=precision)  # during epoch 2, after epoch 1's checkpoint
@@ -67,6 +69,50 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(precision, req
     # Running the finished run again trains nothing and reports the same history.
     again = run(raw_dir, tmp_path, 3, precision=precision)
     assert "nothing to do" in again.stdout + again.stderr and history(tmp_path) == history(uninterrupted)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_2dev(tmp_path_factory, raw_dir):
+    d = tmp_path_factory.mktemp("straight_2dev")
+    out = run(raw_dir, d, 3, n_dev=2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return d
+
+
+@pytest.mark.parametrize("n_dev", [1, 2])
+def test_a_kill_inside_an_epoch_resumes_at_the_next_step_bitwise(n_dev, request, tmp_path, raw_dir):
+    """Checkpoints after every step; SIGKILL as epoch 2's third step (of 4) is about to run: the resume continues
+    after its second step, with the same batches, augmentation and step keys, and its metric sums and layer norms
+    so far, and ends bitwise equal to a run never stopped (which saved nothing inside its epochs). The epoch
+    checkpoints kept (--keep) are the same; the save inside the epoch is gone once the epoch is saved whole."""
+    straight = request.getfixturevalue("uninterrupted" if n_dev == 1 else "uninterrupted_2dev")
+    killed = run(raw_dir, tmp_path, 3, n_dev=n_dev, kill=(1, 2), every_steps=1)
+    assert killed.returncode == -9 and "killing myself" in killed.stdout, killed.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
+    assert [p.name for p in (tmp_path / checkpoint.PARTIAL).iterdir() if p.name.isdigit()] == ["6"]  # 4 + 2 steps
+    resumed = run(raw_dir, tmp_path, 3, n_dev=n_dev, every_steps=1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming epoch 2 after its step 2 of 4" in resumed.stdout + resumed.stderr
+    for a, b in zip(finals(straight), finals(tmp_path), strict=True):
+        np.testing.assert_array_equal(a, b)  # bitwise, on CPU
+    assert history(tmp_path) == history(straight)
+    kept = lambda d: sorted(p.name for p in (Path(d) / "checkpoints").iterdir() if p.name.isdigit())  # noqa: E731
+    assert kept(tmp_path) == kept(straight)
+    assert not [p for p in (tmp_path / checkpoint.PARTIAL).iterdir() if p.name.isdigit()]
+
+
+def test_a_save_inside_an_epoch_that_cannot_be_verified_falls_back_to_the_epoch(tmp_path, raw_dir):
+    killed = run(raw_dir, tmp_path, 2, kill=(1, 3), every_steps=1)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (step_dir,) = [p for p in (tmp_path / checkpoint.PARTIAL).iterdir() if p.name.isdigit()]
+    for f in (step_dir / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 64:
+            f.write_bytes(b"\0" * f.stat().st_size)  # same size, other bytes
+    resumed = run(raw_dir, tmp_path, 2, every_steps=1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    text = resumed.stdout + resumed.stderr
+    assert "the checkpoint inside epoch 2 (step 7) cannot be used" in text and "resuming after epoch 1" in text
+    assert "resuming epoch 2 after" not in text and (tmp_path / "checkpoints.broken").is_dir()
 
 
 def test_broken_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path, raw_dir):

@@ -91,6 +91,7 @@ def test_the_plain_twin_pair_and_settings_are_kept_apart():
     assert claims.claims(diverged) == rows                           # a diverged run is left out
 
 
+@pytest.mark.slow  # 4 runs end to end; make test covers the claims on written results and the report of a study
 def test_claims_from_real_runs_in_the_report(tmp_path, raw_dir):
     from experiments import compare
 

@@ -133,6 +133,7 @@ def test_sharded_jit_on_4_devices_equals_pmap_on_4(norm):
     jax.tree_util.tree_map(close, s_state.batch_stats, p_state.batch_stats)
 
 
+@pytest.mark.slow  # a whole fit on both paths; make test checks their steps equal (test_sharded_jit_on_4_devices_equals_pmap_on_4)
 def test_fit_on_4_devices_gives_the_same_run_on_both_paths(raw_dir):
     cfg = config.DataConfig(name="cifar10", batch_size=64, eval_batch_size=100, train_subset=256, augment=True)
     runs = {}
@@ -217,18 +218,20 @@ def test_layer_norms_equal_a_separate_gradient_on_the_same_batch(name, shape):
         state = state_for(name, shape)
     batch = batch_of(shape, 8)
     step = train.jit_train_step(donate=False, layer_norms_every=2)
+
+    @jax.jit  # compiled once, for every recorded step
+    @jax.grad
+    def grad_of(p, stats):
+        out = state.apply_fn({"params": p, "batch_stats": stats} if stats else {"params": p}, batch["image"],
+                             train=True, mutable=["batch_stats"] if stats else False)
+        logits = out[0] if stats else out
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
     for i in range(3):
         new, m = step(state, batch, jax.random.key(i))
         assert int(m["layer_norms_step"]) == i and int(m["layer_norms_recorded"]) == (i % 2 == 0)
         if i % 2 == 0:
-            def loss(p):
-                out = state.apply_fn({"params": p, "batch_stats": state.batch_stats} if state.batch_stats else
-                                     {"params": p}, batch["image"], train=True,
-                                     mutable=["batch_stats"] if state.batch_stats else False)
-                logits = out[0] if state.batch_stats else out
-                return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-
-            grads = jax.jit(jax.grad(loss))(state.params)
+            grads = grad_of(state.params, state.batch_stats)
             update = jax.tree.map(jnp.subtract, new.params, state.params)
             for row, tree in zip(m["layer_norms"], (grads, state.params, update)):
                 np.testing.assert_allclose(np.asarray(row), _norms(tree, state.layers), rtol=1e-5)
