@@ -237,9 +237,12 @@ class Checkpointer:
 
     # ----------------------------------------------------------- inside an epoch
     def partial_due(self, done: int) -> bool:
-        """Whether a save inside the epoch is due after its ``done``-th step (``every_steps``, ``every_minutes``)."""
+        """Whether a save inside the epoch is due after its ``done``-th step (``every_steps``, ``every_minutes``).
+        With several processes only ``every_steps`` counts: a save is collective, and their clocks could
+        disagree on when minutes have passed."""
+        timed = self.every_minutes and jax.process_count() == 1
         return bool((self.every_steps and done % self.every_steps == 0) or
-                    (self.every_minutes and time.monotonic() - self._last_save >= 60 * self.every_minutes))
+                    (timed and time.monotonic() - self._last_save >= 60 * self.every_minutes))
 
     def save_partial(self, state: Any, history: list[dict], done: int, carry: dict[str, Any]) -> None:
         """Save the state after step ``done`` of epoch ``len(history) + 1`` and what the epoch has gathered so far

@@ -381,6 +381,8 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
             layers.append({k: m.pop(k) for k in ("layer_norms", "layer_norms_step", "layer_norms_recorded")})
         total = M.accumulate(total, m)
         stop = errors.pending_stop()
+        if stop is not None and data.process_count > 1:  # a signal reaches one process; a save needs them all
+            errors.raise_if_stopped()
         if save is not None and (stop is not None or (done < data.steps_per_epoch and due(done))):
             save(state, done, carry_of(total, _join(carried, _layer_norms(layers))))
         if stop is not None:
