@@ -263,8 +263,8 @@ class Dataset:
         """This process's (uint8 images, int32 labels) of ``split`` as numpy arrays."""
         raise NotImplementedError
 
-    def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
-        """uint8 training batches of ``epoch`` in its order, whole batches only."""
+    def _train_arrays(self, epoch: int, start: int = 0) -> Iterator[Arrays]:
+        """uint8 training batches of ``epoch`` in its order, whole batches only, from its ``start``-th on."""
         raise NotImplementedError
 
     def _eval_arrays(self, split: str) -> Iterator[Arrays]:
@@ -318,9 +318,7 @@ class Dataset:
         if rng is not None and self.process_count > 1:  # each process draws for its own examples
             rng = jax.random.fold_in(rng, self.process_index)
         epoch_key = None if rng is None else jax.random.fold_in(rng, epoch)
-        for step, (x, y) in enumerate(self._train_arrays(epoch)):
-            if step < start:
-                continue
+        for step, (x, y) in enumerate(self._train_arrays(epoch, start), start):
             key = None if epoch_key is None else jax.random.fold_in(epoch_key, step)
             yield self._shard(self._finish(x, y, None, key))
 
@@ -378,11 +376,11 @@ class DeviceDataset(Dataset):
         """The training order of ``epoch``: a permutation fixed by (order_seed, epoch)."""
         return np.random.default_rng(self.epoch_seed(epoch)).permutation(self.num_train)
 
-    def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
+    def _train_arrays(self, epoch: int, start: int = 0) -> Iterator[Arrays]:
         b = self.batch_size
         images, labels = self._arrays["train"]
         order = jnp.asarray(self.epoch_order(epoch)[:self.steps_per_epoch * b].reshape(-1, b))
-        return (self._gather(images, labels, order[s]) for s in range(self.steps_per_epoch))
+        return (self._gather(images, labels, order[s]) for s in range(start, self.steps_per_epoch))
 
     def _eval_arrays(self, split: str) -> Iterator[Arrays]:
         b, n = self.eval_batch_size, self._sizes[split]

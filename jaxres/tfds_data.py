@@ -8,6 +8,7 @@ with a seed, batches and prefetches with tf.data, and gives the same examples as
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import warnings
 from collections.abc import Iterator
@@ -109,8 +110,9 @@ class TfdsDataset(Dataset):
     def split_arrays(self, split: str) -> Arrays:
         return self._read(self._split_name(split))
 
-    def _train_arrays(self, epoch: int) -> Iterator[Arrays]:
-        return self._batches("train", self.batch_size, shuffle_seed=self.epoch_seed(epoch))
+    def _train_arrays(self, epoch: int, start: int = 0) -> Iterator[Arrays]:
+        batches = self._batches("train", self.batch_size, shuffle_seed=self.epoch_seed(epoch))
+        return itertools.islice(batches, start, None)  # tf.data's order: the first batches are read and passed
 
     def _eval_arrays(self, split: str) -> Iterator[Arrays]:
         return self._batches(split, self.eval_batch_size)

@@ -372,20 +372,18 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
     if carry is not None:
         total = {k: np.asarray(v) for k, v in carry["sums"].items()}
         carried = LayerNorms(*(np.asarray(carry["layers"][k]) for k in LayerNorms._fields)) if "layers" in carry else None
-    batches = tqdm(data.train_batches(epoch, streams.augment, start=start) if start else
-                   data.train_batches(epoch, streams.augment), initial=start,
+    batches = tqdm(data.train_batches(epoch, streams.augment, start=start), initial=start,
                    total=data.steps_per_epoch, desc=desc, leave=False, disable=not progress, unit="step")
     for done, batch in enumerate(batches, start + 1):
         state, m = step_fn(state, batch, streams.step)
         if "layer_norms" in m:  # kept on the device until the epoch ends
             layers.append({k: m.pop(k) for k in ("layer_norms", "layer_norms_step", "layer_norms_recorded")})
         total = M.accumulate(total, m)
-        stop = errors.pending_stop()
-        if stop is not None and data.process_count > 1:  # a signal reaches one process; a save needs them all
-            errors.raise_if_stopped()
-        if save is not None and (stop is not None or (done < data.steps_per_epoch and due(done))):
+        stop = errors.pending_stop() is not None
+        # a save at a stop with one process only: a signal reaches one process, and a save needs them all
+        if save is not None and ((stop and data.process_count == 1) or (done < data.steps_per_epoch and due(done))):
             save(state, done, carry_of(total, _join(carried, _layer_norms(layers))))
-        if stop is not None:
+        if stop:
             errors.raise_if_stopped()
     return state, M.summarize(total), _join(carried, _layer_norms(layers))
 

@@ -198,6 +198,9 @@ def test_standardize_and_augment(dataset):
     assert not np.array_equal(np.asarray(ds.epoch_order(0)), np.asarray(ds.epoch_order(1))) and len(epoch1) == 8
     with pytest.raises(ValueError, match="pass the augmentation key"):
         next(ds.train_batches(0))
+    tail = list(ds.train_batches(1, key, start=5))  # a resume inside the epoch: the same last batches
+    assert len(tail) == 3 and all(np.array_equal(np.asarray(t["image"]), np.asarray(e["image"]))
+                                  for t, e in zip(tail, epoch1[5:]))
 
 
 @pytest.mark.parametrize("n, count", [(60000, 3), (10000, 7), (1050, 4)])
