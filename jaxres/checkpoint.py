@@ -188,15 +188,19 @@ class Checkpointer:
         policy = policies.AnyPreservationPolicy([policies.LatestN(n=self._keep), policies.BestN(get_metric_fn=best, n=1)])
         # best_fn as well: without it orbax keeps the metrics in memory only, so after a restart no
         # checkpoint has one, BestN ranks none, and nothing written before the restart is ever pruned.
+        # Synchronous: every save is waited for anyway, and orbax's asynchronous path creates the folders in a
+        # background thread that others wait on; when that creation fails (out of inodes) they wait 300 s and
+        # print pages of tracebacks at exit.
         self.manager = ocp.CheckpointManager(
             self.run_dir / "checkpoints",
             options=ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=best, best_mode="max",
-                                                 cleanup_tmp_directories=True),
+                                                 cleanup_tmp_directories=True, enable_async_checkpointing=False),
             item_names=("state", "meta"))
         # Inside an epoch: the newest save only, apart from the epoch checkpoints (so --keep and the best epoch
         # are untouched), numbered by the global step.
         self.partial = ocp.CheckpointManager(
-            self.run_dir / PARTIAL, options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True),
+            self.run_dir / PARTIAL, options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True,
+                                                                enable_async_checkpointing=False),
             item_names=("state", "carry", "meta"))
 
     def __enter__(self) -> Checkpointer:
@@ -230,6 +234,7 @@ class Checkpointer:
                     self._write_manifest(epoch)
                 self._drop_partial()  # the epoch is whole: the saves inside it are done with
             except Exception as e:  # noqa: BLE001 - any failure to write is reported as one
+                _settle_orbax(self.run_dir)
                 kept = [k for k in self.epochs() if k != epoch]
                 after = (f"run the same command once there is room: it resumes after epoch {kept[-1]}" if kept
                          else "no earlier epoch of this run was saved")
@@ -259,6 +264,7 @@ class Checkpointer:
                 if jax.process_index() == 0:
                     self._write_manifest(step, Path(self.partial.directory), f"{PARTIAL}.json")
             except Exception as e:  # noqa: BLE001 - reported as one line; the epoch checkpoints are untouched
+                _settle_orbax(self.run_dir)
                 raise CheckpointError(f"cannot write a checkpoint inside epoch {len(history) + 1} to {self.run_dir} "
                                       f"({_reason(e)}); the epoch checkpoints are kept") from None
         self._last_save = time.monotonic()
@@ -449,6 +455,22 @@ def quiet_orbax():
     finally:
         absl.setLevel(level)
         sys.unraisablehook = previous
+
+
+_SILENCED: set[str] = set()
+
+
+def _settle_orbax(run_dir: Path, timeout: float = 10.0) -> None:
+    """After a failed write, called inside ``quiet_orbax``: give orbax's background threads (which may still be
+    failing on the same files) a few seconds to end while their reports are kept quiet, and keep any report
+    they log later about ``run_dir`` off the terminal: jaxres has reported the failure in one line."""
+    if str(run_dir) not in _SILENCED:
+        _SILENCED.add(str(run_dir))
+        logging.getLogger("absl").addFilter(lambda record, d=str(run_dir): d not in record.getMessage())
+    deadline = time.monotonic() + timeout
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and type(t).__module__.startswith("orbax"):
+            threading.Thread.join(t, max(0.0, deadline - time.monotonic()))  # not orbax's join, which re-raises
 
 
 @contextlib.contextmanager
