@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--data-dir", help="tfds data dir for --source tfds (default tfds's own)")
     io.add_argument("--out", default="runs/compare", help="output folder of the study (default runs/compare)")
     io.add_argument("--report-only", metavar="DIR", help="rebuild summary, curves and report from DIR's results")
+    io.add_argument("--no-report", action="store_true", help="train only: no summary, curves or report (build them "
+                    "once all runs are done with --report-only; for jobs that each train part of a study)")
     io.add_argument("--keep", type=int, default=2, help="checkpoints kept per run: the last KEEP plus the best (default 2)")
     io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; data-parallel when N > 1, "
                          "by the parallel key: jit or pmap)")
@@ -294,7 +296,7 @@ def _main(argv: list[str] | None) -> int:
         if jax.process_index() > 0:  # process 0 writes the report and says how the study went
             return 1 if any(o.get("diverged") for o in outcomes) else 0
         skipped = [o for o in outcomes if "skipped" in o]
-        if not skipped or any(out.glob("*/results.json")):  # a report unless every run is held elsewhere
+        if not args.no_report and (not skipped or any(out.glob("*/results.json"))):  # unless every run is held elsewhere
             for path in report.write_report(out):
                 print(f"wrote {path}")
         diverged = [o for o in outcomes if o.get("diverged")]

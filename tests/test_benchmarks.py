@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -12,6 +14,7 @@ def _step_time(*args):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_step_time_both_precisions_side_by_side(tmp_path):
     out = tmp_path / "bench.json"
     r = _step_time("--frameworks", "jaxres", "--dtype", "float32,bfloat16", "--cases", "0", "--batch", "4",

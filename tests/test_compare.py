@@ -90,6 +90,19 @@ def test_report_rebuilt_from_results_alone(study, tmp_path):
     assert (copy / "report.md").exists() and (copy / "curves_mnist.png").exists()
 
 
+def test_no_report_trains_only_and_report_only_builds_it_later(study, tmp_path, raw_dir, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy)
+    made = [p for p in copy.iterdir() if p.is_file()]
+    assert {"report.md", "summary.md", "curves_mnist.png"} <= {p.name for p in made}
+    for p in made:
+        p.unlink()
+    assert compare.main(args(raw_dir, *STUDY, "--out", str(copy), "--no-report")) == 0  # both runs already done
+    assert "2 of 2 runs done" in capsys.readouterr().out and not [p for p in copy.iterdir() if p.is_file()]
+    assert compare.main(["--report-only", str(copy)]) == 0
+    assert (copy / "summary.md").read_text() == (study / "summary.md").read_text()
+
+
 def test_a_damaged_results_file_is_skipped_by_the_report_and_rebuilt_by_a_rerun(study, tmp_path, raw_dir, capsys):
     out = tmp_path / "study"
     shutil.copytree(study, out)

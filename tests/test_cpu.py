@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jaxres import cpu
 
@@ -90,6 +91,7 @@ print(cpu.memory_status()); print((faults() - before) / 20)
 """
 
 
+@pytest.mark.slow
 def test_freed_memory_is_reused_instead_of_faulted_in_every_step():
     """A compiled function with a 64 MB temporary (above glibc's largest mmap threshold, as XLA's
     per-step buffer of a train step is): by default every call maps it afresh and page-faults through

@@ -140,6 +140,7 @@ def uninterrupted(raw_dir, tmp_path_factory):
     return out, texts
 
 
+@pytest.mark.slow
 def test_a_two_process_study_writes_once_from_process_zero(uninterrupted):
     out, texts = uninterrupted
     (result,) = [json.loads(p.read_text()) for p in out.glob("*/results.json")]
@@ -150,6 +151,7 @@ def test_a_two_process_study_writes_once_from_process_zero(uninterrupted):
     assert (out / "report.md").exists() and len(list(out.glob("tensorboard/*/events.*"))) == 1
 
 
+@pytest.mark.slow
 def test_a_killed_process_stops_the_other_in_bounded_time_and_the_rerun_resumes_exactly(uninterrupted, raw_dir,
                                                                                         tmp_path):
     out = tmp_path / "killed"

@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def argv(raw_dir, out, *extra, epochs=3):
-    """A run of 3 epochs of 2 small steps (64 training examples, batches of 32), tested on 64 examples."""
+    """A run of 3 epochs of 2 small steps (64 training examples, batches of 32), tested on 64 examples; no report
+    (test_compare.py tests it)."""
     return ["--study", "tiny", "--raw-dir", str(raw_dir), "--models", "seed_cnn", "--datasets", "mnist",
             "--epochs", str(epochs), "--devices", "1", "--no-progress", "--out", str(out), "--train-subset", "64",
-            "--test-subset", "64", "--set", "data.eval_batch_size=64", "--batch-size", "32", *extra]
+            "--test-subset", "64", "--set", "data.eval_batch_size=64", "--batch-size", "32", "--no-report", *extra]
 
 
 def fault_run(fault, args):

@@ -95,7 +95,7 @@ def _delta_block_branch_and_input(padding, size=8, cin=4, cout=8, monkeypatch=No
     return state["intermediates"]["branch"][0], x, out
 
 
-@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("size", [8, pytest.param(7, marks=pytest.mark.slow)])
 def test_stride_2_branch_samples_the_same_pixel_as_the_option_a_shortcut(size, monkeypatch):
     branch, x, out = _delta_block_branch_and_input(models.PAD, size, monkeypatch=monkeypatch)
     kept = x[:, ::2, ::2, :]  # what the option-A shortcut takes: pixel (2i, 2j)

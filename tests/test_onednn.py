@@ -267,7 +267,7 @@ def test_vmap_and_jit_and_the_jvp_fallback():
 
 
 @pytest.mark.parametrize("name, shape", [("seed_cnn", (28, 28, 1)), ("seed_resnet", (32, 32, 3)),
-                                         ("resnet20", (32, 32, 3))])
+                                         pytest.param("resnet20", (32, 32, 3), marks=pytest.mark.slow)])
 def test_model_gradients_equal_the_xla_path(name, shape, monkeypatch):
     """The gradient of a training step's loss, oneDNN against XLA, on the same batch and weights.
     resnet20 has batch norm, whose gradients are sums with heavy cancellation (tests/test_train.py), and
@@ -308,7 +308,8 @@ def test_model_gradients_equal_the_xla_path(name, shape, monkeypatch):
                                        err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("shortcut, post_act", [("identity", True), ("projection", True), ("identity", False)])
+@pytest.mark.parametrize("shortcut, post_act", [("identity", True), pytest.param("projection", True, marks=pytest.mark.slow),
+                                               ("identity", False)])
 def test_fused_residual_blocks_equal_the_unfused_sum(shortcut, post_act):
     """Without normalization a block's second convolution, the shortcut (identity, option A's subsample and
     zero channels, or option B's projection at the stride-2 stage entries) and the ReLU run in one oneDNN

@@ -77,7 +77,7 @@ def test_bfloat16_onednn_passes_are_within_one_rounding_of_float32(case, kind, m
         assert rel(a, f) <= rel(x_, f) + 1e-3, (name, rel(a, f), rel(x_, f))
 
 
-@pytest.mark.parametrize("name,norm", [("seed_resnet", "none"), ("resnet20", "batch")])
+@pytest.mark.parametrize("name,norm", [("seed_resnet", "none"), pytest.param("resnet20", "batch", marks=pytest.mark.slow)])
 def test_a_bfloat16_step_keeps_float32_parameters_state_and_loss(name, norm):
     cfg = config.replace(config.replace(config.RunConfig(), "model.name", name), "compute.precision", "bfloat16")
     cfg = config.replace(cfg, "model.norm", norm)

@@ -36,7 +36,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
     assert after < before
 
 
-@pytest.mark.parametrize("name", ["seed_cnn", "seed_resnet"])
+@pytest.mark.parametrize("name", ["seed_cnn", pytest.param("seed_resnet", marks=pytest.mark.slow)])
 def test_a_few_dozen_steps_overfit_a_small_batch(name):
     state = state_for(name, MNIST)
     batch = batch_of(MNIST, 16, seed=1)  # random labels: only memorisation fits them
@@ -107,7 +107,7 @@ def test_pmap_batch_norm_step_equals_jit_from_the_same_state():
         state = new
 
 
-@pytest.mark.parametrize("norm", ["none", "batch"])
+@pytest.mark.parametrize("norm", ["none", pytest.param("batch", marks=pytest.mark.slow)])
 def test_sharded_jit_on_4_devices_equals_pmap_on_4(norm):
     """The sharded-jit path (one program over a 4-device mesh, shard_map inside) and pmap run the same
     per-device step and the same collectives: parameters, batch statistics and metrics agree to
@@ -206,7 +206,8 @@ def _norms(tree, layers):
     return np.array(out)
 
 
-@pytest.mark.parametrize("name, shape", [("seed_resnet", MNIST), ("small_bn_resnet", (16, 16, 3))])
+@pytest.mark.parametrize("name, shape", [("seed_resnet", MNIST),
+                                         pytest.param("small_bn_resnet", (16, 16, 3), marks=pytest.mark.slow)])
 def test_layer_norms_equal_a_separate_gradient_on_the_same_batch(name, shape):
     """Gradient, parameter and update norms from inside the compiled step (every 2nd step) against
     jax.grad, the parameters and new - old parameters computed separately; float32, rtol 1e-5. The
