@@ -239,6 +239,7 @@ class Checkpointer:
                 after = (f"run the same command once there is room: it resumes after epoch {kept[-1]}" if kept
                          else "no earlier epoch of this run was saved")
                 raise CheckpointError(f"cannot write checkpoint to {self.run_dir} ({_reason(e)}); {after}") from None
+        self._last_save = time.monotonic()  # the minutes between saves inside an epoch count from here too
 
     # ----------------------------------------------------------- inside an epoch
     def partial_due(self, done: int) -> bool:
@@ -304,13 +305,8 @@ class Checkpointer:
         (self.run_dir / "manifests" / f"{PARTIAL}.json").unlink(missing_ok=True)
 
     def _quarantine_partial(self, step: int) -> Path:
-        src = Path(self.partial.directory) / str(step)
-        dst = self.run_dir / "checkpoints.broken" / f"{PARTIAL}-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if jax.process_index() == 0:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.exists():
-                shutil.move(str(src), str(dst))
-            (self.run_dir / "manifests" / f"{PARTIAL}.json").unlink(missing_ok=True)
+        dst = self._move_aside(Path(self.partial.directory) / str(step), f"{PARTIAL}-{step}",
+                               self.run_dir / "manifests" / f"{PARTIAL}.json")
         self.partial.reload()
         return dst
 
@@ -392,20 +388,22 @@ class Checkpointer:
         return None
 
     def _quarantine(self, epoch: int) -> Path:
-        src = Path(self.manager.directory) / str(epoch)
-        dst = self.run_dir / "checkpoints.broken" / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if jax.process_index() > 0:  # process 0 moves it; the others read the same files and skip it too
-            self.manager.close()
-            self._open()
-            return dst
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.exists():
-            shutil.move(str(src), str(dst))
-        manifest = self.run_dir / "manifests" / f"{epoch}.json"
-        if manifest.exists():
-            shutil.move(str(manifest), str(dst / "manifest.json") if dst.exists() else str(dst) + ".manifest.json")
+        dst = self._move_aside(Path(self.manager.directory) / str(epoch), str(epoch),
+                               self.run_dir / "manifests" / f"{epoch}.json")
         self.manager.close()
         self._open()  # re-read the steps on disk
+        return dst
+
+    def _move_aside(self, src: Path, name: str, manifest: Path) -> Path:
+        """Move a checkpoint that cannot be used, and its manifest, to ``checkpoints.broken/NAME-<time>`` (never
+        deleted); process 0 moves it, the others read the same files and skip it too. Returns where it goes."""
+        dst = self.run_dir / "checkpoints.broken" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.exists():
+                shutil.move(str(src), str(dst))
+            if manifest.exists():
+                shutil.move(str(manifest), str(dst / "manifest.json") if dst.exists() else f"{dst}.manifest.json")
         return dst
 
 

@@ -4,7 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -79,7 +81,7 @@ def uninterrupted_2dev(tmp_path_factory, raw_dir):
     return d
 
 
-@pytest.mark.parametrize("n_dev", [1, 2])
+@pytest.mark.parametrize("n_dev", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_kill_inside_an_epoch_resumes_at_the_next_step_bitwise(n_dev, request, tmp_path, raw_dir):
     """Checkpoints after every step; SIGKILL as epoch 2's third step (of 4) is about to run: the resume continues
     after its second step, with the same batches, augmentation and step keys, and its metric sums and layer norms
@@ -171,6 +173,25 @@ def test_keep_last_k_plus_the_best(tmp_path):
             ckpt.save(restored, hist)
         assert ckpt.epochs() == [2, 6, 7]  # the checkpoints of before the restart are pruned too
     assert sorted(p.stem for p in (tmp_path / "manifests").glob("*.json")) == ["2", "6", "7"]
+
+
+def test_the_minutes_between_saves_inside_an_epoch_count_from_the_last_save_of_any_kind(tmp_path, monkeypatch):
+    state = train.create_train_state(models.seed_cnn(widths=(4,)), jax.random.key(0), (8, 8, 1))
+    now = [1000.0]
+    monkeypatch.setattr(checkpoint, "time", SimpleNamespace(monotonic=lambda: now[0], strftime=time.strftime))
+    with checkpoint.Checkpointer(tmp_path, {"x": 1}, every_minutes=10) as ckpt:
+        now[0] += 9 * 60
+        assert not ckpt.partial_due(1)
+        now[0] += 60
+        assert ckpt.partial_due(2)
+        ckpt.save(state, [{"test_accuracy": 0.5}])  # an epoch saved whole: ten more minutes before the next
+        now[0] += 9 * 60
+        assert not ckpt.partial_due(3)
+        ckpt.save_partial(state, [{"test_accuracy": 0.5}], 3, {"loss": np.zeros(())})
+        now[0] += 9 * 60
+        assert not ckpt.partial_due(4)
+        now[0] += 60
+        assert ckpt.partial_due(5)
 
 
 def test_a_run_dir_with_another_config_is_refused(tmp_path):

@@ -190,7 +190,7 @@ def test_the_gz_reader_names_a_file_that_is_not_gzip(raw_dir, tmp_path):
         data.load_raw("mnist", "train", tmp_path)
 
 
-@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGUSR1", 138)])
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), pytest.param("SIGUSR1", 138, marks=pytest.mark.slow)])
 def test_a_stop_signal_while_a_checkpoint_is_written_keeps_that_epoch(raw_dir, tmp_path, straight, name, status):
     """What a scheduler sends before it stops a job (SIGTERM; SLURM's SIGUSR1 ahead of the time limit) stops
     the run like Ctrl-C: the checkpoint being written is finished, the lock released, exit 128 + signal."""
