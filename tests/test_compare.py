@@ -172,6 +172,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_a_run_held_by_another_process_is_skipped_and_a_dead_ones_lock_taken_over(raw_dir, tmp_path, capsys):
     from jaxres import config
 

@@ -74,7 +74,7 @@ def test_switch_turns_the_rule_off(monkeypatch):
     assert not _uses_custom_rule(lambda x, w: fn(x, w), x, w)
 
 
-@pytest.mark.parametrize("name", ["seed_cnn", "seed_resnet"])
+@pytest.mark.parametrize("name", [pytest.param("seed_cnn", marks=pytest.mark.slow), "seed_resnet"])
 def test_model_gradients_match_the_plain_path(name, monkeypatch):
     model = models.get_model(name)
     state = train.create_train_state(model, jax.random.key(0), (12, 12, 3))

@@ -125,6 +125,7 @@ def test_cifar_resnet_stage_output_shapes(shape, sizes):
         assert inter[f"stage{stage}_block2"]["__call__"][0].shape == (2, size, size, width)
 
 
+@pytest.mark.slow
 def test_seed_networks_are_unchanged_by_the_explicit_padding(monkeypatch):
     """At stride 1, (1, 1) is exactly what "SAME" pads: the seed networks' outputs and gradients are bitwise equal."""
     x = jax.random.uniform(jax.random.key(1), (4, *MNIST))

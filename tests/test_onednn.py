@@ -181,7 +181,7 @@ for g, r in zip(f(conv.conv_general_dilated)(x, w), f(lax.conv_general_dilated)(
 """
 
 
-@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("threads", ["1", "2", pytest.param("3", marks=pytest.mark.slow)])
 def test_both_gradients_at_once_on_any_number_of_threads(threads):
     """Two OpenMP threads: the two gradients at once, one thread each; one or three: one after the other."""
     env = dict(os.environ, OMP_NUM_THREADS=threads, **{conv.ENV: "onednn"})
@@ -266,7 +266,7 @@ def test_vmap_and_jit_and_the_jvp_fallback():
     close(t, lax.conv_general_dilated(xs[1], w, (1, 1), "SAME", dimension_numbers=DN))
 
 
-@pytest.mark.parametrize("name, shape", [("seed_cnn", (28, 28, 1)), ("seed_resnet", (32, 32, 3)),
+@pytest.mark.parametrize("name, shape", [pytest.param("seed_cnn", (28, 28, 1), marks=pytest.mark.slow), ("seed_resnet", (32, 32, 3)),
                                          pytest.param("resnet20", (32, 32, 3), marks=pytest.mark.slow)])
 def test_model_gradients_equal_the_xla_path(name, shape, monkeypatch):
     """The gradient of a training step's loss, oneDNN against XLA, on the same batch and weights.
