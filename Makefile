@@ -10,13 +10,14 @@ TORCH ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard jaxres/_onednn/*)
+# tools/install.py: uv where it can be had (about a minute for jaxres[dev] on 2 cores), else pip (about three).
+$(VENV)/.installed: pyproject.toml setup.py tools/install.py $(wildcard jaxres/_onednn/*)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) tools/install.py -e '.[dev]'
 	touch $@
 
 $(VENV)/.reference: $(VENV)/.installed
-	$(PY) -m pip install -q '$(TORCH)' || echo "note: $(TORCH) could not be installed; the tests against PyTorch are skipped"
+	$(PY) tools/install.py '$(TORCH)' || echo "note: $(TORCH) could not be installed; the tests against PyTorch are skipped"
 	touch $@
 
 test: install $(VENV)/.reference

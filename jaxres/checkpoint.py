@@ -25,6 +25,7 @@ folder is told which process holds it, and a lock left by a killed process is ta
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -440,19 +441,28 @@ def quiet_orbax():
     tracebacks logged from its threads (absl) and printed by tensorstore callbacks that reach an event
     loop orbax has closed. jaxres reports such a failure itself, in one line."""
     absl, level, previous = logging.getLogger("absl"), logging.getLogger("absl").level, sys.unraisablehook
-
-    def hook(unraisable):
-        if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
-            return
-        previous(unraisable)
-
     absl.setLevel(logging.CRITICAL)
-    sys.unraisablehook = hook
+    sys.unraisablehook = _without_closed_loop_reports(previous)
     try:
         yield
     finally:
         absl.setLevel(level)
-        sys.unraisablehook = previous
+        if not _SILENCED:  # after a failed write, late callbacks stay quiet for the rest of the process
+            sys.unraisablehook = previous
+
+
+def _without_closed_loop_reports(hook):
+    """``hook`` without the reports of tensorstore callbacks that reach an event loop orbax has closed (printed
+    as a bare traceback: they name no object)."""
+    if getattr(hook, "drops_closed_loop_reports", False):
+        return hook
+
+    def quiet(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
+            hook(unraisable)
+
+    quiet.drops_closed_loop_reports = True
+    return quiet
 
 
 _SILENCED: set[str] = set()
@@ -461,10 +471,15 @@ _SILENCED: set[str] = set()
 def _settle_orbax(run_dir: Path, timeout: float = 10.0) -> None:
     """After a failed write, called inside ``quiet_orbax``: give orbax's background threads (which may still be
     failing on the same files) a few seconds to end while their reports are kept quiet, and keep any report
-    they log later about ``run_dir`` off the terminal: jaxres has reported the failure in one line."""
+    they log later about ``run_dir`` off the terminal, as well as what a failed write leaves for the end of the
+    process: tensorstore callbacks that reach orbax's closed event loop (``quiet_orbax``) and the warnings about
+    orbax's writes that were never started. jaxres has reported the failure in one line."""
     if str(run_dir) not in _SILENCED:
         _SILENCED.add(str(run_dir))
         logging.getLogger("absl").addFilter(lambda record, d=str(run_dir): d not in record.getMessage())
+        never_started = dict(message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", **never_started)
+        atexit.register(warnings.filterwarnings, "ignore", **never_started)  # also where a caller restores filters
     deadline = time.monotonic() + timeout
     for t in threading.enumerate():
         if t is not threading.current_thread() and type(t).__module__.startswith("orbax"):

@@ -37,7 +37,7 @@ def history(run_dir):
     return json.loads((Path(run_dir) / "history.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory, raw_dir):
     d = tmp_path_factory.mktemp("straight")
     out = run(raw_dir, d, 3)
@@ -45,7 +45,7 @@ def uninterrupted(tmp_path_factory, raw_dir):
     return d
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted_bf16(tmp_path_factory, raw_dir):
     d = tmp_path_factory.mktemp("straight_bf16")
     out = run(raw_dir, d, 3, precision="bfloat16")
@@ -73,7 +73,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run_bitwise(precision, req
     assert "nothing to do" in again.stdout + again.stderr and history(tmp_path) == history(uninterrupted)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted_2dev(tmp_path_factory, raw_dir):
     d = tmp_path_factory.mktemp("straight_2dev")
     out = run(raw_dir, d, 3, n_dev=2)

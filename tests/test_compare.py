@@ -24,7 +24,7 @@ def args(raw_dir, *extra):
 STUDY = ("--models", "seed_cnn", "--datasets", "mnist", "--sweep", "optimizer.lr=0.001,0.002")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def study(tmp_path_factory, raw_dir):
     out = tmp_path_factory.mktemp("study")
     assert compare.main(args(raw_dir, *STUDY, "--out", str(out))) == 0

@@ -132,7 +132,7 @@ def finish(procs, timeout=600):
     return [p.returncode for p in procs], [o + e for o, e in outs]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(raw_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
     codes, texts = finish(compare_procs(raw_dir, out, free_port()))
@@ -179,14 +179,15 @@ def test_a_killed_process_stops_the_other_in_bounded_time_and_the_rerun_resumes_
 
 
 def test_unreachable_coordinator_and_mismatched_processes_are_one_line_exit_2(raw_dir, tmp_path):
-    port = free_port()
-    lone = compare_procs(raw_dir, tmp_path / "a", port, "--init-timeout", "3", ids=[1])  # no process 0
-    (code,), (text,) = finish(lone, timeout=120)
-    assert code == 2 and text.strip().splitlines()[-1].startswith("compare: error: the 2 processes did not all join")
-    port = free_port()
+    """Both cases at once (each mostly waits for its timeout)."""
+    unreachable = free_port()
+    port = next(p for p in iter(free_port, None) if p != unreachable)
+    lone = compare_procs(raw_dir, tmp_path / "a", unreachable, "--init-timeout", "3", ids=[1])  # no process 0
     host = compare_procs(raw_dir, tmp_path / "b", port, "--init-timeout", "5", ids=[0])
     time.sleep(1)
     stranger = compare_procs(raw_dir, tmp_path / "b", port, "--init-timeout", "5", processes=3, ids=[2])
+    (code,), (text,) = finish(lone, timeout=120)
+    assert code == 2 and text.strip().splitlines()[-1].startswith("compare: error: the 2 processes did not all join")
     (code,), (text,) = finish(stranger, timeout=120)
     assert code == 2 and "compare: error: process 2 is not one of the processes" in text, text[-2000:]
     (code,), (text,) = finish(host, timeout=120)

@@ -39,7 +39,7 @@ def history(out):
     return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in json.loads(path.read_text())["history"]]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight(raw_dir, tmp_path_factory):
     """An uninterrupted 3-epoch run: what every recovered run must equal."""
     out = tmp_path_factory.mktemp("straight")
@@ -303,6 +303,55 @@ def test_running_out_of_inodes_anywhere_in_a_checkpoint_write_is_one_line(raw_di
             subprocess.run(["umount", str(mnt)], capture_output=True)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, (inodes, done.stderr[-3000:])
         assert "(No space left on device)" in done.stderr, (inodes, done.stderr)
+
+
+@pytest.mark.slow
+def test_a_full_disk_anywhere_in_a_checkpoint_write_is_one_line(raw_dir, tmp_path):
+    """As for the inodes, with the largest file size allowed from epoch 2's checkpoint on: at some sizes orbax
+    left a warning about writes never started, or a late callback's traceback, after the one line."""
+    for limit in (1000, 5000, 20000, 50000, 100000, 150000, 200000, 300000):
+        done = fault_run(f"fsize-at:2:{limit}", argv(raw_dir, tmp_path / str(limit)))
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, (limit, done.stderr[-3000:])
+        assert "(File too large)" in done.stderr, (limit, done.stderr)
+
+
+def test_what_a_failed_write_leaves_for_the_end_of_the_process_stays_quiet(tmp_path):
+    """After a failed write (``_settle_orbax``), the reports that orbax's leftovers make later, up to the
+    process's exit: a tensorstore callback reaching orbax's closed event loop (an unraisable RuntimeError) and
+    the warning about a write coroutine never awaited. Other reports still print."""
+    import asyncio
+    import gc
+    import warnings
+
+    previous, reported = sys.unraisablehook, []
+    sys.unraisablehook = lambda unraisable: reported.append(str(unraisable.exc_value))  # what reaches the terminal
+    loop = asyncio.new_event_loop()
+    loop.close()
+
+    class Late:
+        def __del__(self):
+            loop.call_soon_threadsafe(print)  # RuntimeError: Event loop is closed
+
+    class Other:
+        def __del__(self):
+            raise ValueError("another failure")
+
+    async def write_fragment():
+        pass
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            with checkpoint.quiet_orbax():
+                checkpoint._settle_orbax(tmp_path)
+            Late(), Other(), write_fragment()
+            gc.collect()
+            warnings.warn("another warning", RuntimeWarning)
+    finally:
+        sys.unraisablehook = previous
+        checkpoint._SILENCED.discard(str(tmp_path))
+    assert reported == ["another failure"]
+    assert [str(w.message) for w in caught] == ["another warning"]
 
 
 def test_a_results_file_that_is_json_but_not_an_object_is_rebuilt(raw_dir, tmp_path, capsys):
