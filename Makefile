@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-# tools/install.py: uv where it can be had (about a minute for jaxres[dev] on 2 cores), else pip (about three).
+# tools/install.py: uv where it can be had, else pip (it says which); uv is about twice as fast here.
 $(VENV)/.installed: pyproject.toml setup.py tools/install.py $(wildcard jaxres/_onednn/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) tools/install.py -e '.[dev]'
