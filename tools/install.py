@@ -6,15 +6,15 @@ uv unpacks and byte-compiles in parallel: from a fresh clone on 2 cores, `make i
 (jaxres[dev] and PyTorch) took 75 s with uv (from an empty uv cache) and 122 s with pip, within the same hour.
 uv does not read pip's configuration, so the package sources pip is configured with (its configuration files
 and PIP_* variables: index, extra indexes, find-links, constraints) are passed to uv, and uv, like pip, takes
-the best version from all of them. Where uv cannot be installed
-or fails, pip installs the same arguments, and this says so in one line.
+the best version from all of them. Where uv cannot be installed or fails, pip installs the same arguments,
+and this says so in one line.
 """
 import ast
 import subprocess
 import sys
 
 OPTIONS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links",
-           "constraint": "--constraint"}
+           "constraint": "--constraint", "no-index": "--no-index"}  # pip's key: uv's option
 
 
 def pip_sources(listed: str | None = None) -> list[str]:
@@ -26,17 +26,17 @@ def pip_sources(listed: str | None = None) -> list[str]:
     for line in listed.splitlines():
         name, sep, value = line.partition("=")
         section, _, key = name.rpartition(".")
-        if sep and (key in OPTIONS or key == "no-index"):
+        if sep and key in OPTIONS:
             values[section, key] = ast.literal_eval(value)
     args = []
-    for key in (*OPTIONS, "no-index"):
+    for key, option in OPTIONS.items():
         value = next((values[s, key] for s in (":env:", "install", "global") if (s, key) in values), None)
         if value is None:
             continue
-        if key == "no-index":
-            args += ["--no-index"] if value.lower() in ("1", "true", "yes", "on") else []
+        if key == "no-index":  # a switch
+            args += [option] if value.lower() in ("1", "true", "yes", "on") else []
         else:
-            args += [a for v in value.split() for a in (OPTIONS[key], v)]
+            args += [a for v in value.split() for a in (option, v)]
     return args
 
 
