@@ -178,10 +178,9 @@ class Checkpointer:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                advice = "run the same command once there is room"
-            else:
-                advice = "make it writable (permissions, a read-only mount, chattr -i) or use another --out"
+            advice = {"room": "run the same command once there is room",
+                      "permission": f"make it writable ({UNWRITABLE}) or use another --out"}.get(
+                          _cause(e), "run the same command once that is fixed")
             raise CheckpointError(f"cannot write checkpoints in {folder} ({e.strerror}); {advice}") from None
 
     def _open(self) -> None:
@@ -237,7 +236,7 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any failure to write is reported as one
                 _settle_orbax(self.run_dir)
                 kept = [k for k in self.epochs() if k != epoch]
-                after = (f"run the same command once there is room: it resumes after epoch {kept[-1]}" if kept
+                after = (f"{_fix(e, self.manager.directory)}: it resumes after epoch {kept[-1]}" if kept
                          else "no earlier epoch of this run was saved")
                 raise CheckpointError(f"cannot write checkpoint to {self.run_dir} ({_reason(e)}); {after}") from None
         self._last_save = time.monotonic()  # the minutes between saves inside an epoch count from here too
@@ -268,7 +267,8 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - reported as one line; the epoch checkpoints are untouched
                 _settle_orbax(self.run_dir)
                 raise CheckpointError(f"cannot write a checkpoint inside epoch {len(history) + 1} to {self.run_dir} "
-                                      f"({_reason(e)}); the epoch checkpoints are kept") from None
+                                      f"({_reason(e)}); the epoch checkpoints are kept: "
+                                      f"{_fix(e, self.partial.directory)}") from None
         self._last_save = time.monotonic()
 
     def restore_partial(self, state: Any, epochs_done: int) -> tuple[Any, int, dict[str, Any]] | None:
@@ -299,11 +299,10 @@ class Checkpointer:
         return None
 
     def _drop_partial(self) -> None:
-        if jax.process_index() > 0:
-            return
         for step in self.partial.all_steps():
-            self.partial.delete(step)
-        (self.run_dir / "manifests" / f"{PARTIAL}.json").unlink(missing_ok=True)
+            self.partial.delete(step)  # collective: every process calls it (a barrier), process 0 deletes
+        if jax.process_index() == 0:
+            (self.run_dir / "manifests" / f"{PARTIAL}.json").unlink(missing_ok=True)
 
     def _quarantine_partial(self, step: int) -> Path:
         dst = self._move_aside(Path(self.partial.directory) / str(step), f"{PARTIAL}-{step}",
@@ -405,6 +404,10 @@ class Checkpointer:
                 shutil.move(str(src), str(dst))
             if manifest.exists():
                 shutil.move(str(manifest), str(dst / "manifest.json") if dst.exists() else f"{dst}.manifest.json")
+        if jax.process_count() > 1:  # the others re-read the folder once it has moved (orbax's deletes are collective)
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxres: {name} moved aside")
         return dst
 
 
@@ -416,19 +419,48 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _reason(e: BaseException) -> str:
-    """A short, whole-word reason for ``e``: the operating system's words where a system call failed."""
+def _chain(e: BaseException | None) -> list[BaseException]:
+    """``e`` and the exceptions it was raised from or while handling."""
     seen, chain = set(), []
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         chain.append(e)
         e = e.__cause__ or e.__context__
+    return chain
+
+
+UNWRITABLE = "permissions, a read-only mount, chattr -i"  # what makes a folder refuse new files
+_CAUSES = {"room": ({errno.ENOSPC, errno.EDQUOT, errno.EFBIG},
+                    ("No space left on device", "Disk quota exceeded", "File too large")),
+           "permission": ({errno.EACCES, errno.EPERM, errno.EROFS},
+                          ("Permission denied", "Operation not permitted", "Read-only file system"))}
+
+
+def _cause(e: BaseException) -> str | None:
+    """Why a write failed, for the advice: "room" (a full disk or quota, a file-size limit), "permission" (the
+    folder refuses writes: permissions, a read-only mount, an immutable folder), or None (anything else)."""
+    reason = _reason(e)
+    for cause, (numbers, words) in _CAUSES.items():
+        if any(getattr(err, "errno", None) in numbers for err in _chain(e)) or reason in words:
+            return cause
+    return None
+
+
+def _fix(e: BaseException, folder: Any) -> str:
+    """What to do after a failed write into ``folder``, by its cause."""
+    return {"room": "run the same command once there is room",
+            "permission": f"make {folder} writable again ({UNWRITABLE}) and run the same command"}.get(
+                _cause(e), "run the same command once that is fixed")
+
+
+def _reason(e: BaseException) -> str:
+    """A short, whole-word reason for ``e``: the operating system's words where a system call failed."""
+    chain = _chain(e)
     for err in chain:
         if isinstance(err, OSError) and err.strerror:
             return err.strerror
     text = " ".join(str(err) for err in chain)
-    for words in ("No space left on device", "File too large", "Disk quota exceeded", "Read-only file system",
-                  "Permission denied"):
+    for words in (w for _, known in _CAUSES.values() for w in known):
         if words.lower() in text.lower():
             return words
     first = next((str(err).splitlines()[0] for err in chain if str(err).strip()), type(chain[0]).__name__)

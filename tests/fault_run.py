@@ -1,71 +1,106 @@
 """Run ``experiments.compare`` with one injected fault, for tests/test_faults.py.
 
 usage: python tests/fault_run.py FAULT [compare arguments ...]
-FAULT: ``none``; ``sigint-in-save:EPOCH`` (a Ctrl-C arrives just as epoch EPOCH's checkpoint starts
-to be written; ``sigterm-in-save``, ``sigusr1-in-save``: SIGTERM, SIGUSR1 instead); ``fsize-at:EPOCH:BYTES`` (from epoch EPOCH's checkpoint on, no file may grow beyond
-BYTES: writes beyond fail with EFBIG, as they fail with ENOSPC on a full disk; RLIMIT_FSIZE needs no
-privileges); ``sigterm-at-step:N`` (SIGTERM while training batch N of the process is made); ``sigint-in-compile`` (a
-Ctrl-C while the train step is traced, in its first call, before XLA compiles it).
+FAULT: ``none``;
+``sigint-in-save:EPOCH``: a Ctrl-C arrives just as epoch EPOCH's checkpoint starts to be written
+  (``sigterm-in-save``, ``sigusr1-in-save``: SIGTERM, SIGUSR1 instead);
+``fsize-at:EPOCH:BYTES``: from epoch EPOCH's checkpoint on, no file may grow beyond BYTES: writes beyond fail
+  with EFBIG, as they fail with ENOSPC on a full disk (RLIMIT_FSIZE needs no privileges);
+``unwritable-at:EPOCH``: the run's checkpoints/ folder stops taking new files just before epoch EPOCH's
+  checkpoint is written, as when it is remounted read-only (chmod 555, or chattr +i for root, whom chmod does
+  not stop; the test undoes it);
+``sigterm-at-step:N``, ``sigkill-at-step:N``: SIGTERM, SIGKILL while training batch N of the process (counted
+  over the run, from 1) is made, after the steps before it and their saves are done;
+``sigint-in-compile``: a Ctrl-C while the train step is traced, in its first call, before XLA compiles it.
+
+With several processes the work is done by the child each one starts (``jaxres.distributed.supervise``), which
+this script does not reach: there, ``tests/fault_site`` on PYTHONPATH and ``$JAXRES_TEST_FAULT`` install the
+fault in the child.
 """
 import os
 import resource
 import signal
 import sys
 
-fault, argv = sys.argv[1], sys.argv[2:]
-if fault.split(":")[0] in ("sigint-in-save", "sigterm-in-save", "sigusr1-in-save"):
-    import orbax.checkpoint as ocp
 
-    epoch, real_save = int(fault.split(":")[1]), ocp.CheckpointManager.save
-    signum = getattr(signal, fault.split("-")[0].upper())
+def install(fault: str) -> None:
+    """Patch this process so that ``fault`` happens (the module docstring)."""
+    if fault == "none":
+        return
+    if fault.split(":")[0] in ("sigint-in-save", "sigterm-in-save", "sigusr1-in-save"):
+        import orbax.checkpoint as ocp
 
-    def save(self, step, *args, **kwargs):
-        if step == epoch:
-            os.kill(os.getpid(), signum)
-        return real_save(self, step, *args, **kwargs)
+        epoch, real_save = int(fault.split(":")[1]), ocp.CheckpointManager.save
+        signum = getattr(signal, fault.split("-")[0].upper())
 
-    ocp.CheckpointManager.save = save
-elif fault.startswith("fsize-at:"):
-    import orbax.checkpoint as ocp
+        def save(self, step, *args, **kwargs):
+            if step == epoch:
+                os.kill(os.getpid(), signum)
+            return real_save(self, step, *args, **kwargs)
 
-    epoch, limit = map(int, fault.split(":")[1:])
-    real_save = ocp.CheckpointManager.save
+        ocp.CheckpointManager.save = save
+    elif fault.startswith("fsize-at:"):
+        import orbax.checkpoint as ocp
 
-    def save(self, step, *args, **kwargs):
-        if step == epoch:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-        return real_save(self, step, *args, **kwargs)
+        epoch, limit = map(int, fault.split(":")[1:])
+        real_save = ocp.CheckpointManager.save
 
-    ocp.CheckpointManager.save = save
-elif fault.startswith("sigterm-at-step:"):  # SIGTERM as training batch N (counted over the run, from 1) is made
-    from jaxres import data
+        def save(self, step, *args, **kwargs):
+            if step == epoch:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+            return real_save(self, step, *args, **kwargs)
 
-    n, real_batches = int(fault.split(":")[1]), data.Dataset.train_batches
-    made = [0]
+        ocp.CheckpointManager.save = save
+    elif fault.startswith("unwritable-at:"):
+        import subprocess
 
-    def train_batches(self, *args, **kwargs):
-        for batch in real_batches(self, *args, **kwargs):
-            made[0] += 1
-            if made[0] == n:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
+        import orbax.checkpoint as ocp
 
-    data.Dataset.train_batches = train_batches
-elif fault == "sigint-in-compile":  # Ctrl-C while the train step is traced and compiled (its first call)
-    from jaxres import train
+        epoch, real_save = int(fault.split(":")[1]), ocp.CheckpointManager.save
 
-    real_step, sent = train.train_step, []
+        def save(self, step, *args, **kwargs):
+            folder = str(self.directory)
+            if step == epoch and folder.endswith("/checkpoints"):
+                if os.geteuid() == 0:
+                    subprocess.run(["chattr", "+i", folder], check=True)
+                else:
+                    os.chmod(folder, 0o555)
+            return real_save(self, step, *args, **kwargs)
 
-    def train_step(*args, **kwargs):  # runs only while jax traces the step, inside its first call
-        if not sent:
-            sent.append(os.kill(os.getpid(), signal.SIGINT))
-        return real_step(*args, **kwargs)
+        ocp.CheckpointManager.save = save
+    elif fault.split(":")[0] in ("sigterm-at-step", "sigkill-at-step"):  # as training batch N (from 1) is made
+        from jaxres import data
 
-    train.train_step = train_step
-elif fault != "none":
-    sys.exit(f"unknown fault {fault}")
+        n, real_batches = int(fault.split(":")[1]), data.Dataset.train_batches
+        signum = getattr(signal, fault.split("-")[0].upper())
+        made = [0]
 
-from experiments import compare  # noqa: E402
+        def train_batches(self, *args, **kwargs):
+            for batch in real_batches(self, *args, **kwargs):
+                made[0] += 1
+                if made[0] == n:
+                    os.kill(os.getpid(), signum)
+                yield batch
 
-sys.exit(compare.main(argv))
+        data.Dataset.train_batches = train_batches
+    elif fault == "sigint-in-compile":  # Ctrl-C while the train step is traced and compiled (its first call)
+        from jaxres import train
+
+        real_step, sent = train.train_step, []
+
+        def train_step(*args, **kwargs):  # runs only while jax traces the step, inside its first call
+            if not sent:
+                sent.append(os.kill(os.getpid(), signal.SIGINT))
+            return real_step(*args, **kwargs)
+
+        train.train_step = train_step
+    else:
+        sys.exit(f"unknown fault {fault}")
+
+
+if __name__ == "__main__":
+    install(sys.argv[1])
+    from experiments import compare
+
+    sys.exit(compare.main(sys.argv[2:]))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxres import distributed
+from jaxres import checkpoint, distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,12 +117,17 @@ def test_two_processes_of_two_devices_equal_one_process_of_four_and_one_device(o
 
 
 # ------------------------------------------------------------------ a study on two processes
-def compare_procs(raw_dir, out: Path, port: int, *extra, processes=2, ids=None) -> list[subprocess.Popen]:
+def compare_procs(raw_dir, out: Path, port: int, *extra, processes=2, ids=None, fault=None) -> list[subprocess.Popen]:
+    """``processes`` processes of 2 devices training the tiny study (3 epochs of 4 steps); ``fault``: one of
+    tests/fault_run.py's, injected into the child of every process (tests/fault_site)."""
+    env = env_with(2)
+    if fault is not None:
+        env.update(JAXRES_TEST_FAULT=fault, PYTHONPATH=f"{ROOT / 'tests' / 'fault_site'}{os.pathsep}{ROOT}")
     args = ["--study", "tiny", "--datasets", "mnist", "--models", "seed_cnn", "--train-subset", "512", "--epochs",
             "3", "--raw-dir", str(raw_dir), "--out", str(out), "--no-progress", "--coordinator", f"127.0.0.1:{port}",
             "--num-processes", str(processes), "--heartbeat-timeout", "10", "--init-timeout", "20", *extra]
     return [subprocess.Popen([sys.executable, "-m", "experiments.compare", *args, "--process-id", str(i)], cwd=ROOT,
-                             env=env_with(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
             for i in (ids if ids is not None else range(processes))]
 
@@ -172,10 +177,44 @@ def test_a_killed_process_stops_the_other_in_bounded_time_and_the_rerun_resumes_
     codes, texts = finish(compare_procs(raw_dir, out, free_port()))
     assert codes == [0, 0], texts
     assert "resuming after epoch" in texts[0]
+    same_history(out, uninterrupted)
+
+
+def same_history(out: Path, uninterrupted) -> None:
     (ours,) = [json.loads(p.read_text()) for p in out.glob("*/results.json")]
     (theirs,) = [json.loads(p.read_text()) for p in uninterrupted[0].glob("*/results.json")]
+    assert len(ours["history"]) == len(theirs["history"]) == 3
     for a, b in zip(ours["history"], theirs["history"]):
         assert {k: v for k, v in a.items() if k != "epoch_time_s"} == {k: v for k, v in b.items() if k != "epoch_time_s"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged", [False, True])
+def test_two_processes_killed_inside_an_epoch_resume_at_the_next_step_exactly(uninterrupted, raw_dir, tmp_path,
+                                                                              damaged):
+    """A save after every step, collective over the two processes (4 devices; it once deadlocked at the epoch's
+    end, where only process 0 dropped the saves inside the epoch); both are killed (SIGKILL) as they make epoch 2's
+    third batch. The same command resumes after epoch 2's second step, or, where that save was damaged since, moves
+    it aside on process 0 and starts epoch 2 again on both; the history equals that of the run never stopped
+    (which saved nothing inside its epochs)."""
+    out, every = tmp_path / "killed", ("--set", "checkpoint_every_steps=1")
+    codes, texts = finish(compare_procs(raw_dir, out, free_port(), *every, fault="sigkill-at-step:7"))
+    assert all(codes), texts  # killed
+    (run,) = out.glob("mnist_*")
+    assert not (run / "results.json").exists()
+    assert [p.name for p in (run / checkpoint.PARTIAL).iterdir() if p.name.isdigit()] == ["6"]  # 4 + 2 steps
+    if damaged:
+        for f in (run / checkpoint.PARTIAL / "6" / "state").rglob("*"):
+            if f.is_file() and f.stat().st_size > 64:
+                f.write_bytes(b"\0" * f.stat().st_size)
+    codes, texts = finish(compare_procs(raw_dir, out, free_port(), *every))
+    assert codes == [0, 0], texts
+    if damaged:
+        assert "the checkpoint inside epoch 2 (step 6) cannot be used" in texts[0], texts[0]
+        assert "resuming after epoch 1 " in texts[0] and "resuming epoch 2" not in texts[0], texts[0]
+    else:
+        assert "resuming epoch 2 after its step 2 of 4" in texts[0], texts[0]
+    same_history(out, uninterrupted)
 
 
 def test_unreachable_coordinator_and_mismatched_processes_are_one_line_exit_2(raw_dir, tmp_path):

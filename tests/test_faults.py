@@ -440,6 +440,29 @@ def test_a_read_only_checkpoint_folder_is_one_line_within_seconds(raw_dir, tmp_p
     assert history(out) == straight
 
 
+def test_a_checkpoint_folder_that_turns_read_only_during_a_run_is_one_line_with_the_fix(raw_dir, tmp_path, straight):
+    """The run's checkpoints/ stops taking new files after epoch 1 (a remount read-only, chattr +i; simulated by
+    chattr +i as root, chmod 555 otherwise, just before epoch 2's checkpoint): one line within seconds, naming the
+    reason and the folder to fix (not "once there is room"), exit 2; fixed, the same command goes on from epoch 1.
+    Not covered: a real read-only remount, and one that happens in the middle of orbax's writes."""
+    out = tmp_path / "out"
+    try:
+        stopped = fault_run("unwritable-at:2", argv(raw_dir, out))
+    finally:
+        for run in out.glob("mnist_*"):
+            undo = ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "755"]
+            subprocess.run([*undo, str(run / "checkpoints")], check=True)
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    (run,) = out.glob("mnist_*")
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    assert stopped.stderr.strip() == (f"compare: error: cannot write checkpoint to {run} ({reason}); make "
+                                      f"{run / 'checkpoints'} writable again (permissions, a read-only mount, "
+                                      "chattr -i) and run the same command: it resumes after epoch 1")
+    again = fault_run("none", argv(raw_dir, out))
+    assert again.returncode == 0 and "resuming after epoch 1" in again.stdout, again.stderr[-3000:]
+    assert history(out) == straight
+
+
 def test_an_output_path_too_long_for_the_checkpoint_files_is_one_line_before_training(raw_dir, tmp_path):
     limit = os.pathconf(tmp_path, "PC_PATH_MAX")
     deep = tmp_path
