@@ -23,12 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from jaxres.config import ConfigError
-from jaxres.distributed import DistributedError
-from jaxres.errors import CheckpointError, DataError
-
-
-from jaxres.registry import RAW_DIR_ENV
+from jaxres import errors  # the only jaxres module imported before main() starts recording stop signals
 
 
 class UsageError(Exception):
@@ -77,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--list-keys", action="store_true", help="print every config key with the study's value, and exit")
     s.add_argument("--dry-run", action="store_true", help="print the runs of the study, and exit")
     io = p.add_argument_group("files")
-    io.add_argument("--raw-dir", default=os.environ.get(RAW_DIR_ENV),
-                    help=f"folder with <dataset>/<original files> (default ${RAW_DIR_ENV})")
+    raw_env = registry.RAW_DIR_ENV
+    io.add_argument("--raw-dir", default=os.environ.get(raw_env),
+                    help=f"folder with <dataset>/<original files> (default ${raw_env})")
     io.add_argument("--data-dir", help="tfds data dir for --source tfds (default tfds's own)")
     io.add_argument("--out", default="runs/compare", help="output folder of the study (default runs/compare)")
     io.add_argument("--report-only", metavar="DIR", help="rebuild summary, curves and report from DIR's results")
@@ -193,24 +189,34 @@ def _one_line(message, category, filename, lineno, file=None, line=None) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; returns its exit status. From its first line on, Ctrl-C, SIGTERM and SIGUSR1 are recorded
+    and acted on where that is safe (``jaxres.errors.stops_at_step_boundaries``): before training, between runs,
+    or after the step under way, which is saved. Raised inside the import of JAX or a compilation, a
+    KeyboardInterrupt can crash the process, print pages, or be swallowed by a callback while training goes on."""
     import logging
 
-    from jaxres.errors import raise_on_stop_signals
+    try:
+        with errors.stops_at_step_boundaries():
+            # orbax's failures surface here as one-line errors; its own tracebacks (some logged late, when
+            # asyncio collects a failed future) would bury them
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            supervised = _supervise_if_distributed(argv)
+            if supervised is not None:
+                return supervised
+            with warnings.catch_warnings(), _quiet_orbax_if_training(argv):
+                warnings.showwarning = _one_line  # one line per warning, without the source line
+                return _main(argv)
+    except KeyboardInterrupt as e:  # a stop recorded after _main's last look, or a second signal
+        return _stopped(e)
 
-    # orbax's failures surface here as one-line errors; its own tracebacks (some logged late, when
-    # asyncio collects a failed future) would bury them
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    supervised = _supervise_if_distributed(argv)
-    if supervised is not None:
-        return supervised
-    with warnings.catch_warnings(), _quiet_orbax_if_training(argv):
-        warnings.showwarning = _one_line  # one line per warning, without the source line
-        previous = raise_on_stop_signals()  # SIGTERM, SIGUSR1: stop like Ctrl-C (finished work kept)
-        try:
-            return _main(argv)
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+
+def _stopped(e: KeyboardInterrupt) -> int:
+    """The line and exit status of a run stopped by Ctrl-C, or by SIGTERM / SIGUSR1 (a scheduler stopping or warning
+    the job)."""
+    signum = getattr(e, "signum", signal.SIGINT)
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    print(f"compare: {how}; finished epochs are kept, run the same command to continue", file=sys.stderr)
+    return 128 + signum
 
 
 def _quiet_orbax_if_training(argv: list[str] | None):
@@ -243,10 +249,14 @@ def _supervise_if_distributed(argv: list[str] | None) -> int | None:
     if not setup.active or args.report_only or args.list_keys or args.dry_run:
         return None
     name = f"process{setup.process_id}" if setup.process_id is not None else f"process-{os.getpid()}"
+    errors.raise_if_stopped()  # before the child starts; from then on signals are passed to it
     return distributed.supervise(argv, setup, Path(args.out) / "logs" / f"{name}.log")
 
 
 def _main(argv: list[str] | None) -> int:
+    from jaxres.config import ConfigError
+    from jaxres.distributed import DistributedError
+
     try:
         args = build_parser().parse_args(argv)
         from jaxres import config, distributed, report
@@ -276,6 +286,7 @@ def _main(argv: list[str] | None) -> int:
             print("\n".join(_describe(runs)))
             return 0
         setup = distributed_setup(args)
+        errors.raise_if_stopped()  # a stop asked for while the command started: nothing is begun yet
         import jaxres
 
         jaxres.setup(runs[0].compute)  # the process-wide CPU settings, before JAX starts its backend
@@ -290,7 +301,10 @@ def _main(argv: list[str] | None) -> int:
         except OSError as e:
             raise UsageError(f"output folder {out} is not writable ({e.strerror}); pass another --out") from None
         start = time.perf_counter()
-        outcomes = [run_one(cfg, study.name, out, args) for cfg in runs]
+        outcomes = []
+        for cfg in runs:
+            errors.raise_if_stopped()  # a stop asked for after the last run's last step (its results written)
+            outcomes.append(run_one(cfg, study.name, out, args))
         import jax
 
         if jax.process_index() > 0:  # process 0 writes the report and says how the study went
@@ -310,7 +324,8 @@ def _main(argv: list[str] | None) -> int:
                 + f"; see {out / 'summary.md'}", file=sys.stderr)
             return 1
         return 0
-    except (UsageError, ConfigError, DataError, CheckpointError, DistributedError, FileNotFoundError) as e:
+    except (UsageError, ConfigError, errors.DataError, errors.CheckpointError, DistributedError,
+            FileNotFoundError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a file jaxres writes (results, report, TensorBoard) could not be written
@@ -318,10 +333,7 @@ def _main(argv: list[str] | None) -> int:
               "runs are kept, run the same command again when that is fixed", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGUSR1 (a scheduler stopping or warning the job)
-        signum = getattr(e, "signum", signal.SIGINT)
-        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        print(f"compare: {how}; finished epochs are kept, run the same command to continue", file=sys.stderr)
-        return 128 + signum
+        return _stopped(e)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxres.config import differences, flatten
 from jaxres import errors
-from jaxres.errors import STOP_SIGNALS, CheckpointError, RunLocked, Stopped, interrupt, raise_on_stop_signals  # noqa: F401
+from jaxres.errors import STOP_SIGNALS, CheckpointError, RunLocked, Stopped, interrupt  # noqa: F401
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

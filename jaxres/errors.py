@@ -34,15 +34,6 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-def raise_on_stop_signals() -> dict:
-    """Make SIGTERM and SIGUSR1 raise ``Stopped`` in the main thread (as SIGINT raises KeyboardInterrupt);
-    returns the previous handlers, for ``signal.signal`` to put back."""
-    def stop(signum, frame):
-        raise Stopped(signum)
-
-    return {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-
-
 def interrupt(signum: int) -> KeyboardInterrupt:
     """The exception a signal stops a run with: KeyboardInterrupt for Ctrl-C, ``Stopped`` for the others."""
     return KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
@@ -50,14 +41,27 @@ def interrupt(signum: int) -> KeyboardInterrupt:
 
 _deferring = False
 _pending: list[int] = []  # the signal that asked the run to stop, until the run acts on it
+_training = False  # within ``training()``: steps are being taken, and a stop waits for the one under way
+
+
+@contextlib.contextmanager
+def training():
+    """Marks the block where steps are taken (``jaxres.train.fit``'s epochs), for the line a stop signal prints."""
+    global _training
+    before, _training = _training, True
+    try:
+        yield
+    finally:
+        _training = before
 
 
 @contextlib.contextmanager
 def stops_at_step_boundaries():
-    """Within the block, Ctrl-C, SIGTERM and SIGUSR1 do not interrupt what is running (a compilation, a step):
-    they are recorded, with one line saying so, and training stops at the next step boundary after saving
+    """Within the block, Ctrl-C, SIGTERM and SIGUSR1 do not interrupt what is running (an import, a compilation,
+    a step): they are recorded, with one line saying so, and training stops at the next step boundary after saving
     that step (``jaxres.train.fit`` asks ``pending_stop``; ``raise_if_stopped`` elsewhere). A second signal
-    raises at once. A stop still pending when the block ends is raised then. Main thread only."""
+    raises at once. A stop still pending when the block ends is raised then. Main thread only; a block inside
+    another changes nothing."""
     global _deferring
     if threading.current_thread() is not threading.main_thread() or _deferring:
         yield
@@ -68,8 +72,8 @@ def stops_at_step_boundaries():
             raise interrupt(_pending[0])
         _pending.append(signum)
         what = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
-        print(f"{what}: stopping after the current step, which is saved (send it again to stop at once)",
-              file=sys.stderr, flush=True)
+        how = "stopping after the current step, which is saved" if _training else "stopping before training goes on"
+        print(f"{what}: {how} (send it again to stop at once)", file=sys.stderr, flush=True)
 
     _pending.clear()
     previous = {s: signal.signal(s, record) for s in (signal.SIGINT, *STOP_SIGNALS)}

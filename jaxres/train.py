@@ -483,38 +483,39 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                 if errors.pending_stop() is not None:
                     log(f"epoch {len(history) + 1}/{epochs}: stopped after step {done} of {data.steps_per_epoch}, "
                         "which is saved: the same command continues from the next one")
-        for epoch in range(len(history), epochs):
-            began = time.perf_counter() - (float(carry["elapsed_s"]) if carry and "elapsed_s" in carry else 0.0)
-            state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams,
-                                                 f"epoch {epoch + 1}/{epochs}", progress, start, carry, save,
-                                                 getattr(checkpointer, "partial_due", None))
-            start, carry = 0, None
-            if layers is not None and on_layer_norms is not None:
-                on_layer_norms(epoch + 1, layers)
-            row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
-                   "grad_norm": train_m["grad_norm"], "train_examples": train_m["count"]}
-            if train_m["nonfinite_steps"]:
-                diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
-                row.update(test_loss=None, test_accuracy=None, test_examples=0, diverged=True,
+        with errors.training():  # a stop signal now waits for the step under way, and saves it
+            for epoch in range(len(history), epochs):
+                began = time.perf_counter() - (float(carry["elapsed_s"]) if carry and "elapsed_s" in carry else 0.0)
+                state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams,
+                                                     f"epoch {epoch + 1}/{epochs}", progress, start, carry, save,
+                                                     getattr(checkpointer, "partial_due", None))
+                start, carry = 0, None
+                if layers is not None and on_layer_norms is not None:
+                    on_layer_norms(epoch + 1, layers)
+                row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
+                       "grad_norm": train_m["grad_norm"], "train_examples": train_m["count"]}
+                if train_m["nonfinite_steps"]:
+                    diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
+                    row.update(test_loss=None, test_accuracy=None, test_examples=0, diverged=True,
+                               epoch_time_s=time.perf_counter() - began)
+                    history.append(row)
+                    log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
+                        f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not "
+                        "checkpointed")
+                    if on_epoch is not None:
+                        on_epoch(row)
+                    break
+                test_m = evaluate(state, eval_fn, data)
+                row.update(test_loss=test_m["loss"], test_accuracy=test_m["accuracy"], test_examples=test_m["count"],
                            epoch_time_s=time.perf_counter() - began)
                 history.append(row)
-                log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
-                    f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not "
-                    "checkpointed")
+                log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
+                    f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
+                if checkpointer is not None:
+                    checkpointer.save(single(state), history)
                 if on_epoch is not None:
                     on_epoch(row)
-                break
-            test_m = evaluate(state, eval_fn, data)
-            row.update(test_loss=test_m["loss"], test_accuracy=test_m["accuracy"], test_examples=test_m["count"],
-                       epoch_time_s=time.perf_counter() - began)
-            history.append(row)
-            log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
-                f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
-            if checkpointer is not None:
-                checkpointer.save(single(state), history)
-            if on_epoch is not None:
-                on_epoch(row)
-            errors.raise_if_stopped()  # a stop asked for during the evaluation or the save: the epoch is kept
+                errors.raise_if_stopped()  # a stop asked for during the evaluation or the save: the epoch is kept
     finally:
         data.set_sharding(None)
         if checkpointer is not None:

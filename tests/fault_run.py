@@ -11,7 +11,8 @@ FAULT: ``none``;
   not stop; the test undoes it);
 ``sigterm-at-step:N``, ``sigkill-at-step:N``: SIGTERM, SIGKILL while training batch N of the process (counted
   over the run, from 1) is made, after the steps before it and their saves are done;
-``sigint-in-compile``: a Ctrl-C while the train step is traced, in its first call, before XLA compiles it.
+``sigint-in-compile``: a Ctrl-C while the train step is traced, in its first call, before XLA compiles it;
+``sigint-in-import``: a Ctrl-C as JAX starts to be imported (the first second or two of a command).
 
 With several processes the work is done by the child each one starts (``jaxres.distributed.supervise``), which
 this script does not reach: there, ``tests/fault_site`` on PYTHONPATH and ``$JAXRES_TEST_FAULT`` install the
@@ -95,6 +96,16 @@ def install(fault: str) -> None:
             return real_step(*args, **kwargs)
 
         train.train_step = train_step
+    elif fault == "sigint-in-import":  # Ctrl-C while Python looks for JAX's package, the first time
+        class SendOnFirstLookup:
+            @staticmethod
+            def find_spec(name, path=None, target=None):
+                if name == "jax":
+                    sys.meta_path.remove(SendOnFirstLookup)
+                    os.kill(os.getpid(), signal.SIGINT)
+                return None  # found by the other finders
+
+        sys.meta_path.insert(0, SendOnFirstLookup)
     else:
         sys.exit(f"unknown fault {fault}")
 
