@@ -6,9 +6,9 @@ FAULT: ``none``;
   (``sigterm-in-save``, ``sigusr1-in-save``: SIGTERM, SIGUSR1 instead);
 ``fsize-at:EPOCH:BYTES``: from epoch EPOCH's checkpoint on, no file may grow beyond BYTES: writes beyond fail
   with EFBIG, as they fail with ENOSPC on a full disk (RLIMIT_FSIZE needs no privileges);
-``unwritable-at:EPOCH``: the run's checkpoints/ folder stops taking new files just before epoch EPOCH's
-  checkpoint is written, as when it is remounted read-only (chmod 555, or chattr +i for root, whom chmod does
-  not stop; the test undoes it);
+``unwritable-at:EPOCH:HOW``: the run's checkpoints/ folder stops taking new files just before epoch EPOCH's
+  checkpoint is written; HOW: ``mount`` (bound onto itself read-only; needs root and a container that allows
+  it) or ``attr`` (chattr +i for root, whom chmod does not stop; chmod 555 for a user); the test undoes it;
 ``sigterm-at-step:N``, ``sigkill-at-step:N``: SIGTERM, SIGKILL while training batch N of the process (counted
   over the run, from 1) is made, after the steps before it and their saves are done;
 ``sigint-in-compile``: a Ctrl-C while the train step is traced, in its first call, before XLA compiles it;
@@ -58,12 +58,16 @@ def install(fault: str) -> None:
 
         import orbax.checkpoint as ocp
 
-        epoch, real_save = int(fault.split(":")[1]), ocp.CheckpointManager.save
+        _, epoch, how = fault.split(":")
+        epoch, real_save = int(epoch), ocp.CheckpointManager.save
 
         def save(self, step, *args, **kwargs):
             folder = str(self.directory)
             if step == epoch and folder.endswith("/checkpoints"):
-                if os.geteuid() == 0:
+                if how == "mount":
+                    subprocess.run(["mount", "--bind", folder, folder], check=True)
+                    subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+                elif os.geteuid() == 0:
                     subprocess.run(["chattr", "+i", folder], check=True)
                 else:
                     os.chmod(folder, 0o555)

@@ -421,60 +421,50 @@ def test_a_study_whose_only_run_is_held_elsewhere_says_so(raw_dir, tmp_path, cap
     assert printed.err == ""
 
 
-def _make_unwritable(folder: Path) -> list[str] | None:
-    """Make ``folder`` refuse new files, as a read-only mount does: chmod for a user, chattr +i for root (which
-    chmod does not stop); the command that undoes it, or None where neither works here."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        return ["chmod", "755", str(folder)]
-    if shutil.which("chattr") and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
-        return ["chattr", "-i", str(folder)]
-    return None
+def _can_mount_read_only(scratch: Path) -> bool:
+    """Whether a read-only bind mount can be made here (root, where the container allows mounting)."""
+    scratch.mkdir()
+    made = subprocess.run(["mount", "--bind", str(scratch), str(scratch)], capture_output=True).returncode == 0
+    if made:
+        made = subprocess.run(["mount", "-o", "remount,ro,bind", str(scratch)], capture_output=True).returncode == 0
+        subprocess.run(["umount", str(scratch)], capture_output=True)
+    return made
 
 
-def test_a_read_only_checkpoint_folder_is_one_line_within_seconds(raw_dir, tmp_path, straight):
-    """Simulated with chmod (a user) or chattr +i (root); what it does not cover: a real read-only mount."""
-    out = tmp_path / "out"
-    first = fault_run("none", argv(raw_dir, out, epochs=1))
-    assert first.returncode == 0, first.stderr[-3000:]
-    (run,) = out.glob("mnist_*")
-    undo = _make_unwritable(run / "checkpoints")
-    if undo is None:
-        pytest.skip("neither chmod nor chattr can make a folder read-only here")
-    try:
-        stopped = fault_run("none", argv(raw_dir, out))
-    finally:
-        subprocess.run(undo, check=True)
-    assert stopped.returncode == 2, stopped.stderr[-3000:]
-    reason = "Operation not permitted" if undo[0] == "chattr" else "Permission denied"
-    assert stopped.stderr.strip() == (f"compare: error: cannot write checkpoints in {run / 'checkpoints'} ({reason}); "
-                                      "make it writable (permissions, a read-only mount, chattr -i) or use another "
-                                      "--out")
-    again = fault_run("none", argv(raw_dir, out))  # once it is writable again the run goes on
-    assert again.returncode == 0 and "resuming after epoch 1" in again.stdout, again.stderr[-3000:]
-    assert history(out) == straight
-
-
-def test_a_checkpoint_folder_that_turns_read_only_during_a_run_is_one_line_with_the_fix(raw_dir, tmp_path, straight):
-    """The run's checkpoints/ stops taking new files after epoch 1 (a remount read-only, chattr +i; simulated by
-    chattr +i as root, chmod 555 otherwise, just before epoch 2's checkpoint): one line within seconds, naming the
-    reason and the folder to fix (not "once there is room"), exit 2; fixed, the same command goes on from epoch 1.
-    Not covered: a real read-only remount, and one that happens in the middle of orbax's writes."""
+@pytest.mark.parametrize("how", ["mount", "attr"])
+def test_a_checkpoint_folder_that_turns_read_only_is_one_line_within_seconds(raw_dir, tmp_path, straight, how):
+    """The run's checkpoints/ stops taking new files after epoch 1 (``how``: a read-only bind mount where mounting
+    is allowed; ``attr``: chattr +i as root, chmod 555 as a user, which is all a user can do):
+    1. during the run, just before epoch 2's checkpoint (tests/fault_run.py): one line within seconds naming the
+       reason and the folder to make writable (not "once there is room"), exit 2;
+    2. the same command while it stays read-only: one line before training;
+    3. once it is writable again, the same command goes on after epoch 1 and equals a run never stopped.
+    Not covered: a folder that turns read-only in the middle of orbax's writes of one checkpoint (tried by hand:
+    one line each time)."""
+    if how == "mount" and not _can_mount_read_only(tmp_path / "scratch"):
+        pytest.skip("no read-only bind mount here (it needs root and a container that allows mounting)")
     out = tmp_path / "out"
     try:
-        stopped = fault_run("unwritable-at:2", argv(raw_dir, out))
+        stopped = fault_run(f"unwritable-at:2:{how}", argv(raw_dir, out))
+        again = fault_run("none", argv(raw_dir, out))
     finally:
-        for run in out.glob("mnist_*"):
-            undo = ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "755"]
-            subprocess.run([*undo, str(run / "checkpoints")], check=True)
-    assert stopped.returncode == 2, stopped.stderr[-3000:]
+        for f in out.glob("mnist_*/checkpoints"):
+            undo = ["umount"] if how == "mount" else ["chattr", "-i"] if os.geteuid() == 0 else ["chmod", "755"]
+            subprocess.run([*undo, str(f)], check=True)
     (run,) = out.glob("mnist_*")
-    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
-    assert stopped.stderr.strip() == (f"compare: error: cannot write checkpoint to {run} ({reason}); make "
-                                      f"{run / 'checkpoints'} writable again (permissions, a read-only mount, "
-                                      "chattr -i) and run the same command: it resumes after epoch 1")
-    again = fault_run("none", argv(raw_dir, out))
-    assert again.returncode == 0 and "resuming after epoch 1" in again.stdout, again.stderr[-3000:]
+    folder = run / "checkpoints"
+    reason = ("Read-only file system" if how == "mount" else "Operation not permitted" if os.geteuid() == 0
+              else "Permission denied")
+    assert stopped.returncode == 2, stopped.stderr[-3000:]
+    assert stopped.stderr.strip() == (f"compare: error: cannot write checkpoint to {run} ({reason}); make {folder} "
+                                      "writable again (permissions, a read-only mount, chattr -i) and run the same "
+                                      "command: it resumes after epoch 1")
+    assert again.returncode == 2, again.stderr[-3000:]
+    assert again.stderr.strip() == (f"compare: error: cannot write checkpoints in {folder} ({reason}); make it "
+                                    "writable (permissions, a read-only mount, chattr -i) or use another --out")
+    assert "epoch 2/" not in again.stdout  # refused before training
+    fixed = fault_run("none", argv(raw_dir, out))
+    assert fixed.returncode == 0 and "resuming after epoch 1" in fixed.stdout, fixed.stderr[-3000:]
     assert history(out) == straight
 
 
