@@ -24,6 +24,7 @@ def test_a_run_trains_through_the_python_api_alone(tmp_path, raw_dir):
     lines = []
     res = jaxres.run(cfg, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=False, log=lines.append)
     assert lines[0].startswith(f"{config.run_name(cfg)}: mnist seed_cnn") and "precision float32" in lines[0]
+    assert lines[0].endswith(", saves inside an epoch every 10 minutes")
     assert len(res["history"]) == cfg.epochs and 0.0 <= res["final"]["test_accuracy"] <= 1.0
     assert res["config"] == config.to_dict(cfg) and res["environment"]["cpu_fast_path"]
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -151,6 +151,7 @@ def test_a_two_process_study_writes_once_from_process_zero(uninterrupted):
     (result,) = [json.loads(p.read_text()) for p in out.glob("*/results.json")]
     assert result["environment"]["process_count"] == 2 and len(result["history"]) == 3
     assert "4 devices (jit, 2 processes)" in texts[0] and "wrote" in texts[0]
+    assert "no saves inside an epoch (several processes save inside one every checkpoint_every_steps only)" in texts[0]
     assert "epoch" not in texts[1] and "wrote" not in texts[1]  # process 1 trains silently
     assert not any("Traceback" in t or "[Gloo]" in t or " @ 0x" in t for t in texts)
     assert (out / "report.md").exists() and len(list(out.glob("tensorboard/*/events.*"))) == 1
@@ -214,6 +215,7 @@ def test_two_processes_killed_inside_an_epoch_resume_at_the_next_step_exactly(un
         assert "resuming after epoch 1 " in texts[0] and "resuming epoch 2" not in texts[0], texts[0]
     else:
         assert "resuming epoch 2 after its step 2 of 4" in texts[0], texts[0]
+    assert "saves inside an epoch every step" in texts[0]
     same_history(out, uninterrupted)
 
 
