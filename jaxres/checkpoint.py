@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -119,6 +120,7 @@ MANIFESTED = ".every_checkpoint_has_one"
 
 
 PARTIAL = "checkpoints.partial"  # the run folder's saves inside an epoch (the newest only)
+PROBE_SECONDS = 5.0  # several processes agree on saving and stopping about this often (``Checkpointer.agree``)
 
 
 class Checkpointer:
@@ -135,6 +137,7 @@ class Checkpointer:
             raise CheckpointError(f"keep must be at least 1, got {keep}")
         self.every_steps, self.every_minutes = every_steps, every_minutes
         self._last_save = time.monotonic()
+        self._probe_at, self._probed, self._step_s = 0, None, 0.0  # several processes: see ``agree``
         self.run_dir = Path(run_dir).absolute()
         self.config = json.loads(json.dumps(config))  # as it will read back
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -243,12 +246,41 @@ class Checkpointer:
 
     # ----------------------------------------------------------- inside an epoch
     def partial_due(self, done: int) -> bool:
-        """Whether a save inside the epoch is due after its ``done``-th step (``every_steps``, ``every_minutes``).
-        With several processes only ``every_steps`` counts: a save is collective, and their clocks could
-        disagree on when minutes have passed."""
-        timed = self.every_minutes and jax.process_count() == 1
+        """Whether a save inside the epoch is due after its ``done``-th step (``every_steps``, ``every_minutes``), by
+        this process's clock."""
         return bool((self.every_steps and done % self.every_steps == 0) or
-                    (timed and time.monotonic() - self._last_save >= 60 * self.every_minutes))
+                    (self.every_minutes and time.monotonic() - self._last_save >= 60 * self.every_minutes))
+
+    def agree(self, done: int | None, inside: bool, stop: int | None) -> tuple[bool, int | None]:
+        """After step ``done`` of an epoch (``inside``: not its last; None: at the epoch's end, once it is saved), with
+        ``stop`` this process's pending stop signal or None: (whether to save the state now, the signal that stops the
+        run or None). One process: a save where one is due (``partial_due``) or a stop was asked for.
+
+        Several processes must all save, or stop, at the same step (a save is collective). They agree at probes, about
+        every ``PROBE_SECONDS`` of training: at an epoch's first step, then doubling until process 0 has timed a step,
+        then as its step time says, and at every epoch's end. At a probe process 0's clock decides whether the
+        minutes have passed, and any process's stop signal stops them all, after a save. Saves every
+        ``every_steps`` need no agreement. A probe gathers a few integers from every process (and waits for the
+        steps before it), so it is rare: about one per ``PROBE_SECONDS``."""
+        if jax.process_count() == 1:
+            return stop is not None or (inside and self.partial_due(done)), stop
+        steps_due = inside and bool(self.every_steps) and done % self.every_steps == 0
+        if done is not None and (not inside or done < self._probe_at):
+            return steps_due, None  # a stop asked for here waits for the next probe
+        from jax.experimental import multihost_utils
+
+        now, proposal = time.monotonic(), 0  # the step of the next probe; 0 at the epoch's end: the next epoch's first
+        if done is not None:
+            if self._probed is not None and done > self._probed[0]:
+                self._step_s = (now - self._probed[1]) / (done - self._probed[0])
+            proposal = done + (max(1, int(PROBE_SECONDS / self._step_s)) if self._step_s else max(1, done))
+        self._probed = (done, now) if done is not None else None
+        timed = inside and bool(self.every_minutes) and now - self._last_save >= 60 * self.every_minutes
+        everyone = np.asarray(multihost_utils.process_allgather(np.array([stop or 0, timed, proposal], np.int64)))
+        self._probe_at = int(everyone[0, 2])
+        signals = [int(s) for s in everyone[:, 0] if s]
+        agreed = signals[0] if signals else None
+        return inside and (steps_due or bool(everyone[0, 1]) or agreed is not None), agreed
 
     def save_partial(self, state: Any, history: list[dict], done: int, carry: dict[str, Any]) -> None:
         """Save the state after step ``done`` of epoch ``len(history) + 1`` and what the epoch has gathered so far

@@ -41,14 +41,17 @@ def interrupt(signum: int) -> KeyboardInterrupt:
 
 _deferring = False
 _pending: list[int] = []  # the signal that asked the run to stop, until the run acts on it
-_training = False  # within ``training()``: steps are being taken, and a stop waits for the one under way
+_training = ""  # within ``training()``: how a stop is acted on while steps are taken (the line a signal prints)
+AFTER_STEP = "stopping after the current step, which is saved"
+AGREED = "stopping after a step all processes agree on (within seconds), which is saved"
 
 
 @contextlib.contextmanager
-def training():
-    """Marks the block where steps are taken (``jaxres.train.fit``'s epochs), for the line a stop signal prints."""
+def training(processes: int = 1):
+    """Marks the block where steps are taken (``jaxres.train.fit``'s epochs, on ``processes`` processes), for the line
+    a stop signal prints."""
     global _training
-    before, _training = _training, True
+    before, _training = _training, AFTER_STEP if processes == 1 else AGREED
     try:
         yield
     finally:
@@ -72,7 +75,7 @@ def stops_at_step_boundaries():
             raise interrupt(_pending[0])
         _pending.append(signum)
         what = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
-        how = "stopping after the current step, which is saved" if _training else "stopping before training goes on"
+        how = _training or "stopping before training goes on"
         print(f"{what}: {how} (send it again to stop at once)", file=sys.stderr, flush=True)
 
     _pending.clear()

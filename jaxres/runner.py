@@ -89,7 +89,7 @@ def _run(cfg, workdir: Path, raw_dir, data_dir, keep, devices, progress, study, 
             f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
             f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
             f"{how}, {_compute_note(cfg.compute)}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}, "
-            f"{_saves_note(cfg, jax.process_count())}")
+            f"{_saves_note(cfg)}")
         errors.raise_if_stopped()
         with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=keep, every_steps=cfg.checkpoint_every_steps,
                                      every_minutes=cfg.checkpoint_every_minutes) as ckpt:
@@ -122,18 +122,12 @@ def _run(cfg, workdir: Path, raw_dir, data_dir, keep, devices, progress, study, 
         lock.release()
 
 
-def _saves_note(cfg, processes: int) -> str:
-    """When the run saves inside an epoch, in words (``checkpoint_every_steps``, ``checkpoint_every_minutes``; with
-    several processes only the steps count, ``jaxres.checkpoint.Checkpointer.partial_due``)."""
+def _saves_note(cfg) -> str:
+    """When the run saves inside an epoch, in words (``checkpoint_every_steps``, ``checkpoint_every_minutes``)."""
     n, minutes = cfg.checkpoint_every_steps, cfg.checkpoint_every_minutes
-    every = [f"{n} steps" if n > 1 else "step"] if n else []
-    if minutes and processes == 1:
-        every.append(f"{minutes:g} minutes" if minutes != 1 else "minute")
-    if every:
-        return "saves inside an epoch every " + " or ".join(every)
-    if cfg.checkpoint_every_minutes:
-        return "no saves inside an epoch (several processes save inside one every checkpoint_every_steps only)"
-    return "no saves inside an epoch"
+    every = ([f"{n} steps" if n > 1 else "step"] if n else []) + (
+        [f"{minutes:g} minutes" if minutes != 1 else "minute"] if minutes else [])
+    return "saves inside an epoch every " + " or ".join(every) if every else "no saves inside an epoch"
 
 
 def _compute_note(compute) -> str:

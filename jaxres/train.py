@@ -316,7 +316,7 @@ class CheckpointStore(Protocol):
     def wait(self) -> None: ...
 
     # inside an epoch (optional: a store without these saves whole epochs only)
-    def partial_due(self, done: int) -> bool: ...
+    def agree(self, done: int | None, inside: bool, stop: int | None) -> tuple[bool, int | None]: ...
 
     def save_partial(self, state: TrainState, history: list[dict], done: int, carry: dict[str, Any]) -> None: ...
 
@@ -358,14 +358,15 @@ def _layer_norms(per_step: list[dict[str, jax.Array]]) -> LayerNorms | None:
 def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: int, streams: Streams,
                 desc: str = "", progress: bool = True, start: int = 0, carry: dict[str, Any] | None = None,
                 save: Callable[[TrainState, int, dict[str, Any]], None] | None = None,
-                due: Callable[[int], bool] | None = None,
+                agree: Callable[[int, bool, int | None], tuple[bool, int | None]] | None = None,
                 ) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
     """One pass over ``epoch``'s training batches; (state, means of the step metrics, the per-layer
     norms of its recorded steps where the step function records them, else None).
 
     ``start`` and ``carry``: resume after step ``start`` of the epoch with what its first steps gathered
-    (``carry_of``). After each step, where ``due(steps done)`` or a stop was asked for (``jaxres.errors``),
-    ``save(state, steps done, carry)`` saves it; after a stop was asked for, the stop is raised."""
+    (``carry_of``). After each step ``agree(steps done, not the last, this process's stop signal)`` says whether
+    to save (``save(state, steps done, carry)``) and whether to stop (``CheckpointStore.agree``); without it, a stop
+    asked for (``jaxres.errors``) is raised at once."""
     from tqdm import tqdm
 
     total, layers, carried = None, [], None
@@ -379,11 +380,13 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
         if "layer_norms" in m:  # kept on the device until the epoch ends
             layers.append({k: m.pop(k) for k in ("layer_norms", "layer_norms_step", "layer_norms_recorded")})
         total = M.accumulate(total, m)
-        stop = errors.pending_stop() is not None
-        # a save at a stop with one process only: a signal reaches one process, and a save needs them all
-        if save is not None and ((stop and data.process_count == 1) or (done < data.steps_per_epoch and due(done))):
+        save_now, stop = (agree(done, done < data.steps_per_epoch, errors.pending_stop()) if agree is not None
+                          else (False, errors.pending_stop()))
+        if stop is not None:
+            errors.defer(stop)  # with several processes, also one agreed on with the others
+        if save_now and save is not None:
             save(state, done, carry_of(total, _join(carried, _layer_norms(layers))))
-        if stop:
+        if stop is not None:  # with several processes a stop asked for waits for their next agreement
             errors.raise_if_stopped()
     return state, M.summarize(total), _join(carried, _layer_norms(layers))
 
@@ -475,7 +478,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     single = unreplicate if multi else (lambda s: s)
     diverged = None
     try:
-        save = None
+        save, agree = None, getattr(checkpointer, "agree", None)
         if checkpointer is not None and hasattr(checkpointer, "save_partial"):
             def save(s: TrainState, done: int, c: dict[str, Any]) -> None:
                 c["elapsed_s"] = np.float64(time.perf_counter() - began)  # the epoch's time so far, for its row
@@ -483,12 +486,12 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                 if errors.pending_stop() is not None:
                     log(f"epoch {len(history) + 1}/{epochs}: stopped after step {done} of {data.steps_per_epoch}, "
                         "which is saved: the same command continues from the next one")
-        with errors.training():  # a stop signal now waits for the step under way, and saves it
+        with errors.training(n_proc):  # a stop signal now waits for the step under way, and saves it
             for epoch in range(len(history), epochs):
                 began = time.perf_counter() - (float(carry["elapsed_s"]) if carry and "elapsed_s" in carry else 0.0)
                 state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams,
                                                      f"epoch {epoch + 1}/{epochs}", progress, start, carry, save,
-                                                     getattr(checkpointer, "partial_due", None))
+                                                     agree)
                 start, carry = 0, None
                 if layers is not None and on_layer_norms is not None:
                     on_layer_norms(epoch + 1, layers)
@@ -515,6 +518,10 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                     checkpointer.save(single(state), history)
                 if on_epoch is not None:
                     on_epoch(row)
+                if agree is not None:  # with several processes: a stop asked for on any of them stops all
+                    stop = agree(None, False, errors.pending_stop())[1]
+                    if stop is not None:
+                        errors.defer(stop)
                 errors.raise_if_stopped()  # a stop asked for during the evaluation or the save: the epoch is kept
     finally:
         data.set_sharding(None)

@@ -133,7 +133,14 @@ def compare_procs(raw_dir, out: Path, port: int, *extra, processes=2, ids=None, 
 
 
 def finish(procs, timeout=600):
-    outs = [p.communicate(timeout=timeout) for p in procs]
+    """(exit statuses, outputs) of ``procs``; on a timeout they are killed with their children (no process of a
+    hung test outlives it)."""
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+        raise
     return [p.returncode for p in procs], [o + e for o, e in outs]
 
 
@@ -151,7 +158,7 @@ def test_a_two_process_study_writes_once_from_process_zero(uninterrupted):
     (result,) = [json.loads(p.read_text()) for p in out.glob("*/results.json")]
     assert result["environment"]["process_count"] == 2 and len(result["history"]) == 3
     assert "4 devices (jit, 2 processes)" in texts[0] and "wrote" in texts[0]
-    assert "no saves inside an epoch (several processes save inside one every checkpoint_every_steps only)" in texts[0]
+    assert "saves inside an epoch every 10 minutes" in texts[0]
     assert "epoch" not in texts[1] and "wrote" not in texts[1]  # process 1 trains silently
     assert not any("Traceback" in t or "[Gloo]" in t or " @ 0x" in t for t in texts)
     assert (out / "report.md").exists() and len(list(out.glob("tensorboard/*/events.*"))) == 1
@@ -190,32 +197,49 @@ def same_history(out: Path, uninterrupted) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damaged", [False, True])
-def test_two_processes_killed_inside_an_epoch_resume_at_the_next_step_exactly(uninterrupted, raw_dir, tmp_path,
-                                                                              damaged):
-    """A save after every step, collective over the two processes (4 devices; it once deadlocked at the epoch's
-    end, where only process 0 dropped the saves inside the epoch); both are killed (SIGKILL) as they make epoch 2's
-    third batch. The same command resumes after epoch 2's second step, or, where that save was damaged since, moves
-    it aside on process 0 and starts epoch 2 again on both; the history equals that of the run never stopped
-    (which saved nothing inside its epochs)."""
-    out, every = tmp_path / "killed", ("--set", "checkpoint_every_steps=1")
-    codes, texts = finish(compare_procs(raw_dir, out, free_port(), *every, fault="sigkill-at-step:7"))
-    assert all(codes), texts  # killed
+@pytest.mark.parametrize("case", ["steps", "damaged", "minutes", "sigterm"])
+def test_two_processes_stopped_inside_an_epoch_resume_at_the_next_step_exactly(uninterrupted, raw_dir, tmp_path,
+                                                                               case):
+    """Two processes of two devices, stopped as both make epoch 2's third batch (global batch 7 of 4-step epochs):
+    - steps: a save after every step (collective; it once deadlocked at the epoch's end, where only process 0
+      dropped the saves inside the epoch), SIGKILL: the rerun resumes after epoch 2's second step;
+    - damaged: the same, with that save damaged since: process 0 moves it aside, both start epoch 2 again;
+    - minutes: saves by the minute (0.0001: at every probe, where the processes agree), SIGKILL: the rerun resumes
+      after the last step saved inside epoch 2;
+    - sigterm: SIGTERM to both (a preempted job), saves by the minute (the default 10): both agree to stop at the
+      same step, save it and exit 143 with the one line; the rerun resumes from there.
+    Every time the history equals that of the run never stopped (which saved nothing inside its epochs)."""
+    out = tmp_path / "run"
+    every = {"steps": "checkpoint_every_steps=1", "damaged": "checkpoint_every_steps=1",
+             "minutes": "checkpoint_every_minutes=0.0001", "sigterm": "checkpoint_every_minutes=10"}[case]
+    fault = "sigterm-at-step:7" if case == "sigterm" else "sigkill-at-step:7"
+    codes, texts = finish(compare_procs(raw_dir, out, free_port(), "--set", every, fault=fault), timeout=300)
     (run,) = out.glob("mnist_*")
     assert not (run / "results.json").exists()
-    assert [p.name for p in (run / checkpoint.PARTIAL).iterdir() if p.name.isdigit()] == ["6"]  # 4 + 2 steps
-    if damaged:
+    saved = [p.name for p in (run / checkpoint.PARTIAL).iterdir() if p.name.isdigit()]
+    if case == "sigterm":
+        assert codes == [143, 143], texts
+        assert texts[0].strip().splitlines()[-1].startswith("compare: stopped by SIGTERM"), texts[0]
+        assert "SIGTERM: stopping after a step all processes agree on (within seconds), which is saved" in texts[0]
+        assert "Traceback" not in texts[0] + texts[1]
+    else:
+        assert all(codes), texts  # killed
+        assert saved == ["6"] if case in ("steps", "damaged") else saved and 4 < int(saved[0]) <= 6, saved
+    if case == "damaged":
         for f in (run / checkpoint.PARTIAL / "6" / "state").rglob("*"):
             if f.is_file() and f.stat().st_size > 64:
                 f.write_bytes(b"\0" * f.stat().st_size)
-    codes, texts = finish(compare_procs(raw_dir, out, free_port(), *every))
+    codes, texts = finish(compare_procs(raw_dir, out, free_port(), "--set", every), timeout=300)
     assert codes == [0, 0], texts
-    if damaged:
+    if case == "damaged":
         assert "the checkpoint inside epoch 2 (step 6) cannot be used" in texts[0], texts[0]
         assert "resuming after epoch 1 " in texts[0] and "resuming epoch 2" not in texts[0], texts[0]
+    elif saved:  # sigterm: a save inside epoch 2 where the processes agreed to stop before its end
+        assert f"resuming epoch 2 after its step {int(saved[0]) - 4} of 4" in texts[0], texts[0]
     else:
-        assert "resuming epoch 2 after its step 2 of 4" in texts[0], texts[0]
-    assert "saves inside an epoch every step" in texts[0]
+        assert "resuming after epoch 2 " in texts[0], texts[0]
+    assert ("saves inside an epoch every step" if case in ("steps", "damaged") else "saves inside an epoch every")\
+        in texts[0]
     same_history(out, uninterrupted)
 
 
