@@ -431,7 +431,8 @@ def _can_mount_read_only(scratch: Path) -> bool:
     return made
 
 
-@pytest.mark.parametrize("how", ["mount", "attr"])
+# the real read-only mount in make test-slow; chattr / chmod, which need no mount, in make test
+@pytest.mark.parametrize("how", [pytest.param("mount", marks=pytest.mark.slow), "attr"])
 def test_a_checkpoint_folder_that_turns_read_only_is_one_line_within_seconds(raw_dir, tmp_path, straight, how):
     """The run's checkpoints/ stops taking new files after epoch 1 (``how``: a read-only bind mount where mounting
     is allowed; ``attr``: chattr +i as root, chmod 555 as a user, which is all a user can do):
