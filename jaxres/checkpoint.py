@@ -181,10 +181,8 @@ class Checkpointer:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            advice = {"room": "run the same command once there is room",
-                      "permission": f"make it writable ({UNWRITABLE}) or use another --out"}.get(
-                          _cause(e), "run the same command once that is fixed")
-            raise CheckpointError(f"cannot write checkpoints in {folder} ({e.strerror}); {advice}") from None
+            raise CheckpointError(f"cannot write checkpoints in {folder} ({e.strerror}); "
+                                  f"{_fix(e, folder, starting=True)}") from None
 
     def _open(self) -> None:
         best = lambda m: m["test_accuracy"]  # noqa: E731
@@ -260,8 +258,9 @@ class Checkpointer:
         every ``PROBE_SECONDS`` of training: at an epoch's first step, then doubling until process 0 has timed a step,
         then as its step time says, and at every epoch's end. At a probe process 0's clock decides whether the
         minutes have passed, and any process's stop signal stops them all, after a save. Saves every
-        ``every_steps`` need no agreement. A probe gathers a few integers from every process (and waits for the
-        steps before it), so it is rare: about one per ``PROBE_SECONDS``."""
+        ``every_steps`` need no agreement. An agreed stop becomes this process's pending stop too. A probe gathers a
+        few integers from every process (and waits for the steps before it), so it is rare: about one per
+        ``PROBE_SECONDS``."""
         if jax.process_count() == 1:
             return stop is not None or (inside and self.partial_due(done)), stop
         steps_due = inside and bool(self.every_steps) and done % self.every_steps == 0
@@ -280,6 +279,8 @@ class Checkpointer:
         self._probe_at = int(everyone[0, 2])
         signals = [int(s) for s in everyone[:, 0] if s]
         agreed = signals[0] if signals else None
+        if agreed is not None:
+            errors.defer(agreed)  # this process stops too (``errors.raise_if_stopped``), whichever got the signal
         return inside and (steps_due or bool(everyone[0, 1]) or agreed is not None), agreed
 
     def save_partial(self, state: Any, history: list[dict], done: int, carry: dict[str, Any]) -> None:
@@ -478,11 +479,16 @@ def _cause(e: BaseException) -> str | None:
     return None
 
 
-def _fix(e: BaseException, folder: Any) -> str:
-    """What to do after a failed write into ``folder``, by its cause."""
-    return {"room": "run the same command once there is room",
-            "permission": f"make {folder} writable again ({UNWRITABLE}) and run the same command"}.get(
-                _cause(e), "run the same command once that is fixed")
+def _fix(e: BaseException, folder: Any, starting: bool = False) -> str:
+    """What to do after a failed write into ``folder``, by its cause; ``starting``: before a run trains (where
+    another --out is a way out too)."""
+    cause = _cause(e)
+    if cause == "room":
+        return "run the same command once there is room"
+    if cause == "permission":
+        return (f"make it writable ({UNWRITABLE}) or use another --out" if starting
+                else f"make {folder} writable again ({UNWRITABLE}) and run the same command")
+    return "run the same command once that is fixed"
 
 
 def _reason(e: BaseException) -> str:

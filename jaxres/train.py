@@ -382,8 +382,6 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
         total = M.accumulate(total, m)
         save_now, stop = (agree(done, done < data.steps_per_epoch, errors.pending_stop()) if agree is not None
                           else (False, errors.pending_stop()))
-        if stop is not None:
-            errors.defer(stop)  # with several processes, also one agreed on with the others
         if save_now and save is not None:
             save(state, done, carry_of(total, _join(carried, _layer_norms(layers))))
         if stop is not None:  # with several processes a stop asked for waits for their next agreement
@@ -519,9 +517,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                 if on_epoch is not None:
                     on_epoch(row)
                 if agree is not None:  # with several processes: a stop asked for on any of them stops all
-                    stop = agree(None, False, errors.pending_stop())[1]
-                    if stop is not None:
-                        errors.defer(stop)
+                    agree(None, False, errors.pending_stop())
                 errors.raise_if_stopped()  # a stop asked for during the evaluation or the save: the epoch is kept
     finally:
         data.set_sharding(None)

@@ -24,56 +24,51 @@ import signal
 import sys
 
 
+def _before_epoch_save(epoch: int, act) -> None:
+    """Call ``act(the run's checkpoints folder)`` just before epoch ``epoch``'s checkpoint is written (not a save
+    inside an epoch, which orbax numbers by the global step)."""
+    import orbax.checkpoint as ocp
+
+    real_save = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == epoch and str(self.directory).endswith("/checkpoints"):
+            act(str(self.directory))
+        return real_save(self, step, *args, **kwargs)
+
+    ocp.CheckpointManager.save = save
+
+
 def install(fault: str) -> None:
     """Patch this process so that ``fault`` happens (the module docstring)."""
     if fault == "none":
         return
     if fault.split(":")[0] in ("sigint-in-save", "sigterm-in-save", "sigusr1-in-save"):
-        import orbax.checkpoint as ocp
-
-        epoch, real_save = int(fault.split(":")[1]), ocp.CheckpointManager.save
         signum = getattr(signal, fault.split("-")[0].upper())
-
-        def save(self, step, *args, **kwargs):
-            if step == epoch:
-                os.kill(os.getpid(), signum)
-            return real_save(self, step, *args, **kwargs)
-
-        ocp.CheckpointManager.save = save
+        _before_epoch_save(int(fault.split(":")[1]), lambda folder: os.kill(os.getpid(), signum))
     elif fault.startswith("fsize-at:"):
-        import orbax.checkpoint as ocp
-
         epoch, limit = map(int, fault.split(":")[1:])
-        real_save = ocp.CheckpointManager.save
 
-        def save(self, step, *args, **kwargs):
-            if step == epoch:
-                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-            return real_save(self, step, *args, **kwargs)
+        def limit_file_size(folder):
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-        ocp.CheckpointManager.save = save
+        _before_epoch_save(epoch, limit_file_size)
     elif fault.startswith("unwritable-at:"):
         import subprocess
 
-        import orbax.checkpoint as ocp
-
         _, epoch, how = fault.split(":")
-        epoch, real_save = int(epoch), ocp.CheckpointManager.save
 
-        def save(self, step, *args, **kwargs):
-            folder = str(self.directory)
-            if step == epoch and folder.endswith("/checkpoints"):
-                if how == "mount":
-                    subprocess.run(["mount", "--bind", folder, folder], check=True)
-                    subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
-                elif os.geteuid() == 0:
-                    subprocess.run(["chattr", "+i", folder], check=True)
-                else:
-                    os.chmod(folder, 0o555)
-            return real_save(self, step, *args, **kwargs)
+        def make_read_only(folder):
+            if how == "mount":
+                subprocess.run(["mount", "--bind", folder, folder], check=True)
+                subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+            elif os.geteuid() == 0:
+                subprocess.run(["chattr", "+i", folder], check=True)
+            else:
+                os.chmod(folder, 0o555)
 
-        ocp.CheckpointManager.save = save
+        _before_epoch_save(int(epoch), make_read_only)
     elif fault.split(":")[0] in ("sigterm-at-step", "sigkill-at-step"):  # as training batch N (from 1) is made
         from jaxres import data
 
