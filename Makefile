@@ -6,7 +6,7 @@ RAW_DIR ?= ../shared/datasets
 # PyTorch is the reference the tests check the optimizers and He et al.'s ResNet against (skipped without it).
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-slow compare models gpu-carry clean
+.PHONY: install test test-slow compare models gpu-carry onednn-current clean
 
 install: $(VENV)/.installed
 
@@ -42,5 +42,12 @@ gpu-carry:
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels $(GPU_WHEELS)
 
+# A second environment whose oneDNN extension is built against the current oneDNN (3.13, SYCL/TBB; about 2 GB):
+# benchmarks.step_time's jaxres-onednn-current worker runs in it (docs/benchmarks.md).
+ONEDNN_VENV ?= .venv-onednn-current
+onednn-current:
+	$(PYTHON) -m venv $(ONEDNN_VENV)
+	$(ONEDNN_VENV)/bin/python tools/onednn_current.py
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(ONEDNN_VENV) runs

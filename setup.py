@@ -1,10 +1,15 @@
 """Builds jaxres's optional oneDNN extension; the project itself is described in pyproject.toml.
 
 The extension (jaxres/_onednn/conv.cc, norm.cc) is XLA FFI glue around oneDNN. It compiles against the XLA
-FFI headers that jaxlib ships and oneDNN's headers and library (onednn-devel-cpu-gomp, onednn-cpu-gomp),
-all build requirements. It is optional: without a C++ compiler, off x86-64 Linux, or if compiling
-fails, jaxres installs without it and uses XLA's convolutions (``jaxres.onednn.load`` says why).
+FFI headers that jaxlib ships and oneDNN's headers and library: by default oneDNN 3.2 with OpenMP threads
+(onednn-devel-cpu-gomp, onednn-cpu-gomp, build requirements); with JAXRES_ONEDNN=current, the current
+oneDNN packages (onednn-devel, onednn: oneDNN 3.13, a SYCL/TBB build), as jaxres._onednn_conv_current, so that
+both builds can sit side by side in one source tree (``make onednn-current`` makes a second environment for it;
+docs/benchmarks.md says why it is not the default). It is optional: without a C++
+compiler, off x86-64 Linux, or if compiling fails, jaxres installs without it and uses XLA's convolutions
+(``jaxres.onednn.load`` says why).
 """
+import os
 import sys
 from importlib import metadata, util
 from pathlib import Path
@@ -29,17 +34,24 @@ def _extensions() -> list[Extension]:
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return []
     jaxlib = util.find_spec("jaxlib")
-    headers = _locate("onednn-devel-cpu-gomp", "oneapi/dnnl/dnnl.hpp")  # include/oneapi/dnnl/
-    library = _locate("onednn-cpu-gomp", "libdnnl.so.3") or _locate("onednn-devel-cpu-gomp", "libdnnl.so")
+    choice = os.environ.get("JAXRES_ONEDNN", "").strip() or "3.2"
+    if choice not in ("3.2", "current"):
+        print(f"jaxres: JAXRES_ONEDNN={choice!r} is neither 3.2 nor current; building against 3.2")
+        choice = "3.2"
+    dist, devel = ("onednn", "onednn-devel") if choice == "current" else ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
+    headers = _locate(devel, "oneapi/dnnl/dnnl.hpp")  # include/oneapi/dnnl/
+    library = _locate(dist, "libdnnl.so.3") or _locate(devel, "libdnnl.so")
     if jaxlib is None or headers is None or library is None:
-        print("jaxres: jaxlib or oneDNN not found at build time; building without the oneDNN extension")
+        print(f"jaxres: jaxlib or oneDNN ({dist}, {devel}) not found at build time; building without the oneDNN "
+              "extension")
         return []
     if not (library / "libdnnl.so").exists():  # link by the versioned name when the bare one is absent
         link = [f"-l:{next(library.glob('libdnnl.so.3*')).name}"]
     else:
         link = ["-ldnnl"]
     return [Extension(
-        "jaxres._onednn_conv", ["jaxres/_onednn/conv.cc", "jaxres/_onednn/norm.cc"],
+        "jaxres._onednn_conv" + ("_current" if choice == "current" else ""),
+        ["jaxres/_onednn/conv.cc", "jaxres/_onednn/norm.cc"],
         include_dirs=[str(Path(jaxlib.origin).parent / "include"), str(headers.parent.parent)],
         library_dirs=[str(library)], extra_link_args=[*link, "-fopenmp"],
         extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden", "-fopenmp"],

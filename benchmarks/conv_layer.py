@@ -17,6 +17,7 @@ channels-last. Run it under ``taskset -c 0`` to see the one-core figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -73,6 +74,20 @@ def _jax_pieces(x, w, dy):
             (x, w, dy))
         pieces["oneDNN both gradients at once"] = (  # one thread each where there are two (the default)
             lambda x, w, dy: onednn.backward(x, w, dy, s, p, bias=False), (x, w, dy))
+    from jaxres import winograd
+
+    if winograd.eligible(x.shape, w.shape, x.dtype, (1, 1), ((1, 1), (1, 1))):  # jaxres.winograd, plain XLA
+        for m in sorted(winograd.TRANSFORMS):
+            f = functools.partial(lambda m, x, w: winograd.conv(x, w, ((1, 1), (1, 1)), m), m)
+            pieces[f"Winograd F({m}x{m},3x3) forward"] = (f, (x, w))
+            # each piece alone (XLA drops what its result does not need): the kernel gradient includes the
+            # input transform, which a train step shares with the forward pass
+            pieces[f"Winograd F({m}x{m},3x3) input gradient"] = (
+                functools.partial(lambda f, x, w, dy: jax.vjp(lambda x: f(x, w), x)[1](dy)[0], f), (x, w, dy))
+            pieces[f"Winograd F({m}x{m},3x3) kernel gradient"] = (
+                functools.partial(lambda f, x, w, dy: jax.vjp(lambda w: f(x, w), w)[1](dy)[0], f), (x, w, dy))
+            pieces[f"Winograd F({m}x{m},3x3) both gradients"] = (
+                functools.partial(lambda f, x, w, dy: jax.vjp(f, x, w)[1](dy), f), (x, w, dy))
     return pieces
 
 
@@ -104,10 +119,16 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--json", help="write the results here too")
+    p.add_argument("--only", help="time only the pieces whose name contains one of these comma-separated words")
+    p.add_argument("--shapes", help="comma-separated indices into SIDExIN->OUT: " + ", ".join(
+        f"{i}={s}x{s} {a}->{b}" for i, (s, a, b) in enumerate(SHAPES)))
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
-    for side, cin, cout in SHAPES:
+    words = [v.strip() for v in args.only.split(",")] if args.only else None
+    keep = lambda name: words is None or any(v in name for v in words)  # noqa: E731
+    shapes = [SHAPES[int(i)] for i in args.shapes.split(",")] if args.shapes else SHAPES
+    for side, cin, cout in shapes:
         x = jnp.asarray(rng.random((args.batch, side, side, cin), np.float32))
         w = jnp.asarray(rng.normal(size=(3, 3, cin, cout)).astype(np.float32) * 0.1)
         dy = jnp.asarray(rng.random((args.batch, side, side, cout), np.float32))
@@ -115,9 +136,13 @@ def main(argv=None) -> int:
         print(f"\n{args.batch}x{side}x{side}, {cin} -> {cout} channels, {gflop:.2f} GFLOP per piece")
         timings = {}
         for name, (fn, operands) in _jax_pieces(x, w, dy).items():
+            if not keep(name):
+                continue
             f = jax.jit(fn)
             timings[name] = _median_ms(lambda: jax.block_until_ready(f(*operands)), args.reps)
         for name, fn in _torch_pieces(x, w, dy).items():
+            if not keep(name):
+                continue
             timings[name] = _median_ms(fn, args.reps)
         for name, ms in timings.items():  # "both gradients": two pieces' work
             print(f"  {name:32} {ms:8.1f} ms {gflop * (2 if 'both' in name else 1) / ms * 1e3:8.1f} GFLOP/s")

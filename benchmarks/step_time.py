@@ -35,10 +35,14 @@ WORKERS = ("jaxres-default-flags", "jaxres-xla", "jaxres", "pytorch", "keras-tf"
 # jaxres: as shipped (on CPU, convolutions through oneDNN); jaxres-xla: XLA's convolutions with
 # jaxres's swapped kernel-gradient rule (the CPU path where oneDNN is unavailable); default flags:
 # XLA's convolutions through YNNPACK, without jaxres's CPU fast path.
-CONV_BACKENDS = {"jaxres-xla": "xla-swapped", "jaxres-xla-kernel-grad": "xla"}
+CONV_BACKENDS = {"jaxres-xla": "xla-swapped", "jaxres-xla-kernel-grad": "xla", "jaxres-winograd": "winograd"}
 # Options tried on top of jaxres as shipped (--frameworks jaxres,jaxres-no-donate,...), README "Benchmarks":
 JAX_VARIANTS = {
     "jaxres-xla-kernel-grad": "XLA's convolutions, its own kernel-gradient rule (JAXRES_CONV=xla)",
+    "jaxres-onednn-current": "jaxres built against the current oneDNN (3.13, SYCL/TBB) instead of 3.2, run by the "
+                             "environment make onednn-current made (.venv-onednn-current)",
+    "jaxres-winograd": "Winograd F(4x4,3x3) in XLA for the stride-1 3x3 convolutions with >= 16 input channels, "
+                       "oneDNN for the others (JAXRES_CONV=winograd)",
     "jaxres-no-donate": "the old train state's buffers are not donated to the new one",
     "jaxres-scan4": "4 steps per dispatch with lax.scan, unrolled (same batch)",
     "jaxres-scan2-rolled": "2 steps per dispatch with lax.scan as a while loop (same batch)",
@@ -64,6 +68,7 @@ PEER_VARIANTS = {"pytorch-kept-memory": "PyTorch with GLIBC_TUNABLES=" + KEPT_ME
                  "keras-tf-kept-memory": "Keras with GLIBC_TUNABLES=" + KEPT_MEMORY}
 VARIANTS = {**JAX_VARIANTS, **PEER_VARIANTS}
 ROOT = Path(__file__).resolve().parents[1]
+CURRENT_ONEDNN_PYTHON = ROOT / ".venv-onednn-current" / "bin" / "python"  # make onednn-current
 
 
 # =========================================================================== workers
@@ -133,7 +138,9 @@ def _jax_worker(case, batch, variant=""):
 
     for _ in range(2):
         run(1)
-    return {"params": params, "compile_s": compile_s, "flops": flops}, run
+    from jaxres import conv
+
+    return {"params": params, "compile_s": compile_s, "flops": flops, "backend": conv.describe(_dtype())}, run
 
 
 def _xla_flops(step, state, batch, key) -> float:
@@ -344,6 +351,8 @@ def _available(kind: str) -> str | None:
     """None when the worker can run here, else why not."""
     import importlib.util
 
+    if kind == "jaxres-onednn-current" and not CURRENT_ONEDNN_PYTHON.is_file():
+        return f"{CURRENT_ONEDNN_PYTHON} does not exist (make onednn-current)"
     kind = kind.removesuffix("-kept-memory")
     need = {"pytorch": "torch", "keras-tf": "tensorflow"}.get(kind)
     if need and importlib.util.find_spec(need) is None:
@@ -375,7 +384,8 @@ class Worker:
         if kind in ("jaxres-2-devices", "jaxres-sharded-2-devices"):
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
         self.kind = kind
-        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.step_time", "--worker", kind,
+        python = str(CURRENT_ONEDNN_PYTHON) if kind == "jaxres-onednn-current" else sys.executable
+        self.proc = subprocess.Popen([python, "-m", "benchmarks.step_time", "--worker", kind,
                                       "--batch", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=ROOT)
 
@@ -461,6 +471,10 @@ def main(argv=None) -> int:
         for idx in (int(i) for i in args.cases.split(",")):
             name, shape, norm = CASES[idx]
             info = {kd: w.ask(f"setup {idx}") for kd, w in workers.items()}
+            if "backends" not in results:  # what each jaxres worker's convolutions ran on (its oneDNN's version)
+                results["backends"] = {label(*kd): v["backend"] for kd, v in info.items() if "backend" in v}
+                for k, v in results["backends"].items():
+                    print(f"{k}: {v}")
             counts = {label(*kd): v["params"] for kd, v in info.items()}
             if len(set(counts.values())) != 1:
                 raise SystemExit(f"parameter counts differ for {name}: {counts}")

@@ -38,7 +38,7 @@ SCHEDULES = registry.SCHEDULES
 PARALLEL = ("jit", "pmap")              # how several devices share a step (jaxres.train.fit)
 DECAY_ON = ("all", "kernels")
 PRECISIONS = ("float32", "bfloat16")    # compute.precision: what convolutions, dense layers and activations run in
-CONV_BACKENDS = ("auto", "onednn", "xla-swapped", "xla")  # compute.conv (jaxres.conv)
+CONV_BACKENDS = ("auto", "onednn", "xla-swapped", "xla", "winograd")  # compute.conv (jaxres.conv)
 MAX_SEED = 2**31 - 1
 
 

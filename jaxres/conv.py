@@ -20,6 +20,11 @@ and recorded in every ``results.json``):
   convolution ``dW = conv(x, dy)``, is computed the other way round, ``conv(dy, x)`` flipped, so
   XLA's element-wise transpose falls on the smaller tensor (1.1-1.4x for that gradient).
 * ``xla``: ``lax.conv_general_dilated`` for everything (the default off the CPU).
+* ``winograd``: Winograd's F(4x4, 3x3) in plain XLA (``jaxres.winograd``: forward, input and kernel
+  gradient) for every stride-1 3x3 convolution with at least 16 input channels in float32, on any
+  backend; every other convolution (a network's first layer, strided ones, bfloat16) takes the direct
+  path ``auto`` would choose. 4x fewer multiplies, 2.25x the memory traffic of its input: off by default,
+  because on the CPUs measured so far oneDNN's direct convolutions are faster (docs/benchmarks.md).
 
 The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla;
 ``compute.fast_path=false`` makes auto mean ``xla``; ``compute.fuse_add``, ``compute.overlap_grads``), with
@@ -41,7 +46,7 @@ from jax import lax
 from jaxres import config
 
 NHWC = ("NHWC", "HWIO", "NHWC")
-BACKENDS = ("onednn", "xla-swapped", "xla")
+BACKENDS = ("onednn", "xla-swapped", "xla", "winograd")
 ENV = config.COMPUTE_ENV["conv"]
 FUSE_ADD_ENV = config.COMPUTE_ENV["fuse_add"]
 OVERLAP_ENV = config.COMPUTE_ENV["overlap_grads"]
@@ -72,7 +77,7 @@ def use(compute: config.ComputeConfig | None) -> config.ComputeConfig | None:
 def _check(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown convolution backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name != "xla" and jax.default_backend() != "cpu":
+    if name not in ("xla", "winograd") and jax.default_backend() != "cpu":
         raise ValueError(f"convolution backend {name!r} is for the CPU backend, not {jax.default_backend()}")
     if name == "onednn":
         from jaxres import onednn
@@ -88,8 +93,12 @@ def backend() -> str:
     if _chosen is not None:
         return _chosen
     s = settings()
-    if s.conv != "auto":
-        return _check(s.conv)
+    return _check(s.conv) if s.conv != "auto" else _direct(s)
+
+
+def _direct(s: config.ComputeConfig) -> str:
+    """The direct backend ``auto`` chooses: onednn on the CPU where it loaded, else xla-swapped; xla off the CPU
+    or without the fast path."""
     if not s.fast_path or jax.default_backend() != "cpu":
         return "xla"
     from jaxres import onednn
@@ -97,11 +106,26 @@ def backend() -> str:
     return "onednn" if onednn.load()[0] else "xla-swapped"
 
 
+def direct_backend() -> str:
+    """The backend of the convolutions traced now that Winograd does not take (all of them but on ``winograd``)."""
+    name = backend()
+    return _direct(settings()) if name == "winograd" else name
+
+
 def describe(precision: str = "float32") -> str:
     """The backend in use, in words, for run headers: with oneDNN's version, or why it is not used, and
     whether oneDNN convolves ``precision`` on this CPU (bfloat16 needs AVX512_BF16; without it XLA's
     bfloat16 convolutions run, slower than float32)."""
     name = backend()
+    if name != "winograd":
+        return _describe_direct(name, precision)
+    from jaxres import winograd
+
+    return (f"winograd (F({winograd.TILE}x{winograd.TILE},3x3) in XLA for stride-1 3x3 float32 convolutions with >= "
+            f"{winograd.MIN_CHANNELS} input channels; the others: {_describe_direct(direct_backend(), precision)})")
+
+
+def _describe_direct(name: str, precision: str) -> str:
     from jaxres import onednn
 
     ok, what = onednn.load() if jax.default_backend() == "cpu" else (False, "not a CPU backend")
@@ -134,6 +158,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=None, preferred_element_type=None):
     """Drop-in for ``lax.conv_general_dilated`` (Flax ``nn.Conv(conv_general_dilated=...)``)."""
     name = backend()
+    if name == "winograd":
+        pads = _winograd_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                              feature_group_count, batch_group_count, preferred_element_type)
+        if pads is not None:
+            from jaxres import winograd
+
+            return winograd.conv(lhs, rhs, pads)
+        name = direct_backend()
     if name == "onednn":
         pads = _onednn_eligible(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                                 feature_group_count, batch_group_count, preferred_element_type)
@@ -158,7 +190,7 @@ def conv_bias_act(x, w, b, strides, padding, relu: bool = False):
     strides = tuple(int(s) for s in strides)
     pads = _fused_pads(x, w, b, strides, padding)
     if pads is not None:
-        return _onednn_conv_bias(x, w, b, strides, pads, bool(relu))
+        return _onednn_conv_bias(x, w, b, strides, pads, bool(relu))  # (never on a convolution Winograd takes)
     y = conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
     if b is not None:
         y = y + b
@@ -184,7 +216,12 @@ def conv_bias_add_act(x, w, b, s, strides, padding, relu: bool = False):
 
 def _fused_pads(x, w, b, strides, padding):
     """The explicit padding where oneDNN takes a convolution with its bias (and post-ops), else None."""
-    if b is None or backend() != "onednn" or b.dtype != x.dtype or b.shape != w.shape[-1:]:
+    if b is None or b.dtype != x.dtype or b.shape != w.shape[-1:]:
+        return None
+    name = backend()
+    if name == "winograd" and _winograd_pads(x, w, strides, padding, None, None, NHWC, 1, 1, None) is not None:
+        return None
+    if direct_backend() != "onednn":
         return None
     return _onednn_eligible(x, w, strides, padding, None, None, NHWC, 1, 1, None)
 
@@ -201,6 +238,18 @@ def _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, group
     window = rhs.shape[:2]
     pads = lax.padtype_to_pads(lhs.shape[1:3], window, strides, padding) if isinstance(padding, str) else padding
     return tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+# ------------------------------------------------------------------ winograd
+def _winograd_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups,
+                   preferred_element_type):
+    """The explicit padding where ``jaxres.winograd`` takes the convolution, else None."""
+    from jaxres import winograd
+
+    pads = _nhwc_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dn, groups, batch_groups)
+    if pads is None or preferred_element_type is not None or lhs.dtype != rhs.dtype:
+        return None
+    return pads if winograd.eligible(lhs.shape, rhs.shape, lhs.dtype, tuple(strides), pads) else None
 
 
 # ------------------------------------------------------------------ onednn

@@ -5,10 +5,14 @@ convolutions with): XLA FFI handlers for the forward pass (plain, or with the bi
 block's shortcut and a ReLU as oneDNN post-ops), the input gradient and the kernel gradient (alone,
 or with the bias gradient), both gradients in one call, for NHWC activations and HWIO kernels, any stride, explicit padding,
 float32, and bfloat16 where the CPU has oneDNN's bfloat16 convolutions (``dtypes()``). ``pip install``
-builds it (``setup.py``, an optional extension: where it cannot be built, nothing fails).
-``load()`` loads oneDNN's library by its installed path, then the handlers, and registers them for
-the "cpu" platform; where any of that fails, it says why in one line and jaxres uses XLA's
-convolutions. ``jaxres.conv`` decides where these functions are used.
+builds it (``setup.py``, an optional extension: where it cannot be built, nothing fails), against
+oneDNN 3.2 (``onednn-cpu-gomp``, OpenMP threads: the default) or the current oneDNN (``onednn``, 3.13, a
+SYCL build with TBB threads, as ``_onednn_conv_current``: ``make onednn-current``). ``load()`` loads the
+installed oneDNN package's library by its path, then the extension built against it, creates
+oneDNN's CPU engine once, and registers the handlers for the "cpu" platform; where any of that fails,
+it says why in one line and jaxres uses XLA's convolutions. oneDNN's SYCL build finds its CPU device
+through the OpenCL runtime installed beside it: ``load()`` points ``OCL_ICD_FILENAMES`` and
+``UR_ADAPTERS_FORCE_LOAD`` there unless they are set. ``jaxres.conv`` decides where these functions are used.
 """
 from __future__ import annotations
 
@@ -32,12 +36,27 @@ HANDLERS = {"forward": "jaxres_onednn_conv_forward", "input_grad": "jaxres_onedn
             "norm_relu_backward": "jaxres_onednn_norm_relu_backward"}
 DTYPES = ("float32", "bfloat16")  # bfloat16 where this CPU has it (``dtypes()``)
 EXTENSION_DIR = Path(__file__).parent  # where pip builds _onednn_conv*.so
+PACKAGES = {"onednn-cpu-gomp": "_onednn_conv", "onednn": "_onednn_conv_current"}  # package -> its extension's name
+RUNTIMES = {1: "sequential", 2: "OpenMP", 4: "TBB", 8: "threadpool", 512: "SYCL"}  # dnnl_version().cpu_runtime
+
+
+def _package() -> str:
+    """The oneDNN package installed here: 3.2's (onednn-cpu-gomp) where it is, else the current one (onednn).
+    They cannot share an environment: both install lib/libdnnl.so.3."""
+    for dist in PACKAGES:
+        try:
+            metadata.version(dist)
+            return dist
+        except metadata.PackageNotFoundError:
+            continue
+    return next(iter(PACKAGES))
 
 
 def _libdnnl() -> Path | None:
-    """Where pip put oneDNN's library: in the environment's lib/, not in site-packages."""
+    """Where pip put the oneDNN library the extension links to: in the environment's lib/, not in site-packages."""
+    dist = _package()
     try:
-        for f in metadata.files("onednn-cpu-gomp") or ():
+        for f in metadata.files(dist) or ():
             if f.name == "libdnnl.so.3":  # the name the extension asks for
                 path = Path(f.locate()).resolve()
                 if path.is_file():
@@ -48,31 +67,67 @@ def _libdnnl() -> Path | None:
     return path if path.is_file() else None
 
 
+def _load_global(lib: Path, depth: int = 0) -> ctypes.CDLL:
+    """``lib`` loaded for every later library to link to; a dependency it names that the loader cannot find
+    is loaded first from ``lib``'s own folder (the current oneDNN's runtimes sit beside it, without a RUNPATH)."""
+    try:
+        return ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        missing = str(e).split(":")[0].strip()
+        if depth > 20 or missing == str(lib) or not (lib.parent / missing).is_file():
+            raise
+        _load_global(lib.parent / missing, depth + 1)
+        return _load_global(lib, depth + 1)
+
+
+def _sycl_environment(lib: Path) -> None:
+    """oneDNN's SYCL build needs a SYCL CPU device: Intel's OpenCL CPU runtime and Unified Runtime's OpenCL
+    adapter, installed beside it; they are found through these variables (a user's own settings win)."""
+    for var, name in (("OCL_ICD_FILENAMES", "libintelocl.so"), ("UR_ADAPTERS_FORCE_LOAD", "libur_adapter_opencl.so")):
+        if (lib.parent / name).is_file():
+            os.environ.setdefault(var, str(lib.parent / name))
+
+
 @functools.cache
 def load() -> tuple[bool, str]:
     """(True, what was loaded) once the handlers are registered; (False, why not) otherwise."""
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         return False, f"oneDNN convolutions are built for x86-64 Linux only, not {sys.platform} {platform.machine()}"
-    ext = next(iter(sorted(EXTENSION_DIR.glob("_onednn_conv*.so"))), None)
+    ext = next(iter(sorted(EXTENSION_DIR.glob(f"{PACKAGES[_package()]}.*so"))), None)
     if ext is None:
-        return False, "jaxres's oneDNN extension was not built at install time (no C++ compiler or no oneDNN?)"
+        return False, (f"jaxres's oneDNN extension for {_package()} was not built at install time (no C++ compiler "
+                       "or no oneDNN?)")
     lib = _libdnnl()
     if lib is None:
-        return False, "oneDNN's library (onednn-cpu-gomp) is not installed"
+        return False, f"oneDNN's library ({_package()}) is not installed"
     try:
-        dnnl = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)  # before the extension, which links to it
+        if _package() == "onednn":
+            _sycl_environment(lib)
+        dnnl = _load_global(lib)  # before the extension, which links to it
         handlers = ctypes.CDLL(str(ext))
+        handlers.jaxres_onednn_probe.restype = ctypes.c_char_p
+        failed = handlers.jaxres_onednn_probe()  # oneDNN's CPU engine and a stream, or why not
+        if failed:
+            return False, f"oneDNN {_version(dnnl)} has no CPU engine here ({failed.decode(errors='replace')})"
         for name, symbol in HANDLERS.items():
             jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(handlers, symbol)), platform="cpu")
         _supported.extend(DTYPES if handlers.jaxres_onednn_bf16_supported() else DTYPES[:1])
         _at_once.append(bool(handlers.jaxres_onednn_grads_at_once()))
     except (OSError, AttributeError) as e:
         return False, f"jaxres's oneDNN extension could not be loaded ({e})"
-    return True, f"oneDNN {_version(dnnl)} from {lib}, {_threads()} OpenMP threads, {'/'.join(_supported)}"
+    _loaded.append(_version(dnnl))
+    threads = f"{_threads()} OpenMP threads" if _runtime(dnnl) == "OpenMP" else f"{_runtime(dnnl)} runtime"
+    return True, f"oneDNN {_loaded[0]} from {lib}, {threads}, {'/'.join(_supported)}"
 
 
 _supported: list[str] = []
 _at_once: list[bool] = []
+_loaded: list[str] = []
+
+
+def version() -> str | None:
+    """The version of the oneDNN library the handlers run on ("3.2.0"), None where it did not load."""
+    return _loaded[0] if load()[0] else None
 
 
 def grads_at_once() -> bool:
@@ -85,14 +140,24 @@ def dtypes() -> tuple[str, ...]:
     return tuple(_supported) if load()[0] else ()
 
 
-def _version(dnnl: ctypes.CDLL) -> str:
-    class Version(ctypes.Structure):
-        _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
-                    ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
+class _Version(ctypes.Structure):  # dnnl_version_t
+    _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
+                ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
 
-    dnnl.dnnl_version.restype = ctypes.POINTER(Version)
-    v = dnnl.dnnl_version().contents
+
+def _dnnl_version(dnnl: ctypes.CDLL) -> _Version:
+    dnnl.dnnl_version.restype = ctypes.POINTER(_Version)
+    return dnnl.dnnl_version().contents
+
+
+def _version(dnnl: ctypes.CDLL) -> str:
+    v = _dnnl_version(dnnl)
     return f"{v.major}.{v.minor}.{v.patch}"
+
+
+def _runtime(dnnl: ctypes.CDLL) -> str:
+    code = _dnnl_version(dnnl).cpu_runtime
+    return RUNTIMES.get(code, f"runtime {code}")
 
 
 def _threads() -> int:

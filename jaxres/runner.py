@@ -221,9 +221,19 @@ def environment(precision: str = "float32") -> dict[str, Any]:
             "flax": flax.__version__, "optax": optax.__version__, "orbax": orbax.checkpoint.__version__,
             "backend": jax.default_backend(), "device_count": jax.local_device_count(),
             "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
-            "conv_backend": conv.backend(), "conv_backend_note": conv.describe(precision), "cpu": cpu.host(),
+            "conv_backend": conv.backend(), "conv_backend_note": conv.describe(precision), "onednn": _onednn_version(),
+            "cpu": cpu.host(),
             "cpu_fast_path": cpu.fast_path_status(), "cpu_keep_memory": cpu.memory_status(),
             "python": sys.version.split()[0], **code_version()}
+
+
+def _onednn_version() -> str | None:
+    """The oneDNN version the convolutions ran on ("3.2.0"), None where they ran in XLA."""
+    import jax
+
+    from jaxres import onednn
+
+    return onednn.version() if jax.default_backend() == "cpu" else None
 
 
 def code_version() -> dict[str, Any]:

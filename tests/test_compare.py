@@ -53,6 +53,10 @@ def test_every_artifact_exists_and_parses(study):
         env = res["environment"]
         assert {"jax", "flax", "backend", "device_count"} <= set(env) and env["conv_backend"] in conv.BACKENDS
         assert env["conv_backend_note"].startswith(env["conv_backend"])
+        from jaxres import onednn  # the oneDNN version the convolutions ran on, None where they ran in XLA
+
+        assert env["onednn"] == (onednn.version() if env["conv_backend"] == "onednn" else env["onednn"])
+        assert env["conv_backend"] != "onednn" or env["onednn"] in env["conv_backend_note"]
         assert strict_json(study / r / "config.json") == res["identity"]
         names, layers = metrics.load_layer_norms(study / r / metrics.LAYER_FILE)  # every 10th of 2 x 2 steps
         assert names == ["conv0", "conv1", "conv2", "conv3", "conv4", "head"] and list(layers["steps"]) == [0]

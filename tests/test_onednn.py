@@ -382,15 +382,24 @@ def test_pmap_on_4_devices_equals_jit():
     close(pdw.sum(0), dw)
 
 
-def test_the_profile_benchmark_finds_the_convolutions_in_a_step(capsys):
-    """benchmarks.onednn_profile: oneDNN's own times of a jaxres step, split by pass (a tiny step here)."""
+def test_the_profile_benchmark_finds_the_convolutions_in_a_step(capsys, tmp_path):
+    """benchmarks.onednn_profile: a step split into oneDNN's passes, the optimizer and the rest (a tiny step)."""
+    import json
+
     from benchmarks import onednn_profile
 
-    assert onednn_profile.main(["--model", "seed_cnn", "--shape", "8x8x1", "--steps", "2", "--batch", "4"]) == 0
+    out_json = tmp_path / "profile.json"
+    assert onednn_profile.main(["--model", "seed_cnn", "--shape", "8x8x1", "--steps", "2", "--batch", "4",
+                                "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "inside oneDNN" in out
-    for what in ("forward_training", "backward_data", "backward_weights"):
-        assert any(line.split()[:2] == ["convolution", what] and float(line.split()[2]) > 0
-                   for line in out.splitlines()[1:]), what
+    assert "inside oneDNN" in out and "gradients one after the other" in out.splitlines()[0]
+    profile = json.loads(out_json.read_text())
+    by_pass = profile["by_pass_ms"]
+    for what in ("forward", "input gradient", "kernel gradient", "optimizer (Adam, timed alone)"):
+        assert by_pass[what] > 0, what
+    # the rows are the whole step: oneDNN's passes, the optimizer and what is left
+    assert abs(sum(r["ms"] for r in profile["rows"]) - profile["step_ms"]) < 1e-6 * profile["step_ms"]
+    shapes = {r["detail"] for r in profile["rows"] if r["pass"] == "forward"}
+    assert shapes == {"8x8 1->64", "8x8 64->32", "8x8 32->64"}, shapes
     with pytest.raises(SystemExit):
         onednn_profile.main(["--shape", "28x28"])

@@ -153,7 +153,7 @@ ffi::Error CheckBias(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b, ffi::
 // shape added before the ReLU, or nullptr. Runs the plan on its own stream.
 void Exec(Plan* plan, Pass pass, void* x, void* w, void* y, void* b, void* s) {
   auto& engine = Engine();
-  dnnl::stream stream(engine);
+  dnnl::stream& stream = jaxres_onednn::Stream();
   memory src(plan->src, engine, x);
   memory dst(plan->dst, engine, y);
   memory user_w(plan->user_weights, engine, w);
@@ -214,7 +214,7 @@ ffi::Error Run(Pass pass, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer y, 
 // one after the other on all threads (oneDNN's OpenMP kernels give wrong results in nested teams, so
 // more threads cannot be split this way).
 // Whether RunBackward runs the two gradients at the same time (the calling thread's OpenMP settings).
-bool GradsAtOnce() { return omp_get_max_threads() == 2 && !omp_in_parallel(); }
+bool GradsAtOnce() { return jaxres_onednn::OpenMPRuntime() && omp_get_max_threads() == 2 && !omp_in_parallel(); }
 
 ffi::Error RunBackward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer dy, ffi::AnyBuffer dx, ffi::AnyBuffer dw,
                        void* db, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
@@ -341,6 +341,19 @@ extern "C" int jaxres_onednn_bf16_supported() {
     return 1;
   } catch (const dnnl::error&) {
     return 0;
+  }
+}
+
+// nullptr where oneDNN's CPU engine and a stream can be made here, else why not (the SYCL build needs a SYCL
+// CPU device); called once by the loader before any handler is registered.
+extern "C" const char* jaxres_onednn_probe() {
+  static std::string failure;
+  try {
+    jaxres_onednn::Stream();
+    return nullptr;
+  } catch (const dnnl::error& e) {
+    failure = e.what();
+    return failure.c_str();
   }
 }
 

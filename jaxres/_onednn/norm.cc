@@ -170,7 +170,7 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer shift,
         {DNNL_ARG_VARIANCE, memory(plan->stats, engine, var.untyped_data())},
         {DNNL_ARG_SCRATCHPAD, plan->forward_scratch}};
     if (fused == kRelu) args.emplace(DNNL_ARG_WORKSPACE, plan->workspace);
-    dnnl::stream stream(engine);
+    dnnl::stream& stream = jaxres_onednn::Stream();
     plan->forward.execute(stream, args);
     if (fused == kAddRelu) {
       memory out(plan->data, engine, y.untyped_data());
@@ -211,7 +211,7 @@ ffi::Error Backward(ffi::AnyBuffer x, ffi::AnyBuffer* y, ffi::AnyBuffer dy, ffi:
     std::lock_guard<std::mutex> guard(Lock());
     auto& engine = Engine();
     Plan* plan = GetPlan(DataType(x.element_type()), d[0], d[1], d[2], d[3], eps, kNone);
-    dnnl::stream stream(engine);
+    dnnl::stream& stream = jaxres_onednn::Stream();
     void* grad = dy.untyped_data();
     if (y != nullptr) {
       ReluGrad(GetReluPlan(DataType(x.element_type()), d[0], d[1], d[2], d[3]), stream, y->untyped_data(), grad,
