@@ -55,17 +55,26 @@ def command(dataset: str, model: str, seed: int, args: argparse.Namespace) -> li
     return cmd
 
 
+def run_name(dataset: str, model: str, seed: int, args: argparse.Namespace) -> str:
+    """The run folder's name the entry's command trains (``jaxres.config.run_name``; no JAX is started)."""
+    from experiments import compare
+    from jaxres import config
+
+    cli = compare.build_parser().parse_args(command(dataset, model, seed, args)[3:])
+    return config.run_name(compare.make_study(cli).runs()[0])
+
+
+def _finished(path: Path) -> bool:
+    try:
+        r = json.loads(path.read_text())
+        return bool(r["history"] and r["history"][-1]["epoch"] >= r["config"]["epochs"] or r.get("diverged"))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
 def finished_runs(out: Path) -> dict[str, Path]:
     """run name -> folder, for every run in ``out`` whose results.json says it trained to its last epoch."""
-    done = {}
-    for path in sorted(out.glob("*/results.json")):
-        try:
-            r = json.loads(path.read_text())
-            if r["history"] and r["history"][-1]["epoch"] >= r["config"]["epochs"] or r.get("diverged"):
-                done[path.parent.name] = path.parent
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            continue
-    return done
+    return {path.parent.name: path.parent for path in sorted(out.glob("*/results.json")) if _finished(path)}
 
 
 def keep(run_dir: Path, results: Path) -> list[Path]:
@@ -128,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(s, forward)
     for i, entry in enumerate(queue):
+        name = run_name(*entry, args)
+        if _finished(results / name / "results.json") and not (args.out / name).is_dir():
+            print(f"campaign: {name} is already kept in {results / name} (its run folder is not here); skipped")
+            continue
         before = set(finished_runs(args.out))
         proc = subprocess.Popen(command(*entry, args))
         child[:] = [proc]

@@ -1,0 +1,103 @@
+"""experiments.campaign (the seed_cpu protocol as a queue over sessions) and the results committed under results/."""
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import campaign
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT.parent / "shared" / "datasets"
+RESULTS = ROOT / "results"
+
+
+def test_the_queue_is_issue_34s_order_with_the_compute_settings_fixed(capsys):
+    assert campaign.main(["--out", "o", "--results", "r", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    entries = [(ln.split("--datasets ")[1].split()[0], ln.split("--models ")[1].split()[0],
+                int(ln.split("--seeds ")[1].split()[0])) for ln in lines]
+    assert entries[:3] == [("cifar10", "seed_cnn", 0), ("cifar10", "seed_resnet", 0), ("cifar10", "seed_plain_twin", 0)]
+    assert entries[3:7] == [("cifar10", m, s) for s in (1, 2) for m in ("seed_cnn", "seed_resnet")]
+    assert entries[7:9] == [("cifar10", "seed_plain_twin", 1), ("cifar10", "seed_plain_twin", 2)]
+    assert entries[9:] == [("mnist", m, s) for s in (0, 1, 2) for m in ("seed_cnn", "seed_resnet")]
+    assert len(set(entries)) == len(entries) == 15
+    for ln in lines:  # one study, one folder, the same fixed settings, no report per run
+        assert "--study seed_cpu" in ln and "--out o" in ln and "--no-report" in ln
+        assert all(f"--set {s}" in ln for s in campaign.COMPUTE)
+
+
+def _claims(folder: Path) -> list[dict]:
+    with open(folder / "claims.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_report_from_copy(results: Path, tmp: Path) -> None:
+    """--report-only on a copy of a results folder: the claims rows agree with the results files they come from."""
+    copy = tmp / results.name
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("*.png", "*.md", "*.csv"))
+    assert not list(copy.rglob("checkpoints")), "results/ keeps no checkpoints"
+    out = subprocess.run([sys.executable, "-m", "experiments.compare", "--report-only", str(copy)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    finals: dict[tuple[str, str], list[float]] = {}
+    for path in copy.glob("*/results.json"):
+        r = json.loads(path.read_text())
+        if not r.get("diverged"):
+            finals.setdefault((r["config"]["data"]["name"], r["config"]["model"]["name"]), []).append(
+                r["final"]["test_accuracy"])
+    pairs = {d for d, m in finals if m == "seed_cnn" and (d, "seed_resnet") in finals}
+    assert (copy / "summary.md").is_file() and (copy / "report.md").is_file()
+    if not pairs:
+        return
+    rows = _claims(copy)
+    for d in pairs:
+        c1 = next(r for r in rows if r["claim"] == "C1" and r["dataset"] == d)
+        assert float(c1["ours_a"]) == pytest.approx(statistics.mean(finals[(d, "seed_cnn")]))
+        assert float(c1["ours_b"]) == pytest.approx(statistics.mean(finals[(d, "seed_resnet")]))
+        n = min(len(finals[(d, "seed_cnn")]), len(finals[(d, "seed_resnet")]))
+        assert (c1["verdict"] == "not resolved") if n < 2 else c1["verdict"] in ("holds", "contradicted", "not resolved")
+        assert {r["claim"] for r in rows if r["dataset"] == d} >= {"C1", "C2", "C3", "C4"}
+
+
+def test_a_finished_run_is_kept_in_the_results_folder_and_reported_from_it_alone(tmp_path):
+    """Two tiny runs: each one's config, results and layer norms copied as it finishes, the report rebuilt."""
+    if not (RAW / "cifar10").is_dir():
+        pytest.skip(f"no CIFAR-10 files in {RAW}")
+    from jaxres import onednn
+
+    if not onednn.load()[0]:  # the campaign fixes compute.conv=onednn
+        pytest.skip(f"oneDNN unavailable: {onednn.load()[1]}")
+    out, results = tmp_path / "runs", tmp_path / "results" / "tiny"
+    proc = subprocess.run([sys.executable, "-m", "experiments.campaign", "--study", "tiny", "--limit", "2",
+                           "--out", str(out), "--results", str(results), "--raw-dir", str(RAW), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kept = sorted(p.name for p in results.iterdir() if p.is_dir())
+    assert [k.split("_seed0")[0] for k in kept] == ["cifar10_seed_cnn", "cifar10_seed_resnet"]
+    for k in kept:
+        assert sorted(f.name for f in (results / k).iterdir()) == sorted(campaign.COPIED)
+        compute = json.loads((results / k / "results.json").read_text())["config"]["compute"]
+        assert (compute["precision"], compute["conv"]) == ("float32", "onednn")
+    assert (results / "claims.csv").is_file() and (results / "report.md").is_file()
+    _check_report_from_copy(results, tmp_path / "copy")
+    # on another machine the run folders are gone: the runs kept in results/ are not trained again
+    shutil.rmtree(out)
+    again = subprocess.run([sys.executable, "-m", "experiments.campaign", "--study", "tiny", "--limit", "2",
+                            "--out", str(out), "--results", str(results), "--raw-dir", str(RAW), "--no-progress"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and again.stdout.count("is already kept") == 2, again.stdout + again.stderr
+    assert "finished; kept" not in again.stdout and not list(out.glob("*/results.json"))
+
+
+@pytest.mark.parametrize("study", sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.is_dir() else [])
+def test_the_committed_results_rebuild_their_report_and_claims(study, tmp_path):
+    """results/<study>: the report is rebuilt from the committed files alone, and its claims agree with them."""
+    folder = RESULTS / study
+    if not list(folder.glob("*/results.json")):
+        pytest.skip(f"results/{study} holds no finished run yet")
+    _check_report_from_copy(folder, tmp_path)
