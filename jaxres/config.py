@@ -688,8 +688,9 @@ STUDIES: dict[str, Study] = {
         "need several)", {"mnist": 30, "cifar10": 100}, seeds=(0, 1, 2)),
     "seed_cpu": _seed_protocol(
         "seed_cpu", "the seed study at full data within a 2-core CPU's reach: full splits, 10 MNIST / 30 CIFAR-10 "
-        "epochs (extend with --epochs), bfloat16 compute, otherwise as seed; seeds 0, 1, 2",
-        {"mnist": 10, "cifar10": 30}, seeds=(0, 1, 2), compute=ComputeConfig(precision="bfloat16")),
+        "epochs (extend with --epochs), otherwise as seed; seeds 0, 1, 2 (experiments.campaign runs it over "
+        "sessions, float32 through oneDNN)",
+        {"mnist": 10, "cifar10": 30}, seeds=(0, 1, 2)),
     "quick": _seed_protocol(
         "quick", "the seed study reduced for a 2-core CPU: the first 3,072 training and 2,000 test examples, "
         "3 epochs, seed 0 (a smoke-scale run, not a comparison)", {"mnist": 3, "cifar10": 3}, 3072, 2000),

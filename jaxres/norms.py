@@ -3,7 +3,8 @@ ReLU: ``make_norm(kind, ...)`` gives ``norm(features, name)(x, add=None, relu=Fa
 
 Batch norm (``BatchNorm``) has flax's ``nn.BatchNorm`` parameters, statistics and numbers (same names, same
 formula: batch mean and biased variance in float32, ``y = (x - mean) / sqrt(var + eps) * scale + bias``, running
-averages with ``momentum``). On the ``onednn`` backend (``jaxres.conv.backend()``), in training, on one device
+averages with ``momentum``). On the ``onednn`` backend (``jaxres.conv.direct_backend()``, also under
+``winograd``), in training, on one device
 (no ``axis_name``: under pmap or shard_map the statistics are averaged over devices, which flax's does), it
 runs as one oneDNN call forward, with the ReLU or the addition and the ReLU fused, and one backward (the ReLU's
 gradient from the output, then the gradients of x, scale and shift): the elementwise work of a normalization
@@ -69,7 +70,7 @@ class BatchNorm(nn.Module):
     def _onednn(self, x: jax.Array, add: jax.Array | None, relu: bool) -> bool:
         if self.use_running_average or self.axis_name is not None or not conv.settings().onednn_norm:
             return False
-        if x.ndim != 4 or conv.backend() != "onednn" or (add is not None and (add.shape != x.shape or not relu)):
+        if x.ndim != 4 or conv.direct_backend() != "onednn" or (add is not None and (add.shape != x.shape or not relu)):
             return False
         from jaxres import onednn
 
