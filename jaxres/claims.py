@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxres import stats
-from jaxres.config import flatten
+from jaxres.config import POOLED, flatten
 from jaxres.registry import DATASETS
 
 RESNET = "seed_resnet"
@@ -48,7 +48,7 @@ GAP = 0.2                  # C4: final train - test accuracy above this
 NEAR = 0.005               # convergence: within half a point of the run's best
 REACH = (0.95, 0.99)       # epochs to reach these training accuracies
 OVERFIT_DATASETS = ("cifar10",)
-EXCLUDE = ("seed", "layer_norms_every", "parallel", "model.name")  # pooled over, or paired on
+EXCLUDE = (*POOLED, "model.name")  # pooled over (the seed, keys that change no number: jaxres.config), or paired on
 CLAIMS = {
     "C1": "the ResNet's final test accuracy is higher",
     "C2": f"both fit the training set (final train accuracy > {FIT})",

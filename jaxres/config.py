@@ -456,6 +456,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # observe, schedule or save: change no number
 NOT_IDENTITY = ("layer_norms_every", "parallel", "checkpoint_every_steps", "checkpoint_every_minutes",
                 "compute.keep_memory")
+POOLED = ("seed", *NOT_IDENTITY)  # what reports and claims pool runs over: the seed, and the keys above
 OPTIMIZER_SETTINGS = ("b1", "b2", "eps", "momentum", "nesterov", "weight_decay")
 
 
@@ -509,12 +510,17 @@ def run_name(cfg: RunConfig) -> str:
     return name
 
 
+# The optimizer settings as one list held them before each optimizer had its own (Adam's b1, b2, eps, SGD's
+# momentum and nesterov, no weight decay): run names hash them, fixed here, so that no optimizer added to the
+# registry, in any place, renames a run folder (tests/test_identity.py pins the names of every study preset).
+NAMED_OPTIMIZER_SETTINGS = {"optimizer.b1": 0.9, "optimizer.b2": 0.999, "optimizer.eps": 1e-8,
+                            "optimizer.momentum": 0.9, "optimizer.nesterov": False, "optimizer.weight_decay": 0.0}
+
+
 def _named(cfg: RunConfig) -> dict[str, Any]:
-    """The flat identity run names hash: every optimizer setting of every optimizer, the run's own where it
-    takes it and the first registered default where not, so names stay what they were before each optimizer
-    had its own settings."""
-    every = {f"optimizer.{k}": v for own in reversed(registry.OPTIMIZERS.values()) for k, v in own.items()}
-    return every | flatten(identity(cfg))
+    """The flat identity run names hash: every setting in NAMED_OPTIMIZER_SETTINGS, the run's own where its
+    optimizer takes it, so names stay what they were before each optimizer had its own settings."""
+    return NAMED_OPTIMIZER_SETTINGS | flatten(identity(cfg))
 
 
 # ---------------------------------------------------------------------------- studies

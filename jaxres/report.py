@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from jaxres import claims, registry, stats
-from jaxres.config import flatten
+from jaxres.config import POOLED, flatten
 from jaxres.registry import DATASETS
 
 SCHEMA = 2
-GROUP_EXCLUDE = ("seed", "layer_norms_every", "parallel")  # pooled over: the seed (and how, not what, was trained)
+GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 
 
