@@ -26,17 +26,22 @@ and recorded in every ``results.json``):
   path ``auto`` would choose. 4x fewer multiplies, 2.25x the memory traffic of its input: off by default,
   because on the CPUs measured so far oneDNN's direct convolutions are faster (docs/benchmarks.md).
 
-The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla;
+The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla, winograd;
 ``compute.fast_path=false`` makes auto mean ``xla``; ``compute.fuse_add``, ``compute.overlap_grads``), with
-the environment variables of ``config.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides; ``jaxres.run``
-applies a run's settings with ``use``, and ``set_backend(...)`` picks a backend by hand (benchmarks, tests).
-The choice is read when a function is traced, so both clear JAX's compilation caches. ``onednn`` and ``xla-swapped`` are ``jax.custom_vjp``
+the environment variables of ``config.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. A model built
+from a run config (``cfg.build_model``) carries its compute section and traces with it (``traced_with``), so
+its numerics follow its config whatever the process traced before; a model built without one traces with
+``use``'s settings (``jaxres.run`` applies a run's) or the environment's, and ``set_backend(...)`` picks a
+backend by hand over all of them (benchmarks, tests). Those two are read when a function is traced, so both
+clear JAX's compilation caches. ``onednn`` and ``xla-swapped`` are ``jax.custom_vjp``
 functions: reverse mode (``grad``, ``vjp``, ``jacrev``) and ``jit``, ``pmap``, ``vmap`` work; forward mode
 (``jvp``, ``jacfwd``) does not: use the ``xla`` backend for it. Tests: ``tests/test_conv.py``,
 ``tests/test_onednn.py`` (same values and gradients as lax up to float32 rounding).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 
 import jax
@@ -52,12 +57,35 @@ FUSE_ADD_ENV = config.COMPUTE_ENV["fuse_add"]
 OVERLAP_ENV = config.COMPUTE_ENV["overlap_grads"]
 _chosen: str | None = None  # set_backend's choice; None: the compute settings'
 _settings: config.ComputeConfig | None = None  # use()'s; None: the defaults with the environment's overrides
+_traced: contextvars.ContextVar[config.ComputeConfig | None] = contextvars.ContextVar("jaxres_compute", default=None)
 
 
 def settings() -> config.ComputeConfig:
-    """The compute settings of what is traced now: ``use``'s (``jaxres.run`` sets the run's), else the
-    defaults with the environment's overrides (``config.from_env``), read when a function is traced."""
+    """The compute settings of what is traced now: the model's own (``traced_with``: a model built from a run
+    config carries its compute section), else ``use``'s, else the defaults with the environment's overrides
+    (``config.from_env``), read when a function is traced."""
+    traced = _traced.get()
+    if traced is not None:
+        return traced
     return _settings if _settings is not None else config.from_env()
+
+
+@contextlib.contextmanager
+def traced_with(compute: config.ComputeConfig | None):
+    """Within this block, trace with ``compute`` (None: as outside it). The models enter it with their own
+    ``compute`` field, so that a model's numerics follow the config it was built from, whatever else the
+    process traced before, and two models built from configs that differ in ``compute.conv`` trace to
+    different convolutions (they compare unequal, so JAX compiles each)."""
+    if compute is None:
+        yield
+        return
+    if compute.conv != "auto":
+        _check(compute.conv)
+    token = _traced.set(compute)
+    try:
+        yield
+    finally:
+        _traced.reset(token)
 
 
 def use(compute: config.ComputeConfig | None) -> config.ComputeConfig | None:
@@ -280,7 +308,7 @@ def _onednn_conv(x, w, strides, pads):
 
 
 def _onednn_conv_fwd(x, w, strides, pads):
-    return _onednn_conv(x.value, w.value, strides, pads), (x.value, w.value, None, x.perturbed)
+    return _onednn_conv(x.value, w.value, strides, pads), (x.value, w.value, None, x.perturbed, _overlap())
 
 
 def _onednn_conv_bwd(strides, pads, res, dy):
@@ -289,6 +317,11 @@ def _onednn_conv_bwd(strides, pads, res, dy):
 
 
 _onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd, symbolic_zeros=True)
+
+
+def _overlap() -> bool:
+    """compute.overlap_grads as the forward pass is traced (the backward rule is traced after the model's block)."""
+    return settings().overlap_grads
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -300,7 +333,7 @@ def _onednn_conv_bias(x, w, b, strides, pads, relu):
 
 def _onednn_conv_bias_fwd(x, w, b, strides, pads, relu):
     y = _onednn_conv_bias(x.value, w.value, b.value, strides, pads, relu)
-    return y, (x.value, w.value, y if relu else None, x.perturbed)
+    return y, (x.value, w.value, y if relu else None, x.perturbed, _overlap())
 
 
 def _onednn_conv_bias_bwd(strides, pads, relu, res, dy):
@@ -316,11 +349,11 @@ def _grads(strides, pads, bias, relu, res, dy):
     also the gradient of the added s; dx is None where x is not differentiated, db where there is no b."""
     from jaxres import onednn
 
-    x, w, y, need_dx = res  # dy is an array: JAX calls no rule for an output that does not reach the loss
+    x, w, y, need_dx, overlap = res  # dy is an array: JAX calls no rule for an output that does not reach the loss
     dy = dy.astype(x.dtype)
     if relu:  # jax.nn.relu's rule: no gradient where the output is 0 (XLA fuses it with its neighbours: faster
         dy = jnp.where(y > 0, dy, jnp.zeros_like(dy))  # than oneDNN's eltwise pass, measured)
-    if need_dx and settings().overlap_grads:
+    if need_dx and overlap:
         dx, dw, *db = onednn.backward(x, w, dy, strides, pads, bias)
         return dx, dw, (db[0] if bias else None), dy
     dw, db = onednn.kernel_bias_grad(x, dy, w.shape, strides, pads) if bias else (
@@ -340,7 +373,7 @@ def _onednn_conv_bias_add(x, w, b, s, strides, pads, relu):
 
 def _onednn_conv_bias_add_fwd(x, w, b, s, strides, pads, relu):
     y = _onednn_conv_bias_add(x.value, w.value, b.value, s.value, strides, pads, relu)
-    return y, (x.value, w.value, y if relu else None, x.perturbed)
+    return y, (x.value, w.value, y if relu else None, x.perturbed, _overlap())
 
 
 _onednn_conv_bias_add.defvjp(_onednn_conv_bias_add_fwd, _onednn_conv_bias_add_bwd, symbolic_zeros=True)

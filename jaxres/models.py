@@ -74,7 +74,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxres import registry
-from jaxres.conv import conv_bias_act, conv_bias_add_act
+from jaxres.conv import conv_bias_act, conv_bias_add_act, traced_with
 from jaxres.norms import make_norm
 from jaxres.registry import NORMS, SHORTCUTS  # noqa: F401 - the names configs accept
 HEADS = ("flatten", "avgpool")
@@ -125,6 +125,16 @@ class Conv(nn.Module):
         return conv_bias_add_act(x, kernel, bias, add, strides, self.padding, self.relu)
 
 
+def _with_compute(call: Callable) -> Callable:
+    """A network's ``__call__`` traced with the network's ``compute`` settings (``jaxres.conv.traced_with``):
+    its convolutions and norms follow the config it was built from, not what the process traced before."""
+    @functools.wraps(call)
+    def traced(self, *args, **kwargs):
+        with traced_with(self.compute):
+            return call(self, *args, **kwargs)
+    return traced
+
+
 def _conv(init: str, **kw: Any) -> Callable[..., nn.Module]:
     """``Conv`` with the named kernel initializer."""
     _check_choice("kernel_init", init, tuple(KERNEL_INITS))
@@ -139,8 +149,10 @@ class PlainCNN(nn.Module):
     norm: str = "none"
     kernel_init: str = "glorot_uniform"
     dtype: Any = jnp.float32
+    compute: Any = None  # a jaxres.config.ComputeConfig (cfg.build_model sets the run's), or None: the process's
 
     @nn.compact
+    @_with_compute
     def __call__(self, x: jnp.ndarray, train: bool = False, axis_name: str | None = None) -> jnp.ndarray:
         _check_input(x)
         norm = make_norm(self.norm, train, axis_name, self.dtype)
@@ -237,8 +249,10 @@ class ResNet(nn.Module):
     kernel_init: str = "glorot_uniform"
     num_classes: int = 10
     dtype: Any = jnp.float32
+    compute: Any = None  # a jaxres.config.ComputeConfig (cfg.build_model sets the run's), or None: the process's
 
     @nn.compact
+    @_with_compute
     def __call__(self, x: jnp.ndarray, train: bool = False, axis_name: str | None = None) -> jnp.ndarray:
         _check_input(x)
         _check_choice("shortcut", self.shortcut, SHORTCUTS)

@@ -140,3 +140,24 @@ def test_onednn_is_built_and_loaded_where_it_can_be():
         pytest.skip("not a machine the extension is built on")
     ok, what = onednn.load()
     assert ok, what
+
+
+@pytest.mark.parametrize("order", [("xla", "winograd"), ("winograd", "xla")])
+def test_a_models_convolutions_follow_the_config_it_was_built_from(order):
+    """Two models from configs that differ only in compute.conv, in one process, in either order, with no
+    conv.use or set_backend: each traces to its own convolutions."""
+    from jaxres import config, train
+
+    x = jnp.zeros((2, 8, 8, 3), jnp.float32)
+    counts = {}
+    for name in order:
+        cfg = config.replace(config.RunConfig(), "compute.conv", name)
+        model = config.replace(cfg, "model.name", "seed_cnn").build_model(10)
+        state = train.create_train_state(model, jax.random.key(0), (8, 8, 3))
+        grad = jax.jit(jax.grad(lambda p: model.apply({"params": p}, x).sum()))
+        counts[name] = grad.lower(state.params).as_text().count("stablehlo.convolution")
+        grad(state.params)  # and it runs
+    # xla: every pass of every layer is a convolution; winograd: the 32/64-channel layers are GEMMs, and the
+    # stem's passes go to the direct path (oneDNN's custom calls where it loaded, else two convolutions)
+    assert counts["xla"] >= 10 and counts["winograd"] <= 2, counts
+    assert conv.settings() == config.from_env()  # nothing left behind in the process

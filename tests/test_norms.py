@@ -25,8 +25,14 @@ pytestmark = pytest.mark.skipif(not onednn.load()[0], reason=f"oneDNN unavailabl
 
 @pytest.fixture(autouse=True)
 def use_onednn(monkeypatch):
+    """oneDNN convolutions; $JAXRES_ONEDNN_NORM, which ``run`` sets, as it was before the test (monkeypatch's
+    delenv of an unset variable records nothing: it leaked into later tests' run names in the same worker)."""
     monkeypatch.setenv(conv.ENV, "onednn")
-    monkeypatch.delenv(norms.ENV, raising=False)
+    before = os.environ.pop(norms.ENV, None)
+    yield
+    os.environ.pop(norms.ENV, None)
+    if before is not None:
+        os.environ[norms.ENV] = before
 
 
 class Block(nn.Module):
