@@ -145,12 +145,9 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
     """Everything that can be checked before a file is written: data files, devices, --keep."""
     import jax
 
-    from jaxres import data
+    from jaxres import conv, data, runner
 
-    from jaxres import conv
-
-    if args.keep < 1:
-        raise UsageError(f"--keep must be at least 1, got {args.keep}")
+    runner.check_arguments(args.keep, args.devices, ("--keep", "--devices"))  # jaxres.run's own checks
     for name in {cfg.compute.conv for cfg in runs} - {"auto"}:
         try:
             conv._check(name)
@@ -160,8 +157,6 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
         raise UsageError("compute.fast_path differs between runs, but it is set once per process (an XLA flag); "
                          "run each value as its own study")
     n_dev = jax.local_device_count()
-    if args.devices is not None and not 1 <= args.devices <= n_dev:
-        raise UsageError(f"--devices must be between 1 and the {n_dev} local devices, got {args.devices}")
     if args.devices is not None and jax.process_count() > 1 and args.devices != n_dev:
         raise UsageError("with several processes every local device takes part: leave out --devices")
     n_dev = (args.devices or n_dev) * jax.process_count()

@@ -22,8 +22,8 @@ from typing import Any
 from jaxres import claims, registry, stats
 from jaxres.config import POOLED, flatten
 from jaxres.registry import DATASETS
+from jaxres.runner import SCHEMA  # results.json's layout: defined once, by its writer
 
-SCHEMA = 2
 GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 

@@ -52,7 +52,7 @@ def _run(cfg, workdir: Path, raw_dir, data_dir, keep, devices, progress, study, 
 
     cfg = config.with_env(cfg)  # the environment's overrides of the compute settings (config.COMPUTE_ENV)
     setup(cfg.compute)
-    _check(keep, devices)
+    check_arguments(keep, devices)
     name = config.run_name(cfg)
     primary = jax.process_index() == 0  # with several processes, process 0 alone writes and prints
     lock = _acquire(checkpoint.RunLock(workdir), name, primary, log)
@@ -151,16 +151,18 @@ def setup(compute=None) -> dict[str, str]:
     return cpu.setup(compute)
 
 
-def _check(keep: int, devices: int | None) -> None:
+def check_arguments(keep: int, devices: int | None, names: tuple[str, str] = ("keep", "devices")) -> None:
+    """``keep`` and ``devices`` as ``run`` takes them, or one ConfigError line naming them as ``names`` (the CLI:
+    its flags)."""
     import jax
 
     from jaxres.config import ConfigError
 
     if keep < 1:
-        raise ConfigError(f"keep must be at least 1, got {keep}")
+        raise ConfigError(f"{names[0]} must be at least 1, got {keep}")
     n_dev = jax.local_device_count()
     if devices is not None and not 1 <= devices <= n_dev:
-        raise ConfigError(f"devices must be between 1 and the {n_dev} local devices, got {devices}")
+        raise ConfigError(f"{names[1]} must be between 1 and the {n_dev} local devices, got {devices}")
 
 
 def _acquire(lock, name: str, primary: bool, log: Callable[[str], None]):
