@@ -6,7 +6,10 @@
   Nesterov) take ``weight_decay`` as L2 added to the gradient, as PyTorch's ``Adam`` / ``SGD`` and
   Caffe do (He et al.'s 1e-4);
 * ``adamw`` decouples it (``optax.adamw``: the decay is multiplied by the learning rate, as in
-  PyTorch's ``AdamW``).
+  PyTorch's ``AdamW``);
+* ``lion`` (Chen et al. 2023, "Symbolic discovery of optimization algorithms", ``optax.lion``): the sign of an
+  interpolation of momentum and gradient, b1 0.9 / b2 0.99, decoupled decay as ``adamw`` (none by default;
+  optax's own default is 1e-3). It takes a learning rate 3-10x smaller than Adam's.
 
 ``decay_on="kernels"`` exempts biases and normalization scales/offsets from weight decay.
 Schedules multiply the peak ``optimizer.lr``: ``constant``; ``piecewise`` (times ``factor`` at
@@ -14,7 +17,7 @@ each of ``boundaries``, e.g. He et al.'s 0.1 at 32k and 48k steps); ``cosine`` (
 ``final_fraction`` of the peak over ``decay_steps``, the whole run by default); all with an
 optional linear warm-up, factor (step + 1) / warmup_steps, whose steps count towards the
 boundaries and the cosine (steps are absolute). ``tests/test_optim.py`` checks the updates
-against ``torch.optim`` on the same gradients.
+against ``torch.optim`` on the same gradients (Lion, which PyTorch lacks, against a NumPy reference).
 """
 from __future__ import annotations
 
@@ -86,6 +89,7 @@ OPTIMIZER_BUILDERS: dict[str, Callable[[dict[str, Any], optax.ScalarOrSchedule, 
     "adamw": lambda s, lr, mask: optax.adamw(lr, b1=s["b1"], b2=s["b2"], eps=s["eps"], weight_decay=s["weight_decay"],
                                              mask=mask),
     "sgd": _sgd,
+    "lion": lambda s, lr, mask: optax.lion(lr, b1=s["b1"], b2=s["b2"], weight_decay=s["weight_decay"], mask=mask),
 }
 
 

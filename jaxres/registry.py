@@ -120,5 +120,6 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "adam": {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0},  # weight decay as L2 on the gradient
     "adamw": {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0},  # decoupled, times the learning rate
     "sgd": {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+    "lion": {"b1": 0.9, "b2": 0.99, "weight_decay": 0.0},  # Chen et al. 2023 (optax.lion); decay decoupled, x lr
 }
 SCHEDULES = ("constant", "piecewise", "cosine")  # jaxres.optim.SCHEDULE_BUILDERS has one builder per name

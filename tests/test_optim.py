@@ -127,11 +127,11 @@ def test_every_registered_optimizer_and_schedule_builds_and_takes_a_step():
 
 def test_a_name_without_a_builder_is_one_config_error_not_another_optimizer(monkeypatch):
     """A name registered (jaxres.registry) but not given a builder fails loudly (it once trained SGD silently)."""
-    monkeypatch.setitem(registry.OPTIMIZERS, "lion", {"b1": 0.9, "b2": 0.99})
-    lion = config.RunConfig(optimizer=config.OptimizerConfig.model_construct(name="lion", lr=1e-3, decay_on="all"))
-    assert lion.optimizer.settings() == {"b1": 0.9, "b2": 0.99}  # its own defaults, not Adam's b2
-    with pytest.raises(config.ConfigError, match="optimizer.name='lion' has no builder in jaxres.optim"):
-        optim.make_optimizer(lion)
+    monkeypatch.setitem(registry.OPTIMIZERS, "lamb", {"b1": 0.9, "b2": 0.95})
+    lamb = config.RunConfig(optimizer=config.OptimizerConfig.model_construct(name="lamb", lr=1e-3, decay_on="all"))
+    assert lamb.optimizer.settings() == {"b1": 0.9, "b2": 0.95}  # its own defaults, not Adam's b2
+    with pytest.raises(config.ConfigError, match="optimizer.name='lamb' has no builder in jaxres.optim"):
+        optim.make_optimizer(lamb)
     linear = config.RunConfig(schedule=config.ScheduleConfig.model_construct(name="linear", warmup_steps=0))
     with pytest.raises(config.ConfigError, match="schedule.name='linear' has no builder in jaxres.optim"):
         optim.make_optimizer(linear)
@@ -144,3 +144,28 @@ def test_a_setting_the_optimizer_does_not_take_is_one_config_error():
     adam = config.replace(config.RunConfig(), "optimizer.momentum", "0.5")
     with pytest.raises(config.ConfigError, match="optimizer.momentum does not apply to adam"):
         optim.make_optimizer(adam)
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.1])
+def test_lion_follows_its_update_rule(decay):
+    """optimizer.name=lion against the paper's rule in NumPy on the same gradients, five steps:
+    u = sign(b1 m + (1 - b1) g); p -= lr (u + decay p); m = b2 m + (1 - b2) g."""
+    rng = np.random.default_rng(0)
+    p0 = {"dense": {"kernel": rng.standard_normal((4, 3)), "bias": rng.standard_normal(3)}}
+    grads = [jax.tree.map(lambda p: rng.standard_normal(p.shape), p0) for _ in range(5)]
+    cfg = config.replace(config.replace(config.replace(config.RunConfig(), "optimizer.name", "lion"),
+                                        "optimizer.lr", 1e-2), "optimizer.weight_decay", decay)
+    assert cfg.optimizer.settings() == {"b1": 0.9, "b2": 0.99, "weight_decay": decay}
+    tx = optim.make_optimizer(cfg)
+    params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), p0)
+    state = tx.init(params)
+    ref = jax.tree.map(lambda v: v.astype(np.float64), p0)
+    m = jax.tree.map(np.zeros_like, ref)
+    for g in grads:
+        updates, state = tx.update(jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), g), state, params)
+        params = optax.apply_updates(params, updates)
+        u = jax.tree.map(lambda m_, g_: np.sign(0.9 * m_ + 0.1 * g_), m, g)
+        ref = jax.tree.map(lambda p, u_: p - 1e-2 * (u_ + decay * p), ref, u)
+        m = jax.tree.map(lambda m_, g_: 0.99 * m_ + 0.01 * g_, m, g)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=1e-5)
