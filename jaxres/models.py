@@ -229,11 +229,34 @@ class ResidualBlock(nn.Module):
         return jnp.pad(s, ((0, 0), (0, 0), (0, 0), (0, shape[-1] - s.shape[-1])))
 
 
+class PreActBlock(ResidualBlock):
+    """The pre-activation block of He et al. (2016, "Identity mappings in deep residual networks"):
+    [norm] -> ReLU -> conv(inner) -> [norm] -> ReLU -> conv(out), plus the shortcut, and no ReLU after the
+    addition, so x_{l+1} = x_l + F(x_l) exactly (``post_act`` does not apply). A projection shortcut takes the
+    pre-activated input, as theirs does. ``zero_init_residual`` zeroes the last convolution's kernel: the
+    block starts as the identity. ``ResNet(block=PreActBlock)`` uses it; ResNet itself is unchanged."""
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        conv = _conv(self.kernel_init, kernel_size=(3, 3), padding=PAD, use_bias=self.norm is None, dtype=self.dtype)
+        act = lambda v, width, name: (nn.relu(v) if self.norm is None  # noqa: E731
+                                      else self.norm(width, name=name)(v, relu=True))
+        a = act(x, x.shape[-1], "norm0")
+        r = act(conv(self.inner, strides=self.strides, name="conv0")(a), self.inner, "norm1")
+        r = conv(self.out, name="conv1", **({"kernel_init": nn.initializers.zeros} if self.zero_init_residual
+                                            else {}))(r)
+        self.sow("intermediates", "branch", r)
+        if self.shortcut == "none":
+            return r
+        return r + self._shortcut(a if self.shortcut == "projection" else x, r.shape)
+
+
 class ResNet(nn.Module):
     """Stem conv, stages of residual blocks, then a flatten or average-pool head.
 
     ``stage_sizes[i]`` blocks of width ``widths[i]`` (inner width ``inner_widths[i]``,
-    default the same); the first block of stage i > 0 has stride ``downsample_stride``.
+    default the same); the first block of stage i > 0 has stride ``downsample_stride``. ``block`` is the
+    block class (``ResidualBlock``, ``PreActBlock``, or any module taking the same fields).
     """
 
     stage_sizes: Sequence[int]
@@ -250,6 +273,7 @@ class ResNet(nn.Module):
     num_classes: int = 10
     dtype: Any = jnp.float32
     compute: Any = None  # a jaxres.config.ComputeConfig (cfg.build_model sets the run's), or None: the process's
+    block: Callable[..., nn.Module] = ResidualBlock
 
     @nn.compact
     @_with_compute
@@ -268,11 +292,11 @@ class ResNet(nn.Module):
             x = norm(self.stem_width, name="stem_norm")(x, relu=True)
         for i, n in enumerate(self.stage_sizes):
             for j in range(n):
-                x = ResidualBlock(inner=inner[i], out=self.widths[i],
-                                  strides=self.downsample_stride if i > 0 and j == 0 else 1,
-                                  shortcut=self.shortcut, norm=norm, zero_init_residual=self.zero_init_residual,
-                                  post_act=self.post_act, kernel_init=self.kernel_init, dtype=self.dtype,
-                                  name=f"stage{i}_block{j}")(x)
+                x = self.block(inner=inner[i], out=self.widths[i],
+                               strides=self.downsample_stride if i > 0 and j == 0 else 1,
+                               shortcut=self.shortcut, norm=norm, zero_init_residual=self.zero_init_residual,
+                               post_act=self.post_act, kernel_init=self.kernel_init, dtype=self.dtype,
+                               name=f"stage{i}_block{j}")(x)
         x = x.reshape((x.shape[0], -1)) if self.head == "flatten" else jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.num_classes, kernel_init=KERNEL_INITS[self.kernel_init], dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)

@@ -292,3 +292,31 @@ def test_input_of_wrong_rank_names_the_problem(shape):
 def test_unknown_norm_names_the_problem():
     with pytest.raises(ValueError, match=r"unknown norm 'batchnorm'"):
         init(models.get_model("resnet20", norm="batchnorm"), CIFAR)
+
+
+def test_a_pre_activation_block_plugs_into_the_resnet_unchanged():
+    """models.PreActBlock through ResNet(block=...): with its branch zeroed it is the exact identity, also on
+    negative inputs (no ReLU after the addition), where the post-activation block gives relu(x); it trains."""
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 16))
+    for norm in ("none", "batch"):
+        kw = {"inner": 16, "out": 16, "zero_init_residual": True}
+        if norm == "batch":
+            kw["norm"] = models.make_norm("batch", False, None, jnp.float32)
+        pre, post = models.PreActBlock(**kw), models.ResidualBlock(**kw)
+        if norm == "none":  # with a norm, post's zero-init is its last scale: relu(x) either way
+            vp = pre.init(jax.random.key(0), x)
+            assert jnp.array_equal(pre.apply(vp, x), x)
+            vq = post.init(jax.random.key(0), x)
+            assert jnp.array_equal(post.apply(vq, x), jax.nn.relu(x)) and bool(jnp.any(x < 0))
+        else:
+            vp = pre.init(jax.random.key(0), x)
+            assert jnp.allclose(pre.apply(vp, x), x)
+    net = models.ResNet(stage_sizes=(2, 2), widths=(16, 32), stem_width=16, norm="batch", block=models.PreActBlock)
+    images = jax.random.uniform(jax.random.key(2), (4, 16, 16, 3))
+    v = net.init(jax.random.key(0), images)
+    assert "norm0" in v["params"]["stage0_block0"] and "norm1" in v["params"]["stage1_block0"]
+    logits, _ = net.apply(v, images, train=True, mutable=["batch_stats"])
+    assert logits.shape == (4, 10)
+    g = jax.grad(lambda p: net.apply({**v, "params": p}, images, train=True, mutable=["batch_stats"])[0].sum())(
+        v["params"])
+    assert float(jnp.abs(g["stem"]["kernel"]).sum()) > 0  # the gradient reaches the first layer
