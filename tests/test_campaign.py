@@ -104,3 +104,41 @@ def test_the_committed_results_rebuild_their_report_and_claims(study, tmp_path):
     if not list(folder.glob("*/results.json")):
         pytest.skip(f"results/{study} holds no finished run yet")
     _check_report_from_copy(folder, tmp_path)
+
+
+def _tables_after(text: str, marker: str) -> list[dict[str, list[str]]]:
+    """Each markdown table whose header line contains marker, as {first cell: cells}."""
+    lines, tables = text.splitlines(), []
+    for k, ln in enumerate(lines):
+        if ln.startswith("|") and marker in ln:
+            rows = {}
+            for row in lines[k + 2:]:
+                if not row.startswith("|"):
+                    break
+                cells = [c.strip() for c in row.strip("|").split("|")]
+                rows[cells[0]] = cells
+            tables.append(rows)
+    return tables
+
+
+def test_the_readme_and_docs_seed_cpu_tables_are_the_committed_runs():
+    """The CIFAR-10 seed-0 rows quoted in README.md and docs/results.md are the committed results files' numbers."""
+    tables = [t for name in ("README.md", "docs/results.md")
+              for t in _tables_after((ROOT / name).read_text(), "chosen on the test set")]
+    assert len(tables) == 2
+    runs = sorted((RESULTS / "seed_cpu").glob("cifar10_*_seed0_*/results.json"))
+    assert runs
+    for table in tables:
+        quoted = 0
+        for run in runs:
+            r = json.loads(run.read_text())
+            model, final = r["config"]["model"]["name"], r["final"]
+            if model not in table:
+                continue
+            cells = table[model]
+            best = max(e["test_accuracy"] for e in r["history"])
+            assert f"{final['train_accuracy']:.4f}" in cells, model
+            assert f"{final['test_accuracy']:.4f}" in cells, model
+            assert any(c.startswith(f"{best:.4f}") for c in cells), model
+            quoted += 1
+        assert quoted == len(table)  # no row without a committed run behind it
