@@ -233,25 +233,6 @@ class ModelConfig(Section):
             if getattr(self, key) not in (None, False) and preset.module != "ResNet":
                 raise ConfigError(f"model.{key} does not apply to {self.name} (it has no residual blocks)")
 
-    def build(self, num_classes: int, precision: str = "float32", compute: ComputeConfig | None = None) -> Any:
-        """The Flax module this config describes, computing in ``precision`` (``ComputeConfig.precision``:
-        parameters stay float32 either way), its convolutions and norms traced with ``compute`` (None: the
-        process's settings, ``jaxres.conv.settings``)."""
-        import jax.numpy as jnp
-
-        from jaxres import models
-
-        self.check()
-        if precision not in PRECISIONS:
-            raise ConfigError(f"compute.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-        knobs = {"dtype": jnp.dtype(precision), "num_classes": num_classes}
-        knobs.update({k: getattr(self, k) for k in ("norm", "shortcut", "kernel_init") if getattr(self, k) is not None})
-        if self.zero_init_residual:
-            knobs["zero_init_residual"] = True
-        if compute is not None:
-            knobs["compute"] = compute
-        return models.get_model(self.name, **knobs)
-
 
 class OptimizerConfig(Section):
     """The optax optimizer (``jaxres.optim.make_optimizer``). Defaults: the seed study's Adam. A setting left
@@ -391,11 +372,6 @@ class RunConfig(Section):
         for part in (self.data, self.model, self.optimizer, self.schedule):
             part.check()
         return self
-
-    def build_model(self, num_classes: int) -> Any:
-        """The Flax module of ``model``, computing in ``compute.precision`` and traced with the whole compute
-        section (its convolution backend and options), whatever the process traced before."""
-        return self.model.build(num_classes, self.compute.precision, self.compute)
 
 
 # ---------------------------------------------------------------------------- keys, values, identity

@@ -29,7 +29,7 @@ and recorded in every ``results.json``):
 The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla, winograd;
 ``compute.fast_path=false`` makes auto mean ``xla``; ``compute.fuse_add``, ``compute.overlap_grads``), with
 the environment variables of ``config.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. A model built
-from a run config (``cfg.build_model``) carries its compute section and traces with it (``traced_with``), so
+from a run config (``models.from_config``) carries its compute section and traces with it (``traced_with``), so
 its numerics follow its config whatever the process traced before; a model built without one traces with
 ``use``'s settings (``jaxres.run`` applies a run's) or the environment's, and ``set_backend(...)`` picks a
 backend by hand over all of them (benchmarks, tests). Those two are read when a function is traced, so both

@@ -74,6 +74,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxres import registry
+from jaxres.config import PRECISIONS, ConfigError
 from jaxres.conv import conv_bias_act, conv_bias_add_act, traced_with
 from jaxres.norms import make_norm
 from jaxres.registry import NORMS, SHORTCUTS  # noqa: F401 - the names configs accept
@@ -149,7 +150,7 @@ class PlainCNN(nn.Module):
     norm: str = "none"
     kernel_init: str = "glorot_uniform"
     dtype: Any = jnp.float32
-    compute: Any = None  # a jaxres.config.ComputeConfig (cfg.build_model sets the run's), or None: the process's
+    compute: Any = None  # a jaxres.config.ComputeConfig (models.from_config sets the run's), or None: the process's
 
     @nn.compact
     @_with_compute
@@ -272,7 +273,7 @@ class ResNet(nn.Module):
     kernel_init: str = "glorot_uniform"
     num_classes: int = 10
     dtype: Any = jnp.float32
-    compute: Any = None  # a jaxres.config.ComputeConfig (cfg.build_model sets the run's), or None: the process's
+    compute: Any = None  # a jaxres.config.ComputeConfig (models.from_config sets the run's), or None: the process's
     block: Callable[..., nn.Module] = ResidualBlock
 
     @nn.compact
@@ -319,6 +320,28 @@ resnet20, plain20, resnet56, plain56 = PRESETS["resnet20"], PRESETS["plain20"], 
 def get_model(name: str, **knobs: Any) -> nn.Module:
     """The preset called ``name`` with ``knobs`` (norm, zero_init_residual, dtype, num_classes, ...) set."""
     return preset(name)(**knobs)
+
+
+def build(spec: Any, num_classes: int, precision: str = "float32", compute: Any = None) -> nn.Module:
+    """The Flax module a ``jaxres.config.ModelConfig`` describes, computing in ``precision``
+    (``compute.precision``: parameters stay float32 either way), its convolutions and norms traced with
+    ``compute`` (a ``ComputeConfig``; None: the process's settings, ``jaxres.conv.settings``)."""
+    spec.check()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"compute.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    kw: dict[str, Any] = {"dtype": jnp.dtype(precision), "num_classes": num_classes}
+    kw.update({k: getattr(spec, k) for k in ("norm", "shortcut", "kernel_init") if getattr(spec, k) is not None})
+    if spec.zero_init_residual:
+        kw["zero_init_residual"] = True
+    if compute is not None:
+        kw["compute"] = compute
+    return get_model(spec.name, **kw)
+
+
+def from_config(cfg: Any, num_classes: int) -> nn.Module:
+    """The model of a run config (``jaxres.config.RunConfig``), computing in ``compute.precision`` and traced
+    with its whole compute section (convolution backend and options), whatever the process traced before."""
+    return build(cfg.model, num_classes, cfg.compute.precision, cfg.compute)
 
 
 def knobs(model: nn.Module) -> dict[str, Any]:

@@ -15,6 +15,7 @@ plus the report.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -41,85 +42,115 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
     """
     from jaxres import errors
 
+    opts = RunOptions(raw_dir, data_dir, keep, devices, progress, study, tensorboard_dir, log)
     with errors.stops_at_step_boundaries():  # a stop signal ends the run at a step boundary, that step saved
-        return _run(cfg, Path(workdir), raw_dir, data_dir, keep, devices, progress, study, tensorboard_dir, log)
+        return _run(cfg, Path(workdir), opts)
 
 
-def _run(cfg, workdir: Path, raw_dir, data_dir, keep, devices, progress, study, tensorboard_dir, log) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How ``run`` runs a config (``run``'s keyword arguments): none of it changes a number of the run."""
+
+    raw_dir: str | Path | None = None
+    data_dir: str | None = None
+    keep: int = 2
+    devices: int | None = None
+    progress: bool = True
+    study: str = ""
+    tensorboard_dir: str | Path | None = None
+    log: Callable[[str], None] = print
+
+
+def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
+    """``run`` under the lock of its folder: the finished results, or the run trained (resumed) to its end."""
     import jax
 
-    from jaxres import checkpoint, config, conv, cpu, data, errors, metrics, models, optim, train
+    from jaxres import checkpoint, config, conv
 
     cfg = config.with_env(cfg)  # the environment's overrides of the compute settings (config.COMPUTE_ENV)
     setup(cfg.compute)
-    check_arguments(keep, devices)
+    check_arguments(opts.keep, opts.devices)
     name = config.run_name(cfg)
     primary = jax.process_index() == 0  # with several processes, process 0 alone writes and prints
-    lock = _acquire(checkpoint.RunLock(workdir), name, primary, log)
+    lock = _acquire(checkpoint.RunLock(workdir), name, primary, opts.log)
     if lock is None:
         return {"run": name, "skipped": f"{name} is held by another process"}
-    say = log if primary else (lambda *a, **k: None)
+    say = opts.log if primary else (lambda *a, **k: None)
     previous = conv.use(cfg.compute)  # what this run's convolutions and norms are traced with
     try:
         if lock.took_over:
             say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
-        cfg_dict = config.to_dict(cfg)
-        result_path = workdir / RESULTS
-        done = finished(result_path, cfg_dict)
+        done = finished(workdir / RESULTS, config.to_dict(cfg))
         if done is not None:
             how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
                    else f"test accuracy {done['final']['test_accuracy']:.4f}")
             say(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
             return done
-        streams = train.Streams.from_seed(cfg.seed)
-        n_dev = devices or jax.local_device_count()  # on each process
-        ds = data.make_dataset(cfg.data, raw_dir=raw_dir, data_dir=data_dir, order_seed=streams.order_seed,
-                               n_devices=n_dev)
-        errors.raise_if_stopped()  # a stop asked for while the data was read: nothing to save yet
-        model = cfg.build_model(ds.num_classes)
-        tx = optim.make_optimizer(cfg, ds.steps_per_epoch)
-        state = train.create_train_state(model, streams.init, ds.shape, tx)
-        n_params = models.count_params(state.params)
-        n_all = n_dev * jax.process_count()
-        how = (f"{n_all} devices ({cfg.parallel}" + (f", {jax.process_count()} processes)" if jax.process_count() > 1
-                                                      else ")") if n_all > 1 else "1 device")
-        cpu_note = (f", CPU setup: fast path {cpu.fast_path_status()}, kept memory {cpu.memory_status()}"
-                    if jax.default_backend() == "cpu" else "")
-        say(f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
-            f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
-            f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
-            f"{how}, {_compute_note(cfg.compute)}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}, "
-            f"{_saves_note(cfg)}")
-        errors.raise_if_stopped()
-        with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=keep, every_steps=cfg.checkpoint_every_steps,
-                                     every_minutes=cfg.checkpoint_every_minutes) as ckpt:
-            # tensorboard --logdir <tensorboard_dir>
-            tb = Path(tensorboard_dir) if tensorboard_dir is not None else workdir / "tensorboard"
-            writer = metrics.TensorBoardWriter(str(tb)) if primary else None
-
-            def on_layer_norms(epoch: int, norms: train.LayerNorms) -> None:
-                metrics.append_layer_norms(workdir / metrics.LAYER_FILE, state.layers, norms)
-                writer.layer_norms(state.layers, norms)
-
-            try:
-                fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=progress and primary,
-                                log=None if primary else say, on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
-                                on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel)
-            finally:
-                if writer is not None:
-                    writer.close()
-        history = fit.history[:cfg.epochs]
-        result = {"schema": SCHEMA, "run": name, "study": study, "config": cfg_dict,
-                  "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
-                  "history": history, "final": history[-1], "diverged": fit.diverged,
-                  "wall_time_s": sum(h["epoch_time_s"] for h in history),
-                  "environment": environment(cfg.compute.precision)}
+        result = _train(cfg, workdir, opts, name, primary, say)
         if primary:
-            checkpoint.write_json_atomic(result_path, json_safe(result))
+            checkpoint.write_json_atomic(workdir / RESULTS, json_safe(result))
         return result
     finally:
         conv.use(previous)
         lock.release()
+
+
+def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """Read the data, build the model and its state, print the run header, train, and return the results."""
+    import jax
+
+    from jaxres import checkpoint, config, data, errors, metrics, models, optim, train
+
+    streams = train.Streams.from_seed(cfg.seed)
+    n_dev = opts.devices or jax.local_device_count()  # on each process
+    ds = data.make_dataset(cfg.data, raw_dir=opts.raw_dir, data_dir=opts.data_dir, order_seed=streams.order_seed,
+                           n_devices=n_dev)
+    errors.raise_if_stopped()  # a stop asked for while the data was read: nothing to save yet
+    model = models.from_config(cfg, ds.num_classes)
+    state = train.create_train_state(model, streams.init, ds.shape, optim.make_optimizer(cfg, ds.steps_per_epoch))
+    n_params = models.count_params(state.params)
+    say(_header(cfg, name, model, n_params, ds, n_dev))
+    errors.raise_if_stopped()
+    with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=opts.keep, every_steps=cfg.checkpoint_every_steps,
+                                 every_minutes=cfg.checkpoint_every_minutes) as ckpt:
+        # tensorboard --logdir <tensorboard_dir>
+        tb = Path(opts.tensorboard_dir) if opts.tensorboard_dir is not None else workdir / "tensorboard"
+        writer = metrics.TensorBoardWriter(str(tb)) if primary else None
+
+        def on_layer_norms(epoch: int, norms: train.LayerNorms) -> None:
+            metrics.append_layer_norms(workdir / metrics.LAYER_FILE, state.layers, norms)
+            writer.layer_norms(state.layers, norms)
+
+        try:
+            fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=opts.progress and primary,
+                            log=None if primary else say, on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
+                            on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel)
+        finally:
+            if writer is not None:
+                writer.close()
+    history = fit.history[:cfg.epochs]
+    return {"schema": SCHEMA, "run": name, "study": opts.study, "config": config.to_dict(cfg),
+            "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
+            "history": history, "final": history[-1], "diverged": fit.diverged,
+            "wall_time_s": sum(h["epoch_time_s"] for h in history), "environment": environment(cfg.compute.precision)}
+
+
+def _header(cfg, name: str, model, n_params: int, ds, n_dev: int) -> str:
+    """The run's first line: what trains, on what, with which settings and backend."""
+    import jax
+
+    from jaxres import conv, cpu
+
+    n_all = n_dev * jax.process_count()
+    how = (f"{n_all} devices ({cfg.parallel}" + (f", {jax.process_count()} processes)" if jax.process_count() > 1
+                                                  else ")") if n_all > 1 else "1 device")
+    cpu_note = (f", CPU setup: fast path {cpu.fast_path_status()}, kept memory {cpu.memory_status()}"
+                if jax.default_backend() == "cpu" else "")
+    return (f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
+            f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
+            f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
+            f"{how}, {_compute_note(cfg.compute)}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}, "
+            f"{_saves_note(cfg)}")
 
 
 def _saves_note(cfg) -> str:

@@ -411,6 +411,116 @@ def evaluate(state: TrainState, eval_fn: Callable, data: BatchSource, split: str
     return M.summarize(total)
 
 
+@dataclasses.dataclass
+class Placement:
+    """How a fit's steps run, chosen once (``place_run``): one device (jit), a device mesh of every process
+    (sharded jit: the state as replicated global arrays) or this process's devices (pmap: a replica each)."""
+
+    mesh: Mesh | None = None            # the sharded-jit path's
+    devices: list | None = None         # the pmap path's (more than one)
+
+    def steps(self, state: TrainState, layer_norms_every: int) -> tuple[TrainState, Callable, Callable]:
+        """(state placed for the steps, train step, eval step)."""
+        if self.mesh is not None:
+            return state, sharded_train_step(self.mesh, layer_norms_every=layer_norms_every), sharded_eval_step(self.mesh)
+        if self.devices is not None:
+            return (replicate(state, self.devices), pmap_train_step(devices=self.devices, layer_norms_every=layer_norms_every),
+                    pmap_eval_step(devices=self.devices))
+        return state, jit_train_step(layer_norms_every=layer_norms_every), jit_eval_step()
+
+    def single(self, state: TrainState) -> TrainState:
+        """One copy of the state (pmap's replicas are identical)."""
+        return unreplicate(state) if self.devices is not None else state
+
+
+def place_run(state: TrainState, data: BatchSource, parallel: str) -> tuple[TrainState, Placement]:
+    """Check ``parallel`` against the devices and processes and choose the placement; on the sharded-jit path the
+    state becomes global arrays now, before a restore, so that orbax restores them in place."""
+    if parallel not in PARALLEL:
+        raise ValueError(f"parallel={parallel!r} is not one of {', '.join(PARALLEL)}")
+    n_proc = data.process_count
+    if parallel == "pmap" and n_proc > 1:
+        raise ValueError("the pmap path runs in one process; with several processes use parallel='jit'")
+    if n_proc > 1 and data.n_devices != jax.local_device_count():
+        raise ValueError(f"with several processes every local device takes part: n_devices must be "
+                         f"{jax.local_device_count()}, got {data.n_devices}")
+    devices = jax.local_devices()[:data.n_devices]
+    if parallel == "jit" and data.n_devices * n_proc > 1:
+        mesh = make_mesh(jax.devices() if n_proc > 1 else devices)
+        data.set_sharding(batch_sharding(mesh))
+        return place(state, mesh), Placement(mesh=mesh)
+    return state, Placement(devices=devices if parallel == "pmap" and data.n_devices > 1 else None)
+
+
+def resume(state: TrainState, checkpointer: CheckpointStore | None, epochs: int, steps_per_epoch: int,
+           log: Callable[[str], None]) -> tuple[TrainState, list[dict], int, dict[str, Any] | None]:
+    """(state, history, first step, carry) after the newest intact checkpoint: the last finished epoch's, then
+    a save inside the next epoch where there is one (its step and its running sums, ``carry``)."""
+    history: list[dict] = []
+    if checkpointer is None:
+        return state, history, 0, None
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+        state, history = restored
+        log(f"resuming after epoch {len(history)} from {checkpointer.run_dir}")
+    partial = (checkpointer.restore_partial(state, len(history))
+               if hasattr(checkpointer, "restore_partial") and len(history) < epochs else None)
+    if partial is None:
+        return state, history, 0, None
+    state, start, carry = partial
+    log(f"resuming epoch {len(history) + 1} after its step {start} of {steps_per_epoch}")
+    return state, history, start, carry
+
+
+class _EpochClock:
+    """The epoch under way's wall time, counting the time a resumed epoch had already taken."""
+
+    def start(self, carry: dict[str, Any] | None) -> None:
+        self.began = time.perf_counter() - (float(carry["elapsed_s"]) if carry and "elapsed_s" in carry else 0.0)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.began
+
+
+def _save_inside_epoch(checkpointer: CheckpointStore | None, history: list[dict], epochs: int, steps: int,
+                       placement: Placement, clock: _EpochClock, log: Callable[[str], None]) -> Callable | None:
+    """The save ``train_epoch`` calls inside an epoch (on its schedule, and when a stop is asked for), or None."""
+    if checkpointer is None or not hasattr(checkpointer, "save_partial"):
+        return None
+
+    def save(s: TrainState, done: int, c: dict[str, Any]) -> None:
+        c["elapsed_s"] = np.float64(clock.elapsed())  # the epoch's time so far, for its row
+        checkpointer.save_partial(placement.single(s), history, done, c)
+        if errors.pending_stop() is not None:
+            log(f"epoch {len(history) + 1}/{epochs}: stopped after step {done} of {steps}, "
+                "which is saved: the same command continues from the next one")
+    return save
+
+
+def _train_row(epoch: int, m: dict[str, Any]) -> dict[str, Any]:
+    return {"epoch": epoch + 1, "train_loss": m["loss"], "train_accuracy": m["accuracy"],
+            "grad_norm": m["grad_norm"], "train_examples": m["count"]}
+
+
+def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs: int, eval_fn: Callable,
+                 data: BatchSource, clock: _EpochClock, log: Callable[[str], None]) -> tuple[dict, dict | None]:
+    """(the epoch's history row, None) after evaluating the test split; or, where a step was non-finite,
+    (its row without test metrics, where it diverged): that epoch is neither evaluated nor checkpointed."""
+    row = _train_row(epoch, train_m)
+    if train_m["nonfinite_steps"]:
+        diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
+        row.update(test_loss=None, test_accuracy=None, test_examples=0, diverged=True, epoch_time_s=clock.elapsed())
+        log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
+            f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not checkpointed")
+        return row, diverged
+    test_m = evaluate(state, eval_fn, data)
+    row.update(test_loss=test_m["loss"], test_accuracy=test_m["accuracy"], test_examples=test_m["count"],
+               epoch_time_s=clock.elapsed())
+    log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
+        f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
+    return row, None
+
+
 def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         checkpointer: CheckpointStore | None = None, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
@@ -418,13 +528,13 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         parallel: str = "jit") -> FitResult:
     """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating the test split after each.
 
-    With a ``checkpointer`` the run resumes after the newest intact checkpoint and saves one at
+    With a ``checkpointer`` the run resumes after the newest intact checkpoint (``resume``) and saves one at
     the end of every epoch; a finished run trains nothing. Each epoch appends a row to the
     history and passes it to ``on_epoch`` (metric writers). Train metrics are the running means
     over the epoch's steps, as Keras reports them. A step with a non-finite loss or gradient ends
     the run after its epoch: that epoch is neither evaluated nor checkpointed, and ``diverged``
     says where. On several devices (``data.n_devices`` on each of the processes) the step is
-    data-parallel: ``parallel="jit"`` compiles one program over a device mesh of every process
+    data-parallel (``place_run``): ``parallel="jit"`` compiles one program over a device mesh of every process
     (``sharded_train_step``, the state as replicated global arrays, checkpointed by every process
     together), ``"pmap"`` replicates it over this process's devices (one process only).
     With ``layer_norms_every=N`` every N-th step records per-layer norms (module docstring), passed
@@ -432,90 +542,34 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     """
     from tqdm import tqdm
 
-    if parallel not in PARALLEL:
-        raise ValueError(f"parallel={parallel!r} is not one of {', '.join(PARALLEL)}")
     log = log or tqdm.write
-    n_proc = data.process_count
-    if parallel == "pmap" and n_proc > 1:
-        raise ValueError("the pmap path runs in one process; with several processes use parallel='jit'")
-    if n_proc > 1 and data.n_devices != jax.local_device_count():
-        raise ValueError(f"with several processes every local device takes part: n_devices must be "
-                         f"{jax.local_device_count()}, got {data.n_devices}")
-    sharded = parallel == "jit" and data.n_devices * n_proc > 1
-    multi = parallel == "pmap" and data.n_devices > 1
-    devices = jax.local_devices()[:data.n_devices]
-    if sharded:  # the global arrays go in before the restore, so orbax restores them in place
-        mesh = make_mesh(jax.devices() if n_proc > 1 else devices)
-        state = place(state, mesh)
-        data.set_sharding(batch_sharding(mesh))
-    history: list[dict] = []
-    start, carry = 0, None
-    if checkpointer is not None:
-        restored = checkpointer.restore_latest(state)
-        if restored is not None:
-            state, history = restored
-            log(f"resuming after epoch {len(history)} from {checkpointer.run_dir}")
-        partial = (checkpointer.restore_partial(state, len(history))
-                   if hasattr(checkpointer, "restore_partial") and len(history) < epochs else None)
-        if partial is not None:
-            state, start, carry = partial
-            log(f"resuming epoch {len(history) + 1} after its step {start} of {data.steps_per_epoch}")
+    state, placement = place_run(state, data, parallel)
+    state, history, start, carry = resume(state, checkpointer, epochs, data.steps_per_epoch, log)
     if len(history) >= epochs:
         log(f"already trained for {len(history)} epochs: nothing to do")
         data.set_sharding(None)
         return FitResult(state, history, None)
-    if sharded:
-        step_fn = sharded_train_step(mesh, layer_norms_every=layer_norms_every)
-        eval_fn = sharded_eval_step(mesh)
-    elif multi:
-        step_fn = pmap_train_step(devices=devices, layer_norms_every=layer_norms_every)
-        eval_fn = pmap_eval_step(devices=devices)
-        state = replicate(state, devices)
-    else:
-        step_fn, eval_fn = jit_train_step(layer_norms_every=layer_norms_every), jit_eval_step()
-    single = unreplicate if multi else (lambda s: s)
-    diverged = None
+    state, step_fn, eval_fn = placement.steps(state, layer_norms_every)
+    clock, diverged = _EpochClock(), None
+    save = _save_inside_epoch(checkpointer, history, epochs, data.steps_per_epoch, placement, clock, log)
+    agree = getattr(checkpointer, "agree", None)
     try:
-        save, agree = None, getattr(checkpointer, "agree", None)
-        if checkpointer is not None and hasattr(checkpointer, "save_partial"):
-            def save(s: TrainState, done: int, c: dict[str, Any]) -> None:
-                c["elapsed_s"] = np.float64(time.perf_counter() - began)  # the epoch's time so far, for its row
-                checkpointer.save_partial(single(s), history, done, c)
-                if errors.pending_stop() is not None:
-                    log(f"epoch {len(history) + 1}/{epochs}: stopped after step {done} of {data.steps_per_epoch}, "
-                        "which is saved: the same command continues from the next one")
-        with errors.training(n_proc):  # a stop signal now waits for the step under way, and saves it
+        with errors.training(data.process_count):  # a stop signal now waits for the step under way, and saves it
             for epoch in range(len(history), epochs):
-                began = time.perf_counter() - (float(carry["elapsed_s"]) if carry and "elapsed_s" in carry else 0.0)
-                state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams,
-                                                     f"epoch {epoch + 1}/{epochs}", progress, start, carry, save,
-                                                     agree)
+                clock.start(carry)
+                state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams, f"epoch {epoch + 1}/{epochs}",
+                                                     progress, start, carry, save, agree)
                 start, carry = 0, None
                 if layers is not None and on_layer_norms is not None:
                     on_layer_norms(epoch + 1, layers)
-                row = {"epoch": epoch + 1, "train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
-                       "grad_norm": train_m["grad_norm"], "train_examples": train_m["count"]}
-                if train_m["nonfinite_steps"]:
-                    diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
-                    row.update(test_loss=None, test_accuracy=None, test_examples=0, diverged=True,
-                               epoch_time_s=time.perf_counter() - began)
-                    history.append(row)
-                    log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
-                        f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not "
-                        "checkpointed")
-                    if on_epoch is not None:
-                        on_epoch(row)
-                    break
-                test_m = evaluate(state, eval_fn, data)
-                row.update(test_loss=test_m["loss"], test_accuracy=test_m["accuracy"], test_examples=test_m["count"],
-                           epoch_time_s=time.perf_counter() - began)
+                row, diverged = _close_epoch(state, train_m, epoch, epochs, eval_fn, data, clock, log)
                 history.append(row)
-                log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
-                    f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
-                if checkpointer is not None:
-                    checkpointer.save(single(state), history)
+                if checkpointer is not None and diverged is None:
+                    checkpointer.save(placement.single(state), history)
                 if on_epoch is not None:
                     on_epoch(row)
+                if diverged is not None:
+                    break
                 if agree is not None:  # with several processes: a stop asked for on any of them stops all
                     agree(None, False, errors.pending_stop())
                 errors.raise_if_stopped()  # a stop asked for during the evaluation or the save: the epoch is kept
@@ -523,4 +577,4 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         data.set_sharding(None)
         if checkpointer is not None:
             checkpointer.wait()
-    return FitResult(single(state), history, diverged)
+    return FitResult(placement.single(state), history, diverged)

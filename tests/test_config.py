@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from jaxres import config
+from jaxres import config, models
 from jaxres.config import ConfigError, RunConfig
 
 
@@ -12,10 +12,11 @@ def test_defaults_are_the_seed_study():
     assert (cfg.optimizer.name, cfg.optimizer.lr) == ("adam", 1e-3)
     assert cfg.optimizer.settings() == {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
     assert (cfg.data.batch_size, cfg.data.augment, cfg.schedule.name) == (128, False, "constant")
-    assert cfg.model.build(10).norm == "none"  # the seed networks' own: no normalization
-    resnet = config.replace(cfg, "model.name", "resnet20").model.build(10)
+    assert models.build(cfg.model, 10).norm == "none"  # the seed networks' own: no normalization
+    resnet = models.build(config.replace(cfg, "model.name", "resnet20").model, 10)
     assert (resnet.norm, resnet.kernel_init) == ("batch", "he_normal")  # He et al.'s, unless set
-    assert config.replace(config.replace(cfg, "model.name", "resnet20"), "model.norm", "none").model.build(10).norm == "none"
+    assert models.build(config.replace(config.replace(cfg, "model.name", "resnet20"), "model.norm", "none").model,
+                        10).norm == "none"
 
 
 @pytest.mark.parametrize("key, text, value", [

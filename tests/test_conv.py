@@ -152,7 +152,7 @@ def test_a_models_convolutions_follow_the_config_it_was_built_from(order):
     counts = {}
     for name in order:
         cfg = config.replace(config.RunConfig(), "compute.conv", name)
-        model = config.replace(cfg, "model.name", "seed_cnn").build_model(10)
+        model = models.from_config(config.replace(cfg, "model.name", "seed_cnn"), 10)
         state = train.create_train_state(model, jax.random.key(0), (8, 8, 3))
         grad = jax.jit(jax.grad(lambda p: model.apply({"params": p}, x).sum()))
         counts[name] = grad.lower(state.params).as_text().count("stablehlo.convolution")

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxres import config, data, tfds_data
+from jaxres import config, data
+from jaxres.data import tfds_source as tfds_data
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -81,7 +81,7 @@ def test_bfloat16_onednn_passes_are_within_one_rounding_of_float32(case, kind, m
 def test_a_bfloat16_step_keeps_float32_parameters_state_and_loss(name, norm):
     cfg = config.replace(config.replace(config.RunConfig(), "model.name", name), "compute.precision", "bfloat16")
     cfg = config.replace(cfg, "model.norm", norm)
-    model = cfg.build_model(10)
+    model = models.from_config(cfg, 10)
     assert model.dtype == BF16
     state = train.create_train_state(model, jax.random.key(0), (16, 16, 3), optax.adam(1e-3))
     rng = np.random.default_rng(0)

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from jaxres.data import Arrays, DataError, Dataset, info, load_raw, raw_files, resolve_raw_dir
+from jaxres.data.formats import Arrays, info, load_raw, raw_files, resolve_raw_dir
+from jaxres.data.source import Dataset
+from jaxres.errors import DataError
 
 if TYPE_CHECKING:
     from jaxres.config import DataConfig

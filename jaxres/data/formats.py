@@ -1,0 +1,160 @@
+"""The datasets' original distribution files, read with numpy (no TensorFlow).
+
+Owns: one reader per file format (``READERS``, keyed like ``jaxres.registry.FORMAT_FILES``), where the raw
+files of a dataset are (``raw_files``: ``raw_dir/<folder>/`` under the names tfds uses; ``raw_dir``
+defaults to the ``JAXRES_RAW_DIR`` environment variable), ``load_raw`` (cached, read-only arrays) and
+``fingerprint`` (which examples a split holds, in any order).
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import math
+import os
+import struct
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from jaxres import registry
+from jaxres.errors import DataError
+from jaxres.registry import RAW_DIR_ENV
+
+Arrays = tuple[np.ndarray, np.ndarray]  # (uint8 images NHWC, int32 labels)
+
+
+def _read_gz(path: Path) -> bytes:
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot read {path}: {e} (truncated or corrupt? replace the file)") from None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    data = _read_gz(path)
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    if not 1 <= ndim <= 3 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} has a bad IDX header (rank {ndim}); replace the file")
+    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != math.prod(dims):  # Python integers: no overflow for a bogus header
+        raise DataError(f"{path} is truncated or damaged: its header says shape {dims} ({math.prod(dims):,} "
+                        f"bytes), it holds {body.size:,}")
+    return body.reshape(dims)
+
+
+def _read_idx_pair(paths: list[Path], split: str) -> Arrays:
+    img, lab = (paths[0], paths[1]) if split == "train" else (paths[2], paths[3])
+    images, labels = _read_idx(img), _read_idx(lab)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{img} and {lab} should hold images (rank 3) and labels (rank 1), "
+                        f"got ranks {images.ndim} and {labels.ndim}")
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{img} has {images.shape[0]} images but {lab} has {labels.shape[0]} labels")
+    return images[..., None], labels.astype(np.int32)
+
+
+def _read_cifar(path: Path, members: list[str], label_bytes: int) -> Arrays:
+    record = label_bytes + 32 * 32 * 3
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            names = {m.name: m for m in tar.getmembers()}
+            chunks = []
+            for m in members:
+                if m not in names:
+                    raise DataError(f"{path} has no {m}: is it the CIFAR binary version?")
+                chunks.append(tar.extractfile(names[m]).read())
+    except (OSError, EOFError, tarfile.TarError) as e:
+        raise DataError(f"cannot read {path}: {e} (truncated or corrupt? replace the file)") from None
+    data = np.frombuffer(b"".join(chunks), np.uint8)
+    if data.size % record:
+        raise DataError(f"{path} is truncated: {data.size} bytes is not a whole number of {record}-byte records")
+    data = data.reshape(-1, record)
+    images = data[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), data[:, label_bytes - 1].astype(np.int32)
+
+
+def _read_cifar10(paths: list[Path], split: str) -> Arrays:
+    members = ([f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
+               else ["cifar-10-batches-bin/test_batch.bin"])
+    return _read_cifar(paths[0], members, label_bytes=1)
+
+
+def _read_cifar100(paths: list[Path], split: str) -> Arrays:
+    return _read_cifar(paths[0], [f"cifar-100-binary/{split}.bin"], label_bytes=2)  # coarse, fine: fine label
+
+
+# ------------------------------------------------------------------ the registry (jaxres.registry) and its readers
+# One reader per file format of jaxres.registry.FORMAT_FILES: (the dataset's files, split) -> arrays.
+READERS: dict[str, Callable[[list[Path], str], Arrays]] = {
+    "idx": _read_idx_pair, "cifar10-binary": _read_cifar10, "cifar100-binary": _read_cifar100}
+DATASETS = registry.DATASETS
+DatasetInfo = registry.Dataset
+
+
+def info(name: str) -> registry.Dataset:
+    """The registry entry of ``name``; a DataError naming the known datasets otherwise."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def resolve_raw_dir(raw_dir: str | os.PathLike | None) -> Path | None:
+    """``raw_dir``, else $JAXRES_RAW_DIR, else None."""
+    raw_dir = raw_dir or os.environ.get(RAW_DIR_ENV)
+    return Path(raw_dir).expanduser() if raw_dir else None
+
+
+def raw_files(name: str, raw_dir: str | os.PathLike | None) -> list[Path]:
+    """The original files of ``name`` in ``raw_dir``; a DataError saying what to put where if any is missing."""
+    d = info(name)
+    files, folder = d.files, d.dir
+    root = resolve_raw_dir(raw_dir)
+    want = ", ".join(files)
+    if root is None:
+        raise DataError(f"no raw files for {name}: put {want} in DIR/{folder}/ and pass --raw-dir DIR "
+                        f"(or set {RAW_DIR_ENV}=DIR)")
+    paths = [root / folder / f for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"missing {p}: {name} needs {want} in {root / folder}/ (the original distribution files)")
+    return paths
+
+
+def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) -> Arrays:
+    """(images uint8 NHWC, labels int32) of ``split`` ("train" or "test"), in file order (read-only arrays)."""
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; choose train or test")
+    paths = raw_files(name, raw_dir)
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    return _readonly(_load_raw_cached(name, split, stamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_raw_cached(name: str, split: str, stamp: tuple) -> Arrays:
+    """Parsed once per process and file version: a study reads each dataset once, not once per run."""
+    d = info(name)
+    images, labels = READERS[d.format]([Path(s[0]) for s in stamp], split)
+    if images.shape[1:] != d.shape:
+        raise DataError(f"{stamp[0][0]} holds images of shape {images.shape[1:]}, {name} has {d.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= d.num_classes):
+        raise DataError(f"{stamp[0][0]} has labels outside 0..{d.num_classes - 1}; is it {name}?")
+    return images, labels
+
+
+def _readonly(arrays: Arrays) -> Arrays:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def fingerprint(images: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Sorted per-example digests (image bytes + label): equal lists mean the same examples, any order."""
+    return sorted(hashlib.sha1(im.tobytes() + bytes([int(l) % 256])).hexdigest()
+                  for im, l in zip(np.asarray(images), np.asarray(labels)))
