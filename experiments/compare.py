@@ -43,7 +43,7 @@ SWEEP_FLAGS = {"models": "model.name", "datasets": "data.name", "seeds": "seed"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxres import config, registry
+    from jaxres import config, catalog
 
     p = Parser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,23 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="make a config key an axis of the study, e.g. optimizer.lr=0.1,0.01 (repeatable); keys "
                         "that move together: optimizer.name,optimizer.lr=adam,0.001;sgd,0.1")
-    s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(registry.PRESETS)}")
-    s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(registry.DATASETS)}")
+    s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(catalog.PRESETS)}")
+    s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(catalog.DATASETS)}")
     s.add_argument("--seeds", help="sweep seed: comma-separated integers (the root of every random stream)")
     s.add_argument("--epochs", type=int, help="set epochs for every dataset (replaces the study's per-dataset epochs)")
     s.add_argument("--train-subset", type=int, help="set data.train_subset: the first N training examples")
     s.add_argument("--test-subset", type=int, help="set data.test_subset: the first N test examples")
     s.add_argument("--batch-size", type=int, help="set data.batch_size (global; the seed study's default: 128)")
     s.add_argument("--lr", type=float, help="set optimizer.lr (peak learning rate)")
-    s.add_argument("--optimizer", help=f"set optimizer.name ({', '.join(registry.OPTIMIZERS)})")
-    s.add_argument("--norm", help=f"set model.norm ({', '.join(registry.NORMS)})")
+    s.add_argument("--optimizer", help=f"set optimizer.name ({', '.join(catalog.OPTIMIZERS)})")
+    s.add_argument("--norm", help=f"set model.norm ({', '.join(catalog.NORMS)})")
     s.add_argument("--augment", action="store_true", help="set data.augment=true (pad-crop-flip)")
     s.add_argument("--source", help="set data.source: device (raw files read with numpy, batches made on the "
                                     "device, no TensorFlow) or tfds (tensorflow-datasets + tf.data)")
     s.add_argument("--list-keys", action="store_true", help="print every config key with the study's value, and exit")
     s.add_argument("--dry-run", action="store_true", help="print the runs of the study, and exit")
     io = p.add_argument_group("files")
-    raw_env = registry.RAW_DIR_ENV
+    raw_env = catalog.RAW_DIR_ENV
     io.add_argument("--raw-dir", default=os.environ.get(raw_env),
                     help=f"folder with <dataset>/<original files> (default ${raw_env})")
     io.add_argument("--data-dir", help="tfds data dir for --source tfds (default tfds's own)")

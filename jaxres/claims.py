@@ -39,7 +39,7 @@ from typing import Any
 
 from jaxres import stats
 from jaxres.config import POOLED, flatten
-from jaxres.registry import DATASETS
+from jaxres.catalog import DATASETS
 
 RESNET = "seed_resnet"
 PAIRS = (("seed_cnn", RESNET), ("seed_plain_twin", RESNET))  # (other, ResNet)

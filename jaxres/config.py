@@ -31,10 +31,10 @@ from typing import Annotated, Any, ClassVar, Literal
 import pydantic
 from pydantic import BaseModel, BeforeValidator, Field
 
-from jaxres import registry
+from jaxres import catalog
 
-OPTIMIZERS = tuple(registry.OPTIMIZERS)
-SCHEDULES = registry.SCHEDULES
+OPTIMIZERS = tuple(catalog.OPTIMIZERS)
+SCHEDULES = tuple(catalog.SCHEDULES)
 PARALLEL = ("jit", "pmap")              # how several devices share a step (jaxres.train.fit)
 DECAY_ON = ("all", "kernels")
 PRECISIONS = ("float32", "bfloat16")    # compute.precision: what convolutions, dense layers and activations run in
@@ -191,18 +191,18 @@ class DataConfig(Section):
     """Which examples a run sees and how they are batched (``jaxres.data``)."""
 
     prefix: ClassVar[str] = "data."
-    name: _names(registry.DATASETS) = "mnist"
+    name: _names(catalog.DATASETS) = "mnist"
     batch_size: Int = Field(128, ge=1)  # global, over all devices; the seed does not state one
     eval_batch_size: Int = Field(1000, ge=1)
-    preprocess: _names(registry.PREPROCESS) = "scale"  # x/255 (the seed's choice) or per-channel standardization
+    preprocess: _names(catalog.PREPROCESS) = "scale"  # x/255 (the seed's choice) or per-channel standardization
     augment: bool = False               # 4-pixel pad + random crop + horizontal flip
-    source: _names(registry.SOURCES) = "device"  # raw files read with numpy, batched on the device; or "tfds"
+    source: _names(catalog.SOURCES) = "device"  # raw files read with numpy, batched on the device; or "tfds"
     train_subset: Int | None = None     # the first N training examples only
     test_subset: Int | None = None      # the first N test examples only
 
     @pydantic.model_validator(mode="after")
     def _subsets(self) -> DataConfig:
-        info = registry.DATASETS[self.name]
+        info = catalog.DATASETS[self.name]
         for key, n, size in (("train_subset", self.train_subset, info.num_train),
                              ("test_subset", self.test_subset, info.num_test)):
             if n is not None and not 1 <= n <= size:
@@ -210,25 +210,25 @@ class DataConfig(Section):
         return self
 
     def check(self) -> None:
-        train = self.train_subset or registry.DATASETS[self.name].num_train
+        train = self.train_subset or catalog.DATASETS[self.name].num_train
         if self.batch_size > train:
             raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {train} training examples "
                               f"of {self.name}; lower it or raise data.train_subset")
 
 
 class ModelConfig(Section):
-    """A preset of ``jaxres.models`` (``jaxres.registry.PRESETS``) and its knobs; None keeps the preset's own."""
+    """A preset of ``jaxres.models`` (``jaxres.catalog.PRESETS``) and its knobs; None keeps the preset's own."""
 
     prefix: ClassVar[str] = "model."
-    name: _names(registry.PRESETS) = "seed_cnn"
-    norm: _names(registry.NORMS) | None = None  # None: the preset's own ("none" for the seed networks,
+    name: _names(catalog.PRESETS) = "seed_cnn"
+    norm: _names(catalog.NORMS) | None = None  # None: the preset's own ("none" for the seed networks,
                                                  # "batch" for He et al.'s resnet20 ... plain110)
     zero_init_residual: bool = False
-    shortcut: _names(registry.SHORTCUTS) | None = None
-    kernel_init: _names(registry.KERNEL_INITS) | None = None
+    shortcut: _names(catalog.SHORTCUTS) | None = None
+    kernel_init: _names(catalog.KERNEL_INITS) | None = None
 
     def check(self) -> None:
-        preset = registry.PRESETS[self.name]
+        preset = catalog.PRESETS[self.name]
         for key in ("shortcut", "zero_init_residual"):
             if getattr(self, key) not in (None, False) and preset.module != "ResNet":
                 raise ConfigError(f"model.{key} does not apply to {self.name} (it has no residual blocks)")
@@ -236,11 +236,11 @@ class ModelConfig(Section):
 
 class OptimizerConfig(Section):
     """The optax optimizer (``jaxres.optim.make_optimizer``). Defaults: the seed study's Adam. A setting left
-    None takes the optimizer's own default (``jaxres.registry.OPTIMIZERS``: Adam's betas 0.9/0.999, SGD's
+    None takes the optimizer's own default (``jaxres.catalog.OPTIMIZERS``: Adam's betas 0.9/0.999, SGD's
     momentum 0.9, ...); one the optimizer does not take cannot be set (``check``)."""
 
     prefix: ClassVar[str] = "optimizer."
-    name: _names(registry.OPTIMIZERS) = "adam"
+    name: _names(catalog.OPTIMIZERS) = "adam"
     lr: Number = Field(1e-3, gt=0)      # peak learning rate (the schedule multiplies it)
     b1: Number | None = Field(None, ge=0, lt=1)    # adam, adamw
     b2: Number | None = Field(None, ge=0, lt=1)
@@ -251,14 +251,14 @@ class OptimizerConfig(Section):
     decay_on: Literal[DECAY_ON] = "all"  # weight decay on every parameter, or on kernels only
 
     def check(self) -> None:
-        takes = registry.OPTIMIZERS[self.name]
+        takes = catalog.OPTIMIZERS[self.name].defaults
         for key in ("b1", "b2", "eps", "momentum", "nesterov", "weight_decay"):
             if getattr(self, key) is not None and key not in takes:
                 raise ConfigError(f"optimizer.{key} does not apply to {self.name} (it takes {', '.join(takes)})")
 
     def settings(self) -> dict[str, Any]:
         """The settings this optimizer trains with: its own defaults, updated by every key that was set."""
-        own = registry.OPTIMIZERS[self.name]
+        own = catalog.OPTIMIZERS[self.name].defaults
         return {k: own[k] if getattr(self, k) is None else getattr(self, k) for k in own}
 
 
@@ -266,7 +266,7 @@ class ScheduleConfig(Section):
     """How the learning rate moves: lr(step) = optimizer.lr * warm-up factor * schedule factor."""
 
     prefix: ClassVar[str] = "schedule."
-    name: _names(registry.SCHEDULES) = "constant"
+    name: _names(catalog.SCHEDULES) = "constant"
     warmup_steps: Int = Field(0, ge=0)  # linear warm-up, factor (step + 1) / warmup_steps
     boundaries: Steps = ()              # piecewise: multiply by `factor` at each of these steps
     factor: Number = Field(0.1, gt=0)
@@ -470,7 +470,8 @@ def differences(saved: Mapping[str, Any], asked: Mapping[str, Any]) -> list[str]
 def _resolved(flat: dict[str, Any]) -> dict[str, Any]:
     """A flat config with the optimizer's settings as it trains with them: unset ones (None, or absent) take
     its own defaults; those it does not take are dropped (a run saved before they were per optimizer has them)."""
-    takes = registry.OPTIMIZERS.get(flat.get("optimizer.name", "adam"), {})
+    known = catalog.OPTIMIZERS.get(flat.get("optimizer.name", "adam"))
+    takes = known.defaults if known is not None else {}
     out = {k: v for k, v in flat.items() if k.removeprefix("optimizer.") not in OPTIMIZER_SETTINGS}
     for k, default in takes.items():
         value = flat.get(f"optimizer.{k}")
@@ -492,7 +493,7 @@ def run_name(cfg: RunConfig) -> str:
 
 # The optimizer settings as one list held them before each optimizer had its own (Adam's b1, b2, eps, SGD's
 # momentum and nesterov, no weight decay): run names hash them, fixed here, so that no optimizer added to the
-# registry, in any place, renames a run folder (tests/test_identity.py pins the names of every study preset).
+# catalog, in any place, renames a run folder (tests/test_identity.py pins the names of every study preset).
 NAMED_OPTIMIZER_SETTINGS = {"optimizer.b1": 0.9, "optimizer.b2": 0.999, "optimizer.eps": 1e-8,
                             "optimizer.momentum": 0.9, "optimizer.nesterov": False, "optimizer.weight_decay": 0.0}
 
@@ -511,7 +512,7 @@ class Study:
     An axis is ``(key, values)``, or ``((key1, key2, ...), rows)`` for keys that move together (a
     *tied* axis: each row sets every key, e.g. each optimizer with its own learning rate).
     ``epochs_by_dataset`` gives each dataset its epoch count (a protocol's choice; a dataset it does not list
-    trains for its own, ``jaxres.registry.Dataset.epochs``); setting or sweeping ``epochs`` replaces it for
+    trains for its own, ``jaxres.catalog.Dataset.epochs``); setting or sweeping ``epochs`` replaces it for
     every dataset.
     """
 
@@ -612,8 +613,8 @@ class Study:
             for k, v in zip(keys_, combo):
                 for key, value in (zip(k, v) if isinstance(k, tuple) else ((k, v),)):
                     cfg = _replace_nested(cfg, key, value)
-            if self.epochs_by_dataset is not None:  # else the dataset's own (jaxres.registry.Dataset.epochs)
-                epochs = dict(self.epochs_by_dataset).get(cfg.data.name, registry.DATASETS[cfg.data.name].epochs)
+            if self.epochs_by_dataset is not None:  # else the dataset's own (jaxres.catalog.Dataset.epochs)
+                epochs = dict(self.epochs_by_dataset).get(cfg.data.name, catalog.DATASETS[cfg.data.name].epochs)
                 cfg = _replace_nested(cfg, "epochs", epochs)
             out.setdefault(run_name(cfg), cfg.check())
         return list(out.values())

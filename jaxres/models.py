@@ -73,17 +73,29 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxres import registry
+from jaxres import catalog
 from jaxres.config import PRECISIONS, ConfigError
 from jaxres.conv import conv_bias_act, conv_bias_add_act, traced_with
 from jaxres.norms import make_norm
-from jaxres.registry import NORMS, SHORTCUTS  # noqa: F401 - the names configs accept
+from jaxres.catalog import NORMS, SHORTCUTS  # noqa: F401 - the names configs accept
 HEADS = ("flatten", "avgpool")
 PAD = ((1, 1), (1, 1))  # 3x3 convolutions: one pixel on every side, at every stride (module docstring)
-KERNEL_INITS = {
-    "glorot_uniform": nn.initializers.glorot_uniform(),  # Keras default, as in the seed study
-    "he_normal": nn.initializers.variance_scaling(2.0, "fan_in", "normal"),  # He et al.: N(0, 2 / fan_in)
-}
+
+
+def glorot_uniform() -> Callable[..., Any]:
+    """Keras's default kernel initializer, as in the seed study (catalog.KERNEL_INITS["glorot_uniform"])."""
+    return nn.initializers.glorot_uniform()
+
+
+def he_normal() -> Callable[..., Any]:
+    """He et al.'s N(0, 2 / fan_in), not truncated as jax's he_normal (catalog.KERNEL_INITS["he_normal"])."""
+    return nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def initializer(name: str) -> Callable[..., Any]:
+    """The initializer the catalog calls ``name``."""
+    _check_choice("kernel_init", name, tuple(catalog.KERNEL_INITS))
+    return catalog.resolve("kernel_init", name)()
 
 
 def _check_input(x: jnp.ndarray) -> None:
@@ -110,7 +122,7 @@ class Conv(nn.Module):
     padding: Any = PAD
     use_bias: bool = True
     relu: bool = False
-    kernel_init: Callable[..., Any] = KERNEL_INITS["glorot_uniform"]
+    kernel_init: Callable[..., Any] = nn.initializers.glorot_uniform()
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -138,8 +150,7 @@ def _with_compute(call: Callable) -> Callable:
 
 def _conv(init: str, **kw: Any) -> Callable[..., nn.Module]:
     """``Conv`` with the named kernel initializer."""
-    _check_choice("kernel_init", init, tuple(KERNEL_INITS))
-    return functools.partial(Conv, kernel_init=KERNEL_INITS[init], **kw)
+    return functools.partial(Conv, kernel_init=initializer(init), **kw)
 
 
 class PlainCNN(nn.Module):
@@ -164,7 +175,7 @@ class PlainCNN(nn.Module):
             if norm is not None:
                 x = norm(w, name=f"norm{i}")(x, relu=True)  # ... or after the normalization
         x = x.reshape((x.shape[0], -1))
-        x = nn.Dense(self.num_classes, kernel_init=KERNEL_INITS[self.kernel_init], dtype=self.dtype, name="head")(x)
+        x = nn.Dense(self.num_classes, kernel_init=initializer(self.kernel_init), dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
 
 
@@ -299,20 +310,20 @@ class ResNet(nn.Module):
                                post_act=self.post_act, kernel_init=self.kernel_init, dtype=self.dtype,
                                name=f"stage{i}_block{j}")(x)
         x = x.reshape((x.shape[0], -1)) if self.head == "flatten" else jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, kernel_init=KERNEL_INITS[self.kernel_init], dtype=self.dtype, name="head")(x)
+        x = nn.Dense(self.num_classes, kernel_init=initializer(self.kernel_init), dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32)
 
 
 # ---------------------------------------------------------------------------- presets
 def preset(name: str) -> Callable[..., nn.Module]:
-    """The network ``jaxres.registry.PRESETS[name]`` describes, as a constructor taking knobs."""
-    if name not in registry.PRESETS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(registry.PRESETS)}")
-    p = registry.PRESETS[name]
-    return functools.partial({"PlainCNN": PlainCNN, "ResNet": ResNet}[p.module], **p.settings)
+    """The network ``jaxres.catalog.PRESETS[name]`` describes, as a constructor taking knobs."""
+    if name not in catalog.PRESETS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(catalog.PRESETS)}")
+    p = catalog.PRESETS[name]
+    return functools.partial(catalog.resolve("model", name), **p.settings)
 
 
-PRESETS: dict[str, Callable[..., nn.Module]] = {name: preset(name) for name in registry.PRESETS}
+PRESETS: dict[str, Callable[..., nn.Module]] = {name: preset(name) for name in catalog.PRESETS}
 seed_cnn, seed_resnet, seed_plain_twin = PRESETS["seed_cnn"], PRESETS["seed_resnet"], PRESETS["seed_plain_twin"]
 resnet20, plain20, resnet56, plain56 = PRESETS["resnet20"], PRESETS["plain20"], PRESETS["resnet56"], PRESETS["plain56"]
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxres import config, conv
 
-from jaxres.registry import NORMS  # noqa: E402 - the normalizations make_norm builds
+from jaxres.catalog import NORMS  # noqa: E402 - the normalizations make_norm builds
 ENV = config.COMPUTE_ENV["onednn_norm"]  # compute.onednn_norm=false: flax's batch norm in XLA on onednn too
 
 

@@ -18,6 +18,10 @@ each of ``boundaries``, e.g. He et al.'s 0.1 at 32k and 48k steps); ``cosine`` (
 optional linear warm-up, factor (step + 1) / warmup_steps, whose steps count towards the
 boundaries and the cosine (steps are absolute). ``tests/test_optim.py`` checks the updates
 against ``torch.optim`` on the same gradients (Lion, which PyTorch lacks, against a NumPy reference).
+
+Each optimizer and schedule is one entry of ``jaxres.catalog`` (its name, its settings and defaults, and the
+path of its builder here: ``adam``, ``sgd``, ``cosine_schedule`` ...), resolved when a run is built: adding one is
+that entry plus its builder function.
 """
 from __future__ import annotations
 
@@ -28,36 +32,37 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxres import catalog
 from jaxres.config import ConfigError, RunConfig, ScheduleConfig
 
 
-def _cosine(cfg: ScheduleConfig, lr: float, total_steps: int | None) -> optax.Schedule:
+def cosine_schedule(cfg: ScheduleConfig, lr: float, total_steps: int | None) -> optax.Schedule:
     steps = cfg.decay_steps or total_steps
     if steps is None:
         raise ConfigError("schedule.name='cosine' without schedule.decay_steps needs the run's total steps")
     return optax.cosine_decay_schedule(lr, steps, alpha=cfg.final_fraction)
 
 
-# One entry per schedule name of ``jaxres.registry.SCHEDULES``: (settings, peak lr, total steps or None) -> schedule.
-SCHEDULE_BUILDERS: dict[str, Callable[[ScheduleConfig, float, int | None], optax.Schedule]] = {
-    "constant": lambda cfg, lr, total: optax.constant_schedule(lr),
-    "piecewise": lambda cfg, lr, total: optax.piecewise_constant_schedule(lr, {int(b): cfg.factor
-                                                                               for b in cfg.boundaries}),
-    "cosine": _cosine,
-}
+def constant_schedule(cfg: ScheduleConfig, lr: float, total_steps: int | None) -> optax.Schedule:
+    return optax.constant_schedule(lr)
 
 
-def _lookup(table: dict[str, Any], key: str, name: str) -> Any:
-    """``table[name]``, or one ConfigError line: a name the config accepts but nothing here builds never
-    falls through to another optimizer or schedule."""
-    if name not in table:
-        raise ConfigError(f"{key}={name!r} has no builder in jaxres.optim; known: {', '.join(table)}")
-    return table[name]
+def piecewise_schedule(cfg: ScheduleConfig, lr: float, total_steps: int | None) -> optax.Schedule:
+    return optax.piecewise_constant_schedule(lr, {int(b): cfg.factor for b in cfg.boundaries})
+
+
+def _builder(kind: str, name: str) -> Callable[..., Any]:
+    """The builder jaxres.catalog names for ``name``, or one ConfigError line: a name the config accepts but
+    nothing builds never falls through to another optimizer or schedule."""
+    try:
+        return catalog.resolve(kind, name)
+    except (ValueError, ImportError, AttributeError) as e:
+        raise ConfigError(f"{kind}.name={name!r} has no builder ({e})") from None
 
 
 def make_schedule(cfg: ScheduleConfig, lr: float, total_steps: int | None = None) -> optax.Schedule:
     """The learning rate as a function of the (0-based) step."""
-    main = _lookup(SCHEDULE_BUILDERS, "schedule.name", cfg.name)(cfg, lr, total_steps)
+    main = _builder("schedule", cfg.name)(cfg, lr, total_steps)
     if not cfg.warmup_steps:
         return main
     warmup = cfg.warmup_steps
@@ -69,11 +74,11 @@ def _kernels_only(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def _adam(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+def adam(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
     return _l2(optax.adam(lr, b1=s["b1"], b2=s["b2"], eps=s["eps"]), s, mask)
 
 
-def _sgd(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+def sgd(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
     return _l2(optax.sgd(lr, momentum=s["momentum"] or None, nesterov=s["nesterov"]), s, mask)
 
 
@@ -82,15 +87,12 @@ def _l2(tx: optax.GradientTransformation, s: dict[str, Any], mask: Any) -> optax
     return optax.chain(optax.add_decayed_weights(s["weight_decay"], mask), tx) if s["weight_decay"] else tx
 
 
-# One entry per optimizer of ``jaxres.registry.OPTIMIZERS`` (which also lists the settings each takes, with its
-# defaults): (its settings, ``OptimizerConfig.settings()``; learning rate or schedule; decay mask) -> optax.
-OPTIMIZER_BUILDERS: dict[str, Callable[[dict[str, Any], optax.ScalarOrSchedule, Any], optax.GradientTransformation]] = {
-    "adam": _adam,
-    "adamw": lambda s, lr, mask: optax.adamw(lr, b1=s["b1"], b2=s["b2"], eps=s["eps"], weight_decay=s["weight_decay"],
-                                             mask=mask),
-    "sgd": _sgd,
-    "lion": lambda s, lr, mask: optax.lion(lr, b1=s["b1"], b2=s["b2"], weight_decay=s["weight_decay"], mask=mask),
-}
+def adamw(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+    return optax.adamw(lr, b1=s["b1"], b2=s["b2"], eps=s["eps"], weight_decay=s["weight_decay"], mask=mask)
+
+
+def lion(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.GradientTransformation:
+    return optax.lion(lr, b1=s["b1"], b2=s["b2"], weight_decay=s["weight_decay"], mask=mask)
 
 
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int | None = None) -> optax.GradientTransformation:
@@ -99,4 +101,4 @@ def make_optimizer(cfg: RunConfig, steps_per_epoch: int | None = None) -> optax.
     total = steps_per_epoch * cfg.epochs if steps_per_epoch else None
     lr = make_schedule(cfg.schedule, o.lr, total)
     mask = _kernels_only if o.decay_on == "kernels" else None
-    return _lookup(OPTIMIZER_BUILDERS, "optimizer.name", o.name)(o.check() or o.settings(), lr, mask)
+    return _builder("optimizer", o.name)(o.check() or o.settings(), lr, mask)

@@ -19,9 +19,9 @@ import numpy as np
 from pathlib import Path
 from typing import Any
 
-from jaxres import claims, registry, stats
+from jaxres import claims, catalog, stats
 from jaxres.config import POOLED, flatten
-from jaxres.registry import DATASETS
+from jaxres.catalog import DATASETS
 from jaxres.runner import SCHEMA  # results.json's layout: defined once, by its writer
 
 GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
@@ -402,8 +402,8 @@ DEPTH_KINDS = ("plain", "resnet")
 
 
 def _depth_of(model: str) -> tuple[str, int] | None:
-    """("plain" | "resnet", depth) for He et al.'s CIFAR networks (their registry facts), else None."""
-    preset = registry.PRESETS.get(model)
+    """("plain" | "resnet", depth) for He et al.'s CIFAR networks (their catalog facts), else None."""
+    preset = catalog.PRESETS.get(model)
     return (preset.kind, preset.depth) if preset is not None and preset.family == "he" else None
 
 

@@ -124,7 +124,7 @@ def test_a_study_is_the_product_of_its_axes_with_per_dataset_epochs():
 
 def test_a_dataset_the_study_does_not_list_trains_for_its_own_epochs():
     """A newly registered dataset needs no --epochs: a per-dataset study falls back to the dataset's own count
-    (jaxres.registry), a study with one count for all uses it."""
+    (jaxres.catalog), a study with one count for all uses it."""
     assert {r.epochs for r in config.get_study("seed").sweep("data.name", "fashion_mnist,cifar100").runs()} == {30, 100}
     assert {r.epochs for r in config.get_study("quick").sweep("data.name", "fashion_mnist").runs()} == {3}
     assert config.get_study("seed").sweep("data.name", "fashion_mnist").set("epochs", 2).runs()[0].epochs == 2

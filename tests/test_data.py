@@ -38,7 +38,7 @@ def tfds_dir(tmp_path_factory):
 
 # ------------------------------------------------------------------ raw files
 def test_registry_describes_each_dataset_once():
-    assert {"mnist", "cifar10"} <= set(data.DATASETS)  # every entry is read in tests/test_registry.py
+    assert {"mnist", "cifar10"} <= set(data.DATASETS)  # every entry is read in tests/test_catalog.py
     mnist, cifar = data.DATASETS["mnist"], data.DATASETS["cifar10"]
     assert mnist.shape == (28, 28, 1) and cifar.shape == (32, 32, 3) and data.DATASETS["cifar100"].num_classes == 100
     assert (mnist.num_train, mnist.num_test, cifar.num_train) == (60000, 10000, 50000)

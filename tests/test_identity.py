@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxres import claims, config, registry, report
+from jaxres import claims, config, catalog, report
 
 PINNED = json.loads((Path(__file__).parent / "data" / "run_names.json").read_text())
 
@@ -27,8 +27,9 @@ def test_every_preset_keeps_the_run_names_its_finished_runs_have(study):
 
 def test_an_optimizer_registered_first_renames_no_run(monkeypatch):
     """The names once hashed the first registered default of every optimizer setting: dict order."""
-    first = {"lion": {"b1": 0.5, "b2": 0.5, "weight_decay": 0.1, "momentum": 0.1, "eps": 1.0, "nesterov": True}}
-    monkeypatch.setattr(registry, "OPTIMIZERS", first | registry.OPTIMIZERS)
+    first = {"lion": catalog.Optimizer("lion", "jaxres.optim:lion", {"b1": 0.5, "b2": 0.5, "weight_decay": 0.1,
+                                                                    "momentum": 0.1, "eps": 1.0, "nesterov": True})}
+    monkeypatch.setattr(catalog, "OPTIMIZERS", first | catalog.OPTIMIZERS)
     for study in ("seed", "depth_cpu", "norm_opt"):
         assert _names(study) == PINNED[study]
 

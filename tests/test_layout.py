@@ -96,7 +96,7 @@ def test_jaxres_has_no_import_circle():
 
 
 def test_the_description_of_runs_imports_no_model_and_no_jax():
-    """config and registry describe runs; nothing they import (transitively) builds a model or imports JAX."""
+    """config and catalog describe runs; nothing they import (transitively) builds a model or imports JAX."""
     graph = import_graph()
     seen, todo = set(), ["jaxres.config"]
     while todo:
@@ -104,7 +104,7 @@ def test_the_description_of_runs_imports_no_model_and_no_jax():
         if m not in seen:
             seen.add(m)
             todo += graph[m]
-    assert seen == {"jaxres.config", "jaxres.registry"}
+    assert seen == {"jaxres.config", "jaxres.catalog"}
     for m in seen:
         tree = ast.parse((PKG / (m.split(".", 1)[1] + ".py")).read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

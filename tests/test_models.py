@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxres import models, registry
+from jaxres import models, catalog
 
 MNIST, CIFAR = (28, 28, 1), (32, 32, 3)
 
@@ -212,7 +212,7 @@ def test_every_preset_shapes_and_parameter_counts(name, shape):
     n = models.count_params(variables["params"])
     if (name, shape) in EXPECTED_PARAMS:
         assert n == EXPECTED_PARAMS[name, shape]
-    facts = registry.PRESETS[name]
+    facts = catalog.PRESETS[name]
     if facts.twin:  # a ResNet and its plain twin have the same parameters
         twin = models.get_model(facts.twin)
         assert models.count_params(jax.eval_shape(twin.init, jax.random.key(0), x)["params"]) == n

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxres import config, optim, registry
+from jaxres import config, optim, catalog
 
 
 def run_config(**sections):
@@ -112,8 +112,7 @@ def test_updates_equal_torch_optim_on_the_same_gradients(case):
 
 def test_every_registered_optimizer_and_schedule_builds_and_takes_a_step():
     """Each name the config accepts has exactly one builder, and each optimizer moves the parameters."""
-    assert set(optim.OPTIMIZER_BUILDERS) == set(config.OPTIMIZERS)
-    assert set(optim.SCHEDULE_BUILDERS) == set(config.SCHEDULES)
+    assert set(config.OPTIMIZERS) == set(catalog.OPTIMIZERS) and set(config.SCHEDULES) == set(catalog.SCHEDULES)
     params = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
     for name in config.OPTIMIZERS:
@@ -126,14 +125,14 @@ def test_every_registered_optimizer_and_schedule_builds_and_takes_a_step():
 
 
 def test_a_name_without_a_builder_is_one_config_error_not_another_optimizer(monkeypatch):
-    """A name registered (jaxres.registry) but not given a builder fails loudly (it once trained SGD silently)."""
-    monkeypatch.setitem(registry.OPTIMIZERS, "lamb", {"b1": 0.9, "b2": 0.95})
+    """A name registered (jaxres.catalog) but not given a builder fails loudly (it once trained SGD silently)."""
+    monkeypatch.setitem(catalog.OPTIMIZERS, "lamb", catalog.Optimizer("lamb", "jaxres.optim:lamb", {"b1": 0.9, "b2": 0.95}))
     lamb = config.RunConfig(optimizer=config.OptimizerConfig.model_construct(name="lamb", lr=1e-3, decay_on="all"))
     assert lamb.optimizer.settings() == {"b1": 0.9, "b2": 0.95}  # its own defaults, not Adam's b2
-    with pytest.raises(config.ConfigError, match="optimizer.name='lamb' has no builder in jaxres.optim"):
+    with pytest.raises(config.ConfigError, match="optimizer.name='lamb' has no builder .*no attribute 'lamb'"):
         optim.make_optimizer(lamb)
     linear = config.RunConfig(schedule=config.ScheduleConfig.model_construct(name="linear", warmup_steps=0))
-    with pytest.raises(config.ConfigError, match="schedule.name='linear' has no builder in jaxres.optim"):
+    with pytest.raises(config.ConfigError, match="schedule.name='linear' has no builder .*unknown schedule"):
         optim.make_optimizer(linear)
 
 

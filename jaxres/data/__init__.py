@@ -1,8 +1,8 @@
-"""Datasets: a registry, the original raw files read with numpy, and batches for a run.
+"""Datasets: the catalog's entries, the original raw files read with numpy, and batches for a run.
 
-Each dataset is described once in ``jaxres.registry.DATASETS`` (its folder, file format, image shape,
+Each dataset is described once in ``jaxres.catalog.DATASETS`` (its folder, file format, image shape,
 classes, split sizes, default epochs, and the seed study's published accuracies where they exist); this
-module reads each file format (``READERS``). Two sources give the same
+module reads each file format (``read_idx`` ...). Two sources give the same
 examples for a split, behind one interface (``Dataset``; made by ``make_dataset``):
 
 * ``DeviceDataset`` (``source="device"``, default, no TensorFlow): the original distribution
@@ -12,7 +12,7 @@ examples for a split, behind one interface (``Dataset``; made by ``make_dataset`
   offline from the same files, read by tf.data. TensorFlow is imported only there.
 
 Raw files live in ``raw_dir/<folder>/`` (the dataset's name unless it declares another) under the names
-tfds uses (``registry.FORMAT_FILES``), e.g.
+tfds uses (``catalog.FORMATS``), e.g.
 ``../shared/datasets/mnist/train-images-idx3-ubyte.gz``; ``raw_dir`` defaults to the
 ``JAXRES_RAW_DIR`` environment variable.
 
@@ -31,9 +31,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from jaxres import registry
+from jaxres import catalog
 from jaxres.data.device import DeviceDataset
-from jaxres.data.formats import (READERS, RAW_DIR_ENV, Arrays, fingerprint, info, load_raw, raw_files,
+from jaxres.data.formats import (RAW_DIR_ENV, Arrays, fingerprint, info, load_raw, raw_files,
                                  resolve_raw_dir)
 from jaxres.data.source import PREPROCESS, Batch, Dataset, augment_batch, process_slice, shard
 from jaxres.errors import DataError
@@ -41,9 +41,9 @@ from jaxres.errors import DataError
 if TYPE_CHECKING:
     from jaxres.config import DataConfig
 
-DATASETS, SOURCES = registry.DATASETS, registry.SOURCES
+DATASETS, SOURCES = catalog.DATASETS, catalog.SOURCES
 __all__ = ["Arrays", "Batch", "DATASETS", "DataError", "Dataset", "DeviceDataset", "PREPROCESS", "RAW_DIR_ENV",
-           "READERS", "SOURCES", "augment_batch", "fingerprint", "info", "load_raw", "make_dataset", "process_slice",
+           "SOURCES", "augment_batch", "fingerprint", "info", "load_raw", "make_dataset", "process_slice",
            "raw_files", "resolve_raw_dir", "shard"]
 
 

@@ -1,7 +1,7 @@
 """The datasets' original distribution files, read with numpy (no TensorFlow).
 
-Owns: one reader per file format (``READERS``, keyed like ``jaxres.registry.FORMAT_FILES``), where the raw
-files of a dataset are (``raw_files``: ``raw_dir/<folder>/`` under the names tfds uses; ``raw_dir``
+Owns: one reader per file format (``read_idx``, ``read_cifar10``, ``read_cifar100``, each named by its entry
+in ``jaxres.catalog.FORMATS``), where the raw files of a dataset are (``raw_files``: ``raw_dir/<folder>/`` under the names tfds uses; ``raw_dir``
 defaults to the ``JAXRES_RAW_DIR`` environment variable), ``load_raw`` (cached, read-only arrays) and
 ``fingerprint`` (which examples a split holds, in any order).
 """
@@ -14,14 +14,13 @@ import math
 import os
 import struct
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from jaxres import registry
+from jaxres import catalog
 from jaxres.errors import DataError
-from jaxres.registry import RAW_DIR_ENV
+from jaxres.catalog import RAW_DIR_ENV
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (uint8 images NHWC, int32 labels)
 
@@ -34,7 +33,7 @@ def _read_gz(path: Path) -> bytes:
         raise DataError(f"cannot read {path}: {e} (truncated or corrupt? replace the file)") from None
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx_file(path: Path) -> np.ndarray:
     data = _read_gz(path)
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes")
@@ -49,9 +48,9 @@ def _read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
-def _read_idx_pair(paths: list[Path], split: str) -> Arrays:
+def read_idx(paths: list[Path], split: str) -> Arrays:
     img, lab = (paths[0], paths[1]) if split == "train" else (paths[2], paths[3])
-    images, labels = _read_idx(img), _read_idx(lab)
+    images, labels = _read_idx_file(img), _read_idx_file(lab)
     if images.ndim != 3 or labels.ndim != 1:
         raise DataError(f"{img} and {lab} should hold images (rank 3) and labels (rank 1), "
                         f"got ranks {images.ndim} and {labels.ndim}")
@@ -80,26 +79,23 @@ def _read_cifar(path: Path, members: list[str], label_bytes: int) -> Arrays:
     return np.ascontiguousarray(images), data[:, label_bytes - 1].astype(np.int32)
 
 
-def _read_cifar10(paths: list[Path], split: str) -> Arrays:
+def read_cifar10(paths: list[Path], split: str) -> Arrays:
     members = ([f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
                else ["cifar-10-batches-bin/test_batch.bin"])
     return _read_cifar(paths[0], members, label_bytes=1)
 
 
-def _read_cifar100(paths: list[Path], split: str) -> Arrays:
+def read_cifar100(paths: list[Path], split: str) -> Arrays:
     return _read_cifar(paths[0], [f"cifar-100-binary/{split}.bin"], label_bytes=2)  # coarse, fine: fine label
 
 
-# ------------------------------------------------------------------ the registry (jaxres.registry) and its readers
-# One reader per file format of jaxres.registry.FORMAT_FILES: (the dataset's files, split) -> arrays.
-READERS: dict[str, Callable[[list[Path], str], Arrays]] = {
-    "idx": _read_idx_pair, "cifar10-binary": _read_cifar10, "cifar100-binary": _read_cifar100}
-DATASETS = registry.DATASETS
-DatasetInfo = registry.Dataset
+# ------------------------------------------------------------------ the catalog's datasets
+DATASETS = catalog.DATASETS
+DatasetInfo = catalog.Dataset
 
 
-def info(name: str) -> registry.Dataset:
-    """The registry entry of ``name``; a DataError naming the known datasets otherwise."""
+def info(name: str) -> catalog.Dataset:
+    """The catalog entry of ``name``; a DataError naming the known datasets otherwise."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]
@@ -140,7 +136,7 @@ def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) ->
 def _load_raw_cached(name: str, split: str, stamp: tuple) -> Arrays:
     """Parsed once per process and file version: a study reads each dataset once, not once per run."""
     d = info(name)
-    images, labels = READERS[d.format]([Path(s[0]) for s in stamp], split)
+    images, labels = catalog.resolve("format", d.format)([Path(s[0]) for s in stamp], split)
     if images.shape[1:] != d.shape:
         raise DataError(f"{stamp[0][0]} holds images of shape {images.shape[1:]}, {name} has {d.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= d.num_classes):

@@ -14,14 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxres import registry
+from jaxres import catalog
 from jaxres.data.formats import Arrays, info
 from jaxres.errors import DataError
 
 if TYPE_CHECKING:
     from jaxres.config import DataConfig
 
-PREPROCESS = registry.PREPROCESS
+PREPROCESS = catalog.PREPROCESS
 Batch = dict[str, Any]  # {"image": float NHWC, "label": int, optional "mask": float}
 
 

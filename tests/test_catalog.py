@@ -1,6 +1,7 @@
-"""The registry (jaxres.registry): every registered name works, facts are declared (not parsed from names),
-and every dataset's reader reads a small file written in its format."""
+"""The catalog (jaxres.catalog): every entry resolves to what builds it, facts are declared (not parsed from
+names), and every dataset's reader reads a small file written in its format."""
 import dataclasses
+import inspect
 import gzip
 import io
 import struct
@@ -9,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from jaxres import config, data, registry
+from jaxres import config, data, catalog
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -57,18 +58,48 @@ def write_cifar100(folder, splits):
     _tar(folder / "cifar-100-binary.tar.gz", members)
 
 
-# One writer per file format: a format added to the registry gets its row here
+# One writer per file format: a format added to the catalog gets its row here
 WRITERS = {"idx": write_idx, "cifar10-binary": write_cifar10, "cifar100-binary": write_cifar100}
 
 
 def test_every_format_has_files_a_reader_and_a_writer_here():
-    assert set(registry.FORMAT_FILES) == set(data.READERS) == set(WRITERS)
-    assert {d.format for d in registry.DATASETS.values()} <= set(registry.FORMAT_FILES)
+    assert set(catalog.FORMATS) == set(WRITERS)
+    assert all(f.files for f in catalog.FORMATS.values())
+    assert {d.format for d in catalog.DATASETS.values()} <= set(catalog.FORMATS)
 
 
-@pytest.mark.parametrize("name", list(registry.DATASETS))
+# what each kind's entries resolve to: the parameters its callers pass, in order
+SIGNATURES = {"format": ["paths", "split"], "optimizer": ["s", "lr", "mask"],
+              "schedule": ["cfg", "lr", "total_steps"], "norm": ["kind", "train", "axis_name", "dtype"],
+              "kernel_init": []}
+
+
+@pytest.mark.parametrize("kind", catalog.KINDS)
+def test_every_catalog_entry_resolves_to_what_builds_it(kind):
+    """Walks every entry of every kind: it imports, it is what its callers call, and an unknown name or kind is
+    one ValueError naming the known ones."""
+    from flax import linen as nn
+
+    table = catalog._TABLES[kind]
+    assert table
+    for name in table:
+        built = catalog.resolve(kind, name)
+        if kind == "model":
+            assert issubclass(built, nn.Module) and built.__name__ == table[name].module, name
+            built(**table[name].settings, num_classes=10)  # the preset's settings are its fields
+            continue
+        assert list(inspect.signature(built).parameters) == SIGNATURES[kind], (kind, name)
+        if kind == "kernel_init":
+            assert built()(__import__("jax").random.key(0), (3, 3, 2, 4)).shape == (3, 3, 2, 4), name
+    with pytest.raises(ValueError, match=f"unknown {kind} 'nope'; choose one of"):
+        catalog.resolve(kind, "nope")
+    with pytest.raises(ValueError, match="unknown kind"):
+        catalog.resolve("nope", "adam")
+
+
+@pytest.mark.parametrize("name", list(catalog.DATASETS))
 def test_every_datasets_reader_reads_a_file_written_in_its_format(name, tmp_path):
-    d = registry.DATASETS[name]
+    d = catalog.DATASETS[name]
     rng = np.random.default_rng(0)
     splits = {}
     for split, n in (("train", 15), ("test", 5)):
@@ -86,8 +117,8 @@ def test_every_datasets_reader_reads_a_file_written_in_its_format(name, tmp_path
 
 def test_a_dataset_declares_its_folder(tmp_path, monkeypatch):
     """A dataset whose files sit in a folder not named after it: one registry entry with ``folder``."""
-    entry = dataclasses.replace(registry.DATASETS["mnist"], name="mnist_copy", folder="MNIST-raw")
-    monkeypatch.setitem(registry.DATASETS, "mnist_copy", entry)
+    entry = dataclasses.replace(catalog.DATASETS["mnist"], name="mnist_copy", folder="MNIST-raw")
+    monkeypatch.setitem(catalog.DATASETS, "mnist_copy", entry)
     with pytest.raises(data.DataError, match=r"MNIST-raw/train-images-idx3-ubyte.gz: mnist_copy needs"):
         data.raw_files("mnist_copy", tmp_path)
     (tmp_path / "MNIST-raw").mkdir()
@@ -100,26 +131,26 @@ def test_presets_declare_their_architecture():
     """Family, depth, widths and the residual twin are facts of the entry; the report groups by them."""
     from jaxres import report
 
-    for name, p in registry.PRESETS.items():
+    for name, p in catalog.PRESETS.items():
         assert p.name == name and p.family in ("seed", "he") and p.depth > 0 and p.widths
         if p.twin:  # a twin is the same network with the shortcuts the other way
-            twin = registry.PRESETS[p.twin]
+            twin = catalog.PRESETS[p.twin]
             assert twin.twin == name and twin.residual != p.residual and twin.depth == p.depth
-    assert registry.PRESETS["seed_cnn"].depth == 6 and registry.PRESETS["resnet110"].depth == 110
+    assert catalog.PRESETS["seed_cnn"].depth == 6 and catalog.PRESETS["resnet110"].depth == 110
     assert report._depth_of("resnet56") == ("resnet", 56) and report._depth_of("seed_resnet") is None
-    wide = dataclasses.replace(registry.PRESETS["resnet20"], name="wide_resnet20", widths=(64, 128, 256))
-    registry.PRESETS["wide_resnet20"] = wide  # a name without its depth in a form the report could parse ...
+    wide = dataclasses.replace(catalog.PRESETS["resnet20"], name="wide_resnet20", widths=(64, 128, 256))
+    catalog.PRESETS["wide_resnet20"] = wide  # a name without its depth in a form the report could parse ...
     try:
         assert report._depth_of("wide_resnet20") == ("resnet", 20)  # ... still has its facts
     finally:
-        del registry.PRESETS["wide_resnet20"]
+        del catalog.PRESETS["wide_resnet20"]
 
 
 def test_every_registered_name_is_a_config_value():
-    for key, names in (("data.name", registry.DATASETS), ("model.name", registry.PRESETS),
-                       ("optimizer.name", registry.OPTIMIZERS), ("schedule.name", registry.SCHEDULES),
-                       ("model.norm", registry.NORMS), ("model.shortcut", registry.SHORTCUTS),
-                       ("model.kernel_init", registry.KERNEL_INITS), ("data.preprocess", registry.PREPROCESS),
-                       ("data.source", registry.SOURCES)):
+    for key, names in (("data.name", catalog.DATASETS), ("model.name", catalog.PRESETS),
+                       ("optimizer.name", catalog.OPTIMIZERS), ("schedule.name", catalog.SCHEDULES),
+                       ("model.norm", catalog.NORMS), ("model.shortcut", catalog.SHORTCUTS),
+                       ("model.kernel_init", catalog.KERNEL_INITS), ("data.preprocess", catalog.PREPROCESS),
+                       ("data.source", catalog.SOURCES)):
         for name in names:
             assert config.get(config.replace(config.RunConfig(), key, name), key) == name

@@ -1,0 +1,186 @@
+"""Every name jaxres accepts, described once, without JAX: datasets and their file formats, model presets,
+normalizations, kernel initializers, optimizers and schedules.
+
+``jaxres.config`` checks names against these tables (so ``--help``, ``--list-keys`` and ``--dry-run`` start no
+JAX). An entry that needs code to work names that code by its import path ("module:attribute"), and
+``resolve(kind, name)`` imports it when it is first needed: the reader of a file format, the class of a preset,
+the builder of an optimizer or schedule, a kernel initializer. So a name and what builds it live in one entry,
+never in two parallel tables that can drift apart, and this module imports nothing of jaxres's.
+``tests/test_catalog.py`` walks every entry and resolves it.
+
+Facts are declared, never parsed from a name: the report groups He et al.'s networks by ``Preset.family`` and
+``Preset.depth``, not by reading digits in "resnet56". Adding a dataset whose files are in a known format is one
+``Dataset`` entry (and its test row in ``tests/test_catalog.py``); a preset of an existing architecture is one
+``Preset`` entry; an optimizer is one ``Optimizer`` entry here plus its builder function (Lion was added so).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+KINDS = ("format", "model", "norm", "kernel_init", "optimizer", "schedule")
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    """A name and the import path of what builds it ("module:attribute"), read by ``resolve``."""
+
+    name: str
+    builder: str
+
+
+def resolve(kind: str, name: str) -> Any:
+    """What builds ``name`` of ``kind`` (one of KINDS), imported now; a ValueError naming the known names for an
+    unknown one. A format resolves to its reader, a preset to its module class, a norm to its factory maker, a
+    kernel initializer to its factory, an optimizer or schedule to its builder."""
+    table = _TABLES.get(kind)
+    if table is None:
+        raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
+    module, _, attribute = table[name].builder.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+# ---------------------------------------------------------------------------- datasets
+RAW_DIR_ENV = "JAXRES_RAW_DIR"  # the default raw_dir: the folder with <dataset folder>/<original files>
+
+
+@dataclasses.dataclass(frozen=True)
+class Format(Built):
+    """A file format: its original distribution files, in raw_dir/<folder>/ under the names tfds uses, and its
+    reader, (the files, split) -> arrays."""
+
+    files: tuple[str, ...] = ()
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("idx", "jaxres.data.formats:read_idx", ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                                                    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")),
+    # MNIST's IDX, gzipped
+    Format("cifar10-binary", "jaxres.data.formats:read_cifar10", ("cifar-10-binary.tar.gz",)),
+    # 1 label byte + 3072 pixel bytes per record
+    Format("cifar100-binary", "jaxres.data.formats:read_cifar100", ("cifar-100-binary.tar.gz",)),
+    # coarse + fine label bytes + 3072 pixel bytes
+)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One dataset: where its files are, what they hold, and how long the seed protocols train on it."""
+
+    name: str                           # data.name, and the tfds builder of --source tfds
+    format: str                         # a key of FORMATS
+    shape: tuple[int, int, int]         # one image, HWC
+    num_classes: int
+    num_train: int
+    num_test: int
+    epochs: int                         # the seed protocol's epochs here (a study without its own uses it)
+    folder: str = ""                    # in raw_dir; "" means the name
+    # the seed study's numbers: model -> train / test accuracy, and the epoch its curves level off (read off them)
+    published: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return FORMATS[self.format].files
+
+    @property
+    def dir(self) -> str:
+        return self.folder or self.name
+
+
+DATASETS: dict[str, Dataset] = {d.name: d for d in (
+    Dataset("mnist", "idx", (28, 28, 1), 10, 60000, 10000, epochs=30,
+            published={"seed_cnn": {"train": 0.9977, "test": 0.9848, "converged_epoch": 25},
+                       "seed_resnet": {"train": 0.9994, "test": 0.9874, "converged_epoch": 10}}),
+    Dataset("fashion_mnist", "idx", (28, 28, 1), 10, 60000, 10000, epochs=30),
+    Dataset("cifar10", "cifar10-binary", (32, 32, 3), 10, 50000, 10000, epochs=100,
+            published={"seed_cnn": {"train": 0.9882, "test": 0.5569, "converged_epoch": 80},
+                       "seed_resnet": {"train": 0.98926, "test": 0.6067, "converged_epoch": 50}}),
+    Dataset("cifar100", "cifar100-binary", (32, 32, 3), 100, 50000, 10000, epochs=100),
+)}
+PREPROCESS = ("scale", "standardize")   # x/255 (the seed study's) or per-channel standardization
+SOURCES = ("device", "tfds")            # raw files read with numpy, batched on the device; or tf.data
+
+
+# ---------------------------------------------------------------------------- models
+# every one is made by jaxres.norms.make_norm ("none": no layer)
+NORMS: dict[str, Built] = {n: Built(n, "jaxres.norms:make_norm") for n in ("none", "batch", "group", "layer")}
+SHORTCUTS = ("identity", "projection", "none")
+KERNEL_INITS: dict[str, Built] = {i.name: i for i in (
+    Built("glorot_uniform", "jaxres.models:glorot_uniform"),  # Keras default, as in the seed study
+    Built("he_normal", "jaxres.models:he_normal"),            # He et al.: N(0, 2 / fan_in), not truncated
+)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named network: its architecture facts and how ``jaxres.models`` builds it."""
+
+    name: str
+    family: str                         # "seed" (the seed study's networks) or "he" (He et al. 2015, CIFAR)
+    depth: int                          # weighted layers: convolutions plus the dense head
+    widths: tuple[int, ...]             # output channels of each conv (plain CNN) or each stage (ResNet)
+    residual: bool                      # identity shortcuts around pairs of convolutions
+    twin: str                           # the same network with (or without) the shortcuts, same parameters; "" if none
+    module: str                         # the class in jaxres.models (resolve("model", name) imports it)
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # its constructor arguments
+
+    @property
+    def builder(self) -> str:
+        return f"jaxres.models:{self.module}"
+
+    @property
+    def kind(self) -> str:
+        return "resnet" if self.residual else "plain"
+
+
+def _seed_resnet(name: str, residual: bool) -> Preset:
+    return Preset(name, "seed", 12, (32,), residual, "seed_plain_twin" if residual else "seed_resnet", "ResNet",
+                  {"stage_sizes": (5,), "widths": (32,), "inner_widths": (64,), "stem_width": 32, "head": "flatten",
+                   "shortcut": "identity" if residual else "none"})
+
+
+def _he(depth: int, residual: bool) -> Preset:
+    """He et al.'s CIFAR networks: 3 stages of (depth - 2) / 6 blocks, 16/32/64 channels, batch norm."""
+    n = (depth - 2) // 6
+    kind, other = ("resnet", "plain") if residual else ("plain", "resnet")
+    return Preset(f"{kind}{depth}", "he", depth, (16, 32, 64), residual, f"{other}{depth}", "ResNet",
+                  {"stage_sizes": (n, n, n), "widths": (16, 32, 64), "stem_width": 16, "head": "avgpool",
+                   "shortcut": "identity" if residual else "none", "norm": "batch", "kernel_init": "he_normal"})
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("seed_cnn", "seed", 6, (64, 32, 64, 32, 64), False, "", "PlainCNN",
+           {"widths": (64, 32, 64, 32, 64)}),
+    _seed_resnet("seed_resnet", True), _seed_resnet("seed_plain_twin", False),
+    *(_he(d, True) for d in (20, 32, 44, 56, 110)), *(_he(d, False) for d in (20, 32, 44, 56, 110)),
+)}
+
+
+# ---------------------------------------------------------------------------- optimizers and schedules
+@dataclasses.dataclass(frozen=True)
+class Optimizer(Built):
+    """An optimizer: its builder, (settings, learning rate or schedule, decay mask) -> optax transformation, and
+    its own settings with their defaults (optax's, or the seed study's Adam); a setting it does not list cannot
+    be set for it."""
+
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
+    Optimizer("adam", "jaxres.optim:adam", {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}),
+    # weight decay as L2 on the gradient
+    Optimizer("adamw", "jaxres.optim:adamw", {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}),
+    # decoupled, times the learning rate
+    Optimizer("sgd", "jaxres.optim:sgd", {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0}),
+    Optimizer("lion", "jaxres.optim:lion", {"b1": 0.9, "b2": 0.99, "weight_decay": 0.0}),
+    # Chen et al. 2023 (optax.lion); decay decoupled, times the learning rate
+)}
+# (settings, peak lr, total steps or None) -> schedule
+SCHEDULES: dict[str, Built] = {s: Built(s, f"jaxres.optim:{s}_schedule") for s in ("constant", "piecewise", "cosine")}
+
+_TABLES: dict[str, Mapping[str, Any]] = {"format": FORMATS, "model": PRESETS, "norm": NORMS,
+                                           "kernel_init": KERNEL_INITS, "optimizer": OPTIMIZERS,
+                                           "schedule": SCHEDULES}
