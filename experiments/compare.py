@@ -254,71 +254,17 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         args = build_parser().parse_args(argv)
-        from jaxres import config, distributed, report
-
         if args.report_only is not None:
-            if not args.report_only.strip():
-                raise UsageError("--report-only needs the folder of a study")
-            for path in report.write_report(args.report_only):
-                print(f"wrote {path}")
-            return 0
+            return _report_only(args.report_only)
         study = make_study(args)
-        runs = study.runs()
         if args.list_keys:
-            axes = study.axis_keys()
-            tied = {k: keys for keys, _ in study.axes if isinstance(keys, tuple) for k in keys}
-            for key in config.keys():
-                if key in axes:
-                    with_ = f", tied to {', '.join(k for k in tied[key] if k != key)}" if key in tied else ""
-                    print(f"{key} = {axes[key]!r}  (axis{with_})")
-                elif key == "epochs" and study.epochs_by_dataset:
-                    print(f"{key} = {dict(study.epochs_by_dataset)!r}  (per dataset; any other: its own)")
-                else:
-                    print(f"{key} = {config.get(study.base, key)!r}")
-            return 0
+            return _list_keys(study)
         if args.dry_run:
+            runs = study.runs()
             print(f"study {study.name}: {len(runs)} runs")
             print("\n".join(_describe(runs)))
             return 0
-        setup = distributed_setup(args)
-        errors.raise_if_stopped()  # a stop asked for while the command started: nothing is begun yet
-        import jaxres
-
-        jaxres.setup(runs[0].compute)  # the process-wide CPU settings, before JAX starts its backend
-        distributed.initialize(setup)
-        _check_inputs(runs, args)
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / f".write_test.{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise UsageError(f"output folder {out} is not writable ({e.strerror}); pass another --out") from None
-        start = time.perf_counter()
-        outcomes = []
-        for cfg in runs:
-            errors.raise_if_stopped()  # a stop asked for after the last run's last step (its results written)
-            outcomes.append(run_one(cfg, study.name, out, args))
-        import jax
-
-        if jax.process_index() > 0:  # process 0 writes the report and says how the study went
-            return 1 if any(o.get("diverged") for o in outcomes) else 0
-        skipped = [o for o in outcomes if "skipped" in o]
-        if not args.no_report and (not skipped or any(out.glob("*/results.json"))):  # unless every run is held elsewhere
-            for path in report.write_report(out):
-                print(f"wrote {path}")
-        diverged = [o for o in outcomes if o.get("diverged")]
-        print(f"{len(runs) - len(skipped)} of {len(runs)} runs done in {time.perf_counter() - start:.0f} s")
-        if skipped:
-            print(f"note: {len(skipped)} run(s) are being trained by another process and are not in a report "
-                  f"yet; when they finish: python -m experiments.compare --report-only {out}")
-        if diverged:
-            print(f"compare: {len(diverged)} run(s) diverged: " + "; ".join(
-                f"{o['run']} at step {o['diverged']['step']} (epoch {o['diverged']['epoch']})" for o in diverged)
-                + f"; see {out / 'summary.md'}", file=sys.stderr)
-            return 1
-        return 0
+        return _train_study(study, args)
     except (UsageError, ConfigError, errors.DataError, errors.CheckpointError, DistributedError,
             FileNotFoundError) as e:
         print(f"compare: error: {e}", file=sys.stderr)
@@ -329,6 +275,94 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGUSR1 (a scheduler stopping or warning the job)
         return _stopped(e)
+
+
+def _report_only(folder: str) -> int:
+    from jaxres import report
+
+    if not folder.strip():
+        raise UsageError("--report-only needs the folder of a study")
+    for path in report.write_report(folder):
+        print(f"wrote {path}")
+    return 0
+
+
+def _list_keys(study: Any) -> int:
+    """--list-keys: every config key with its value in the study, its axes marked."""
+    from jaxres import config
+
+    axes = study.axis_keys()
+    tied = {k: keys for keys, _ in study.axes if isinstance(keys, tuple) for k in keys}
+    for key in config.keys():
+        if key in axes:
+            with_ = f", tied to {', '.join(k for k in tied[key] if k != key)}" if key in tied else ""
+            print(f"{key} = {axes[key]!r}  (axis{with_})")
+        elif key == "epochs" and study.epochs_by_dataset:
+            print(f"{key} = {dict(study.epochs_by_dataset)!r}  (per dataset; any other: its own)")
+        else:
+            print(f"{key} = {config.get(study.base, key)!r}")
+    return 0
+
+
+def _writable(folder: str) -> Path:
+    """The study's output folder, made and checked writable before any run starts."""
+    if not folder.strip():
+        raise UsageError("--out needs a folder (an empty one would write the study into the current directory)")
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"output folder {out} is not writable ({e.strerror}); pass another --out") from None
+    return out
+
+
+def _train_study(study: Any, args: argparse.Namespace) -> int:
+    """Preflight, then every run of the study one after the other, then the report (process 0)."""
+    from jaxres import distributed
+
+    runs = study.runs()
+    setup = distributed_setup(args)
+    errors.raise_if_stopped()  # a stop asked for while the command started: nothing is begun yet
+    import jaxres
+
+    jaxres.setup(runs[0].compute)  # the process-wide CPU settings, before JAX starts its backend
+    distributed.initialize(setup)
+    _check_inputs(runs, args)
+    out = _writable(args.out)  # made after the inputs are checked: a bad input leaves nothing behind
+    start = time.perf_counter()
+    outcomes = []
+    for cfg in runs:
+        errors.raise_if_stopped()  # a stop asked for after the last run's last step (its results written)
+        outcomes.append(run_one(cfg, study.name, out, args))
+    import jax
+
+    if jax.process_index() > 0:  # process 0 writes the report and says how the study went
+        return 1 if any(o.get("diverged") for o in outcomes) else 0
+    return _finish(outcomes, out, args, time.perf_counter() - start)
+
+
+def _finish(outcomes: list[dict[str, Any]], out: Path, args: argparse.Namespace, seconds: float) -> int:
+    """The report, and how the study went: 1 where a run diverged."""
+    from jaxres import report
+
+    skipped = [o for o in outcomes if "skipped" in o]
+    if not args.no_report and (not skipped or any(out.glob("*/results.json"))):  # unless every run is held elsewhere
+        for path in report.write_report(out):
+            print(f"wrote {path}")
+    diverged = [o for o in outcomes if o.get("diverged")]
+    print(f"{len(outcomes) - len(skipped)} of {len(outcomes)} runs done in {seconds:.0f} s")
+    if skipped:
+        print(f"note: {len(skipped)} run(s) are being trained by another process and are not in a report "
+              f"yet; when they finish: python -m experiments.compare --report-only {out}")
+    if diverged:
+        print(f"compare: {len(diverged)} run(s) diverged: " + "; ".join(
+            f"{o['run']} at step {o['diverged']['step']} (epoch {o['diverged']['epoch']})" for o in diverged)
+            + f"; see {out / 'summary.md'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ the manifests, and moves a broken checkpoint aside. Retention keeps the last ``k
 by test accuracy; a checkpoint that fails to restore is moved aside to
 ``checkpoints.broken/`` (never deleted) with a warning, and the previous one is used.
 
+When to save inside an epoch, and how several processes agree on saving and stopping, is
+``jaxres.stopping.SavePolicy`` (``Checkpointer.policy``); this module only stores.
+
 ``RunLock`` makes sure one process at a time trains a run: a second process on the same
 folder is told which process holds it, and a lock left by a killed process is taken over.
 """
@@ -45,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxres.config import differences, flatten
 from jaxres import errors
+from jaxres.stopping import SavePolicy
 from jaxres.errors import STOP_SIGNALS, CheckpointError, RunLocked, Stopped, interrupt  # noqa: F401
 
 
@@ -120,7 +123,6 @@ MANIFESTED = ".every_checkpoint_has_one"
 
 
 PARTIAL = "checkpoints.partial"  # the run folder's saves inside an epoch (the newest only)
-PROBE_SECONDS = 5.0  # several processes agree on saving and stopping about this often (``Checkpointer.agree``)
 
 
 class Checkpointer:
@@ -135,9 +137,7 @@ class Checkpointer:
                  every_minutes: float = 0.0):
         if keep < 1:
             raise CheckpointError(f"keep must be at least 1, got {keep}")
-        self.every_steps, self.every_minutes = every_steps, every_minutes
-        self._last_save = time.monotonic()
-        self._probe_at, self._probed, self._step_s = 0, None, 0.0  # several processes: see ``agree``
+        self.policy = SavePolicy(every_steps, every_minutes)  # when to save inside an epoch, and stop agreement
         self.run_dir = Path(run_dir).absolute()
         self.config = json.loads(json.dumps(config))  # as it will read back
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -240,49 +240,9 @@ class Checkpointer:
                 after = (f"{_fix(e, self.manager.directory)}: it resumes after epoch {kept[-1]}" if kept
                          else "no earlier epoch of this run was saved")
                 raise CheckpointError(f"cannot write checkpoint to {self.run_dir} ({_reason(e)}); {after}") from None
-        self._last_save = time.monotonic()  # the minutes between saves inside an epoch count from here too
+        self.policy.saved()  # the minutes between saves inside an epoch count from here too
 
     # ----------------------------------------------------------- inside an epoch
-    def partial_due(self, done: int) -> bool:
-        """Whether a save inside the epoch is due after its ``done``-th step (``every_steps``, ``every_minutes``), by
-        this process's clock."""
-        return bool((self.every_steps and done % self.every_steps == 0) or
-                    (self.every_minutes and time.monotonic() - self._last_save >= 60 * self.every_minutes))
-
-    def agree(self, done: int | None, inside: bool, stop: int | None) -> tuple[bool, int | None]:
-        """After step ``done`` of an epoch (``inside``: not its last; None: at the epoch's end, once it is saved), with
-        ``stop`` this process's pending stop signal or None: (whether to save the state now, the signal that stops the
-        run or None). One process: a save where one is due (``partial_due``) or a stop was asked for.
-
-        Several processes must all save, or stop, at the same step (a save is collective). They agree at probes, about
-        every ``PROBE_SECONDS`` of training: at an epoch's first step, then doubling until process 0 has timed a step,
-        then as its step time says, and at every epoch's end. At a probe process 0's clock decides whether the
-        minutes have passed, and any process's stop signal stops them all, after a save. Saves every
-        ``every_steps`` need no agreement. An agreed stop becomes this process's pending stop too. A probe gathers a
-        few integers from every process (and waits for the steps before it), so it is rare: about one per
-        ``PROBE_SECONDS``."""
-        if jax.process_count() == 1:
-            return stop is not None or (inside and self.partial_due(done)), stop
-        steps_due = inside and bool(self.every_steps) and done % self.every_steps == 0
-        if done is not None and (not inside or done < self._probe_at):
-            return steps_due, None  # a stop asked for here waits for the next probe
-        from jax.experimental import multihost_utils
-
-        now, proposal = time.monotonic(), 0  # the step of the next probe; 0 at the epoch's end: the next epoch's first
-        if done is not None:
-            if self._probed is not None and done > self._probed[0]:
-                self._step_s = (now - self._probed[1]) / (done - self._probed[0])
-            proposal = done + (max(1, int(PROBE_SECONDS / self._step_s)) if self._step_s else max(1, done))
-        self._probed = (done, now) if done is not None else None
-        timed = inside and bool(self.every_minutes) and now - self._last_save >= 60 * self.every_minutes
-        everyone = np.asarray(multihost_utils.process_allgather(np.array([stop or 0, timed, proposal], np.int64)))
-        self._probe_at = int(everyone[0, 2])
-        signals = [int(s) for s in everyone[:, 0] if s]
-        agreed = signals[0] if signals else None
-        if agreed is not None:
-            errors.defer(agreed)  # this process stops too (``errors.raise_if_stopped``), whichever got the signal
-        return inside and (steps_due or bool(everyone[0, 1]) or agreed is not None), agreed
-
     def save_partial(self, state: Any, history: list[dict], done: int, carry: dict[str, Any]) -> None:
         """Save the state after step ``done`` of epoch ``len(history) + 1`` and what the epoch has gathered so far
         (``carry``: its metric sums and recorded layer norms, numpy arrays), so that a resume continues at the next
@@ -302,7 +262,7 @@ class Checkpointer:
                 raise CheckpointError(f"cannot write a checkpoint inside epoch {len(history) + 1} to {self.run_dir} "
                                       f"({_reason(e)}); the epoch checkpoints are kept: "
                                       f"{_fix(e, self.partial.directory)}") from None
-        self._last_save = time.monotonic()
+        self.policy.saved()
 
     def restore_partial(self, state: Any, epochs_done: int) -> tuple[Any, int, dict[str, Any]] | None:
         """(state, steps done, carry) of a save inside epoch ``epochs_done + 1``, shaped like ``state``; None if
@@ -322,7 +282,7 @@ class Checkpointer:
                         state=ocp.args.StandardRestore(abstract), carry=ocp.args.StandardRestore()))
                 if int(got["state"].step) != meta["step"] or len(meta["history"]) != epochs_done:
                     raise ValueError(f"inconsistent contents (step {int(got['state'].step)} vs {meta['step']})")
-                self._last_save = time.monotonic()
+                self.policy.saved()
                 return got["state"], int(meta["done"]), got["carry"]
             except Exception as e:  # noqa: BLE001 - any failure to read means: resume from the epoch checkpoint
                 moved = self._quarantine_partial(step)

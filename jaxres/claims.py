@@ -9,7 +9,7 @@ models of a pair:
 * C4: CIFAR-10 overfits heavily (each model's final train - test accuracy > ``GAP``, 0.2: the seed's gaps are
   0.43 and 0.38), for CIFAR-10 only, where the seed says it.
 
-Pairs (``PAIRS``): the seed's own, ``seed_cnn`` against ``seed_resnet`` (two different networks), and jaxres's,
+Pairs (``PAIRS``, read off the catalog by ``seed_pairs``): the seed's own, ``seed_cnn`` against ``seed_resnet`` (two different networks), and jaxres's,
 ``seed_plain_twin`` against ``seed_resnet`` (the same layers with and without shortcuts: only the shortcuts differ).
 
 Convergence (C3, and the convergence table): a run's *convergence epoch* is the first epoch whose training
@@ -39,10 +39,20 @@ from typing import Any
 
 from jaxres import stats
 from jaxres.config import POOLED, flatten
-from jaxres.catalog import DATASETS
+from jaxres.catalog import DATASETS, PRESETS
 
-RESNET = "seed_resnet"
-PAIRS = (("seed_cnn", RESNET), ("seed_plain_twin", RESNET))  # (other, ResNet)
+
+def seed_pairs() -> tuple[tuple[str, str], ...]:
+    """The (other, ResNet) pairs the claims compare, from the catalog's facts: the seed study's own two networks
+    (the presets its published tables name, the plain one against the residual one), then each such ResNet
+    against its plain twin (``Preset.twin``: the same layers without the shortcuts)."""
+    published = sorted({m for d in DATASETS.values() for m in d.published})
+    resnets = [m for m in published if PRESETS[m].residual]
+    pairs = [(m, r) for r in resnets for m in published if not PRESETS[m].residual]
+    return tuple(pairs + [(PRESETS[r].twin, r) for r in resnets if PRESETS[r].twin])
+
+
+PAIRS = seed_pairs()  # (("seed_cnn", "seed_resnet"), ("seed_plain_twin", "seed_resnet"))
 FIT = 0.98                 # C2: final train accuracy above this
 GAP = 0.2                  # C4: final train - test accuracy above this
 NEAR = 0.005               # convergence: within half a point of the run's best

@@ -558,50 +558,76 @@ def write_report(out_dir: str | Path) -> list[Path]:
     written = [_write(out_dir / "summary.md", summary_markdown(rows, columns)),
                _write(out_dir / "summary.csv", summary_csv(rows))]
     datasets = sorted({r["config"]["data"]["name"] for r in results})
-    faceted = []
-    for d in datasets:
-        written.append(plot_curves(results, d, out_dir / f"curves_{d}.png", columns))
-        _, facet_rows, facet_cols = facets([r for r in results if r["config"]["data"]["name"] == d], columns)
-        if len(facet_rows) * len(facet_cols) > 1:  # runs differ in more than the model: one panel per setting
-            faceted.append(plot_facets(results, d, out_dir / f"curves_by_setting_{d}.png", columns))
-    written += faceted
+    curves, faceted = _curve_figures(results, datasets, out_dir, columns)
     layer_figures = plot_layer_norms(results, out_dir, columns)
-    written += layer_figures
+    written += curves + faceted + layer_figures
+    lines = _opening(results, datasets, columns) + ["## Final accuracies", "", summary_markdown(rows, columns)]
+    lines += _diverged_lines(results) + _difference_sections(rows, results, columns)
+    claim_lines, claim_files = claims.section(results, out_dir)
+    depth_lines, depth_figures = depth_section(results, out_dir)
+    written += claim_files + depth_figures
+    lines += claim_lines + depth_lines + _figure_lines(datasets, faceted, layer_figures)
+    lines += ["## Runs", "", "| run | wall time (s) | test examples |", "| --- | ---: | ---: |"]
+    lines += [f"| {r['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} |" for r in results]
+    written.append(_write(out_dir / "report.md", "\n".join(lines) + "\n"))
+    return written
+
+
+def _curve_figures(results: list[dict[str, Any]], datasets: list[str], out_dir: Path,
+                   columns: list[str]) -> tuple[list[Path], list[Path]]:
+    """curves_<dataset>.png for each dataset, and curves_by_setting_<dataset>.png where runs differ in more than
+    the model (one panel per setting)."""
+    curves, faceted = [], []
+    for d in datasets:
+        curves.append(plot_curves(results, d, out_dir / f"curves_{d}.png", columns))
+        _, facet_rows, facet_cols = facets([r for r in results if r["config"]["data"]["name"] == d], columns)
+        if len(facet_rows) * len(facet_cols) > 1:
+            faceted.append(plot_facets(results, d, out_dir / f"curves_by_setting_{d}.png", columns))
+    return curves, faceted
+
+
+def _opening(results: list[dict[str, Any]], datasets: list[str], columns: list[str]) -> list[str]:
+    """The report's title, the study presets, the settings every run shares and the environments."""
     shared = {k: v for k, v in flatten(results[0]["config"]).items() if k not in columns and k != "seed"}
     envs = {json.dumps({k: r["environment"].get(k) for k in ("jax", "flax", "backend", "device_count",
                                                                "device_kind", "conv_backend")}) for r in results}
     studies = sorted({r.get("study") or "custom" for r in results})
-    lines = [f"# jaxres study: {', '.join(datasets)}", "",
-             f"Study preset(s): {', '.join(studies)}. Train accuracy is the running mean over each epoch's steps "
-             "(as Keras reports it); test accuracy is over every example of the test split used.", "",
-             "Settings shared by every run: " + ", ".join(f"`{k}={_value(v)}`" for k, v in shared.items()) + ".", "",
-             "Environment: " + "; ".join(
-                 ", ".join(f"{k} {v}" for k, v in json.loads(e).items()) for e in sorted(envs)) + ".", "",
-             "## Final accuracies", "", summary_markdown(rows, columns)]
+    return [f"# jaxres study: {', '.join(datasets)}", "",
+            f"Study preset(s): {', '.join(studies)}. Train accuracy is the running mean over each epoch's steps "
+            "(as Keras reports it); test accuracy is over every example of the test split used.", "",
+            "Settings shared by every run: " + ", ".join(f"`{k}={_value(v)}`" for k, v in shared.items()) + ".", "",
+            "Environment: " + "; ".join(
+                ", ".join(f"{k} {v}" for k, v in json.loads(e).items()) for e in sorted(envs)) + ".", ""]
+
+
+def _diverged_lines(results: list[dict[str, Any]]) -> list[str]:
     diverged = [r for r in results if r.get("diverged")]
-    if diverged:
-        lines += ["## Runs that diverged", ""] + [
-            f"- {r['run']}: non-finite loss or gradient at step {r['diverged']['step']} (epoch "
-            f"{r['diverged']['epoch']}); left out of the means." for r in diverged] + [""]
+    if not diverged:
+        return []
+    return ["## Runs that diverged", ""] + [
+        f"- {r['run']}: non-finite loss or gradient at step {r['diverged']['step']} (epoch "
+        f"{r['diverged']['epoch']}); left out of the means." for r in diverged] + [""]
+
+
+def _difference_sections(rows: list[dict[str, Any]], results: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """Model against model, then every other key the study varies where rows differ in it alone (precision, ...)."""
     diffs = difference_lines(model_differences(rows, results), columns)
-    lines += ["## Model against model", "",
-              "Difference of mean test accuracy between rows that differ only in the model, with a "
-              f"{stats.CONFIDENCE:.0%} confidence interval by Welch's t over the seeds (unequal variances). An "
-              "interval that excludes 0 is the only claim made; with one seed no interval exists.", ""] + (
+    lines = ["## Model against model", "",
+             "Difference of mean test accuracy between rows that differ only in the model, with a "
+             f"{stats.CONFIDENCE:.0%} confidence interval by Welch's t over the seeds (unequal variances). An "
+             "interval that excludes 0 is the only claim made; with one seed no interval exists.", ""] + (
         diffs or ["No two rows differ only in the model."]) + [""]
-    for key in columns:  # every other key the study varies, where rows differ in it alone (precision, ...)
+    for key in columns:
         diffs = difference_lines(differences(rows, results, key), columns) if key not in FIXED_COLUMNS else []
         if diffs:
             lines += [f"## `{key}` against `{key}`", "",
                       f"Difference of mean test accuracy between rows that differ only in `{key}`, with the same "
                       "interval.", ""] + diffs + [""]
-    claim_lines, claim_files = claims.section(results, out_dir)
-    written += claim_files
-    lines += claim_lines
-    depth_lines, depth_figures = depth_section(results, out_dir)
-    written += depth_figures
-    lines += depth_lines
-    lines += ["## Curves", ""] + [f"![{p.stem}]({p.name})" for p in faceted] + [
+    return lines
+
+
+def _figure_lines(datasets: list[str], faceted: list[Path], layer_figures: list[Path]) -> list[str]:
+    lines = ["## Curves", ""] + [f"![{p.stem}]({p.name})" for p in faceted] + [
         f"![{d}](curves_{d}.png)" for d in datasets] + [""]
     if layer_figures:
         lines += ["## Per-layer gradients", "",
@@ -609,7 +635,4 @@ def write_report(out_dir: str | Path) -> list[Path]:
                   "series are in each run's `layer_norms.npz`, with parameter and update norms).", ""]
         lines += [f"![{p.stem}]({p.name})" for p in layer_figures if p.name.startswith("layer_grads_")]
         lines += [f"![{p.stem}]({p.name})" for p in layer_figures if p.name.startswith("layers_")] + [""]
-    lines += ["## Runs", "", "| run | wall time (s) | test examples |", "| --- | ---: | ---: |"]
-    lines += [f"| {r['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} |" for r in results]
-    written.append(_write(out_dir / "report.md", "\n".join(lines) + "\n"))
-    return written
+    return lines

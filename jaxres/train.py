@@ -315,8 +315,9 @@ class CheckpointStore(Protocol):
 
     def wait(self) -> None: ...
 
-    # inside an epoch (optional: a store without these saves whole epochs only)
-    def agree(self, done: int | None, inside: bool, stop: int | None) -> tuple[bool, int | None]: ...
+    # inside an epoch (optional: a store without these saves whole epochs only). ``policy`` is a
+    # ``jaxres.stopping.SavePolicy``: when to save inside an epoch, and the processes' stop agreement
+    policy: Any
 
     def save_partial(self, state: TrainState, history: list[dict], done: int, carry: dict[str, Any]) -> None: ...
 
@@ -365,7 +366,7 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
 
     ``start`` and ``carry``: resume after step ``start`` of the epoch with what its first steps gathered
     (``carry_of``). After each step ``agree(steps done, not the last, this process's stop signal)`` says whether
-    to save (``save(state, steps done, carry)``) and whether to stop (``CheckpointStore.agree``); without it, a stop
+    to save (``save(state, steps done, carry)``) and whether to stop (``SavePolicy.agree``, ``jaxres.stopping``); without it, a stop
     asked for (``jaxres.errors``) is raised at once."""
     from tqdm import tqdm
 
@@ -552,7 +553,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     state, step_fn, eval_fn = placement.steps(state, layer_norms_every)
     clock, diverged = _EpochClock(), None
     save = _save_inside_epoch(checkpointer, history, epochs, data.steps_per_epoch, placement, clock, log)
-    agree = getattr(checkpointer, "agree", None)
+    agree = getattr(getattr(checkpointer, "policy", None), "agree", None)
     try:
         with errors.training(data.process_count):  # a stop signal now waits for the step under way, and saves it
             for epoch in range(len(history), epochs):

@@ -154,3 +154,17 @@ def test_every_registered_name_is_a_config_value():
                        ("data.source", catalog.SOURCES)):
         for name in names:
             assert config.get(config.replace(config.RunConfig(), key, name), key) == name
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_labels_out_of_range_name_the_labels_file(split, tmp_path):
+    """They once named the images file."""
+    rng = np.random.default_rng(0)
+    splits = {s: (rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), np.arange(n) % 10) for s, n in
+              (("train", 6), ("test", 4))}
+    splits[split][1][2] = 12
+    (tmp_path / "mnist").mkdir()
+    write_idx(tmp_path / "mnist", splits)
+    prefix = "train" if split == "train" else "t10k"
+    with pytest.raises(data.DataError, match=rf"{prefix}-labels-idx1-ubyte.gz has labels outside 0..9 \(found 0..12\)"):
+        data.load_raw("mnist", split, tmp_path)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxres import checkpoint, models, train
+from jaxres import checkpoint, models, stopping, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,20 +178,20 @@ def test_keep_last_k_plus_the_best(tmp_path):
 def test_the_minutes_between_saves_inside_an_epoch_count_from_the_last_save_of_any_kind(tmp_path, monkeypatch):
     state = train.create_train_state(models.seed_cnn(widths=(4,)), jax.random.key(0), (8, 8, 1))
     now = [1000.0]
-    monkeypatch.setattr(checkpoint, "time", SimpleNamespace(monotonic=lambda: now[0], strftime=time.strftime))
+    monkeypatch.setattr(stopping, "time", SimpleNamespace(monotonic=lambda: now[0], strftime=time.strftime))
     with checkpoint.Checkpointer(tmp_path, {"x": 1}, every_minutes=10) as ckpt:
         now[0] += 9 * 60
-        assert not ckpt.partial_due(1)
+        assert not ckpt.policy.due(1)
         now[0] += 60
-        assert ckpt.partial_due(2)
+        assert ckpt.policy.due(2)
         ckpt.save(state, [{"test_accuracy": 0.5}])  # an epoch saved whole: ten more minutes before the next
         now[0] += 9 * 60
-        assert not ckpt.partial_due(3)
+        assert not ckpt.policy.due(3)
         ckpt.save_partial(state, [{"test_accuracy": 0.5}], 3, {"loss": np.zeros(())})
         now[0] += 9 * 60
-        assert not ckpt.partial_due(4)
+        assert not ckpt.policy.due(4)
         now[0] += 60
-        assert ckpt.partial_due(5)
+        assert ckpt.policy.due(5)
 
 
 def test_a_run_dir_with_another_config_is_refused(tmp_path):

@@ -1,4 +1,5 @@
 """The seed's claims as verdicts (jaxres.claims): each verdict from synthetic histories, and real runs."""
+import dataclasses
 import json
 import statistics
 
@@ -109,3 +110,16 @@ def test_claims_from_real_runs_in_the_report(tmp_path, raw_dir):
              for m in ("seed_cnn", "seed_resnet")}
     assert c1["estimate"] == pytest.approx(statistics.fmean(final["seed_resnet"]) - statistics.fmean(final["seed_cnn"]))
     assert c1["verdict"] in claims.VERDICTS and json.loads(json.dumps(c1["setting"]))["data.name"] == "cifar10"
+
+
+def test_the_pairs_are_read_off_the_catalog(monkeypatch):
+    """The seed's pair and the twin pair come from the presets' facts (published numbers, residual, twin), so a
+    ResNet published with its own twin gets its pairs without an edit to claims.py."""
+    from jaxres import catalog
+
+    assert claims.PAIRS == (("seed_cnn", "seed_resnet"), ("seed_plain_twin", "seed_resnet"))
+    mnist = catalog.DATASETS["mnist"]
+    more = {**mnist.published, "resnet20": {"train": 1.0, "test": 0.9}}
+    monkeypatch.setitem(catalog.DATASETS, "mnist", dataclasses.replace(mnist, published=more))
+    assert claims.seed_pairs() == (("seed_cnn", "resnet20"), ("seed_cnn", "seed_resnet"),
+                                   ("plain20", "resnet20"), ("seed_plain_twin", "seed_resnet"))

@@ -406,6 +406,16 @@ def test_report_only_with_an_empty_folder_name_is_one_line(capsys):
     assert capsys.readouterr().err.strip() == "compare: error: --report-only needs the folder of a study"
 
 
+def test_an_empty_out_is_one_line_and_writes_nothing_here(raw_dir, tmp_path, capsys, monkeypatch):
+    """--out "" once wrote the whole study into the current directory (the repo root)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--study", "tiny", "--datasets", "mnist", "--models", "seed_cnn", "--raw-dir", str(raw_dir)]
+    assert compare.main(argv + ["--out", ""]) == 2
+    assert capsys.readouterr().err.strip() == ("compare: error: --out needs a folder (an empty one would write the "
+                                               "study into the current directory)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_study_whose_only_run_is_held_elsewhere_says_so(raw_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert compare.main(argv(raw_dir, out, "--dry-run")) == 0

@@ -137,11 +137,21 @@ def _load_raw_cached(name: str, split: str, stamp: tuple) -> Arrays:
     """Parsed once per process and file version: a study reads each dataset once, not once per run."""
     d = info(name)
     images, labels = catalog.resolve("format", d.format)([Path(s[0]) for s in stamp], split)
+    paths = [Path(s[0]) for s in stamp]
     if images.shape[1:] != d.shape:
-        raise DataError(f"{stamp[0][0]} holds images of shape {images.shape[1:]}, {name} has {d.shape}")
+        raise DataError(f"{_file_of(paths, split, 'images')} holds images of shape {images.shape[1:]}, {name} has "
+                        f"{d.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= d.num_classes):
-        raise DataError(f"{stamp[0][0]} has labels outside 0..{d.num_classes - 1}; is it {name}?")
+        raise DataError(f"{_file_of(paths, split, 'labels')} has labels outside 0..{d.num_classes - 1} (found "
+                        f"{labels.min()}..{labels.max()}); is it {name}?")
     return images, labels
+
+
+def _file_of(paths: list[Path], split: str, kind: str) -> Path:
+    """The file of ``split`` that holds its ``kind`` ("images" or "labels") where a format keeps them apart (IDX:
+    train-labels-idx1-ubyte.gz ...), else the format's one file (CIFAR's archive)."""
+    prefix = "train" if split == "train" else "t10k"
+    return next((p for p in paths if kind in p.name and p.name.startswith(prefix)), paths[0])
 
 
 def _readonly(arrays: Arrays) -> Arrays:
