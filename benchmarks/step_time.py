@@ -148,11 +148,8 @@ def _xla_flops(step, state, batch, key) -> float:
     cannot count what a oneDNN custom call computes, so every jaxres worker counts the same way."""
     from jaxres import conv
 
-    try:
-        conv.set_backend("xla")
+    with conv.forced("xla"):  # then the automatic choice again (JAXRES_CONV for the variant workers)
         cost = step.lower(state, batch, key).compile().cost_analysis()
-    finally:
-        conv.set_backend(None)  # the automatic choice again (JAXRES_CONV for the variant workers)
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost.get("flops", 0.0)) if cost else 0.0
 

@@ -28,12 +28,13 @@ and recorded in every ``results.json``):
 
 The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla, winograd;
 ``compute.fast_path=false`` makes auto mean ``xla``; ``compute.fuse_add``, ``compute.overlap_grads``), with
-the environment variables of ``config.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. A model built
-from a run config (``models.from_config``) carries its compute section and traces with it (``traced_with``), so
-its numerics follow its config whatever the process traced before; a model built without one traces with
-``use``'s settings (``jaxres.run`` applies a run's) or the environment's, and ``set_backend(...)`` picks a
-backend by hand over all of them (benchmarks, tests). Those two are read when a function is traced, so both
-clear JAX's compilation caches. ``onednn`` and ``xla-swapped`` are ``jax.custom_vjp``
+the environment variables of ``config.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. This module keeps
+no settings of its own: a model built from a run config (``models.from_config``) carries its compute section and
+traces with it (``traced_with``, a context variable), so its numerics follow its config whatever the process
+traced before, and ``jaxres.run`` traces the run's header and steps the same way; a model built without one
+traces with the defaults and the environment's overrides. ``forced(name)`` picks a backend by hand for a block
+(benchmarks, tests) and clears JAX's compilation caches on the way in and out, because a function that carries
+no settings (a bare ``jit`` of ``conv_general_dilated``) is cached by JAX without them. ``onednn`` and ``xla-swapped`` are ``jax.custom_vjp``
 functions: reverse mode (``grad``, ``vjp``, ``jacrev``) and ``jit``, ``pmap``, ``vmap`` work; forward mode
 (``jvp``, ``jacfwd``) does not: use the ``xla`` backend for it. Tests: ``tests/test_conv.py``,
 ``tests/test_onednn.py`` (same values and gradients as lax up to float32 rounding).
@@ -55,19 +56,15 @@ BACKENDS = ("onednn", "xla-swapped", "xla", "winograd")
 ENV = config.COMPUTE_ENV["conv"]
 FUSE_ADD_ENV = config.COMPUTE_ENV["fuse_add"]
 OVERLAP_ENV = config.COMPUTE_ENV["overlap_grads"]
-_chosen: str | None = None  # set_backend's choice; None: the compute settings'
-_settings: config.ComputeConfig | None = None  # use()'s; None: the defaults with the environment's overrides
 _traced: contextvars.ContextVar[config.ComputeConfig | None] = contextvars.ContextVar("jaxres_compute", default=None)
 
 
 def settings() -> config.ComputeConfig:
-    """The compute settings of what is traced now: the model's own (``traced_with``: a model built from a run
-    config carries its compute section), else ``use``'s, else the defaults with the environment's overrides
+    """The compute settings of what is traced now: the innermost ``traced_with``'s (a model built from a run
+    config carries its compute section), else the defaults with the environment's overrides
     (``config.from_env``), read when a function is traced."""
     traced = _traced.get()
-    if traced is not None:
-        return traced
-    return _settings if _settings is not None else config.from_env()
+    return traced if traced is not None else config.from_env()
 
 
 @contextlib.contextmanager
@@ -88,18 +85,18 @@ def traced_with(compute: config.ComputeConfig | None):
         _traced.reset(token)
 
 
-def use(compute: config.ComputeConfig | None) -> config.ComputeConfig | None:
-    """Trace with ``compute`` from now on (None: the defaults and the environment again) and return what was
-    used before; where the settings in effect change, JAX's caches are cleared so that nothing compiled under
-    the others is reused."""
-    global _settings
-    if compute is not None and compute.conv != "auto":
-        _check(compute.conv)
-    before = settings()
-    previous, _settings = _settings, compute
-    if settings() != before:
+@contextlib.contextmanager
+def forced(name: str):
+    """Within this block, trace with the convolution backend ``name`` (the other compute settings as outside
+    it) where no model's own settings say otherwise; JAX's caches are cleared on the way in and out, so that
+    nothing traced with the other backend is reused (benchmarks, tests)."""
+    compute = settings().model_copy(update={"conv": _check(name)})
+    jax.clear_caches()
+    try:
+        with traced_with(compute):
+            yield
+    finally:
         jax.clear_caches()
-    return previous
 
 
 def _check(name: str) -> str:
@@ -118,8 +115,6 @@ def _check(name: str) -> str:
 
 def backend() -> str:
     """The convolution backend of convolutions traced now (see the module docstring)."""
-    if _chosen is not None:
-        return _chosen
     s = settings()
     return _check(s.conv) if s.conv != "auto" else _direct(s)
 
@@ -166,14 +161,6 @@ def _describe_direct(name: str, precision: str) -> str:
         if not settings().fuse_add:
             what += "; shortcut addition in XLA"
     return f"{name} ({what})" if name == "onednn" or not ok else name
-
-
-def set_backend(name: str | None) -> None:
-    """Choose the convolution backend (None: automatic again); JAX's caches are cleared so that
-    nothing compiled with the previous choice is reused."""
-    global _chosen
-    _chosen = None if name is None else _check(name)
-    jax.clear_caches()
 
 
 def enabled() -> bool:

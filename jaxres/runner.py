@@ -76,22 +76,21 @@ def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
     if lock is None:
         return {"run": name, "skipped": f"{name} is held by another process"}
     say = opts.log if primary else (lambda *a, **k: None)
-    previous = conv.use(cfg.compute)  # what this run's convolutions and norms are traced with
     try:
-        if lock.took_over:
-            say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
-        done = finished(workdir / RESULTS, config.to_dict(cfg))
-        if done is not None:
-            how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
-                   else f"test accuracy {done['final']['test_accuracy']:.4f}")
-            say(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
-            return done
-        result = _train(cfg, workdir, opts, name, primary, say)
-        if primary:
-            checkpoint.write_json_atomic(workdir / RESULTS, json_safe(result))
-        return result
+        with conv.traced_with(cfg.compute):  # what this run's header, convolutions and norms are traced with
+            if lock.took_over:
+                say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
+            done = finished(workdir / RESULTS, config.to_dict(cfg))
+            if done is not None:
+                how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
+                       else f"test accuracy {done['final']['test_accuracy']:.4f}")
+                say(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
+                return done
+            result = _train(cfg, workdir, opts, name, primary, say)
+            if primary:
+                checkpoint.write_json_atomic(workdir / RESULTS, json_safe(result))
+            return result
     finally:
-        conv.use(previous)
         lock.release()
 
 

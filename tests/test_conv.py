@@ -109,21 +109,16 @@ def test_the_backend_is_an_explicit_visible_choice(monkeypatch):
     with pytest.raises(ValueError, match=r"\$JAXRES_CONV: compute.conv='cudnn' is not one of auto, onednn, xla-swapped, xla"):
         conv.backend()
     monkeypatch.delenv(conv.ENV)
-    try:
-        conv.set_backend("xla")  # explicit, and clears what was compiled with the other choice
+    with conv.forced("xla"):  # by hand, and clears what was compiled with the other choice
         assert conv.backend() == "xla" and conv.describe().startswith("xla")
         assert not _uses_custom_rule(lambda x, w: _loss(conv.conv_general_dilated, x, w, 1.0, padding="SAME"), x, w)
-    finally:
-        conv.set_backend(None)
     assert conv.backend() in ("onednn", "xla-swapped")
-    previous = conv.use(config.ComputeConfig(conv="xla"))  # what jaxres.run does with a run's compute section
-    try:
+    with conv.traced_with(config.ComputeConfig(conv="xla")):  # what jaxres.run does with a run's compute section
         assert conv.backend() == "xla"
-        conv.use(config.ComputeConfig(fast_path=False))  # off the fast path, auto means xla
-        assert conv.backend() == "xla"
-    finally:
-        conv.use(previous)
+        with conv.traced_with(config.ComputeConfig(fast_path=False)):  # off the fast path, auto means xla
+            assert conv.backend() == "xla"
     assert conv.backend() in ("onednn", "xla-swapped")
+    assert not hasattr(conv, "use") and not hasattr(conv, "set_backend")  # no process-wide setting to leave behind
 
 
 def test_onednn_is_built_and_loaded_where_it_can_be():
@@ -145,7 +140,7 @@ def test_onednn_is_built_and_loaded_where_it_can_be():
 @pytest.mark.parametrize("order", [("xla", "winograd"), ("winograd", "xla")])
 def test_a_models_convolutions_follow_the_config_it_was_built_from(order):
     """Two models from configs that differ only in compute.conv, in one process, in either order, with no
-    conv.use or set_backend: each traces to its own convolutions."""
+    no backend forced: each traces to its own convolutions."""
     from jaxres import config, train
 
     x = jnp.zeros((2, 8, 8, 3), jnp.float32)

@@ -258,11 +258,8 @@ def test_vmap_and_jit_and_the_jvp_fallback():
                                                                                       dimension_numbers=DN))(xs))
     with pytest.raises(TypeError, match="custom_vjp"):  # forward mode: not through oneDNN ...
         jax.jvp(ours, (xs[0],), (xs[1],))
-    try:
-        conv.set_backend("xla")  # ... but through the xla backend, as documented
+    with conv.forced("xla"):  # ... but through the xla backend, as documented
         y, t = jax.jvp(ours, (xs[0],), (xs[1],))
-    finally:
-        conv.set_backend(None)
     close(t, lax.conv_general_dilated(xs[1], w, (1, 1), "SAME", dimension_numbers=DN))
 
 
@@ -290,13 +287,10 @@ def test_model_gradients_equal_the_xla_path(name, shape, monkeypatch):
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     grads = {}
-    try:
-        for backend in ("onednn", "xla"):
-            conv.set_backend(backend)  # and clears the traces made with the other one
+    for backend in ("onednn", "xla"):
+        with conv.forced(backend):  # and clears the traces made with the other one
             assert through_onednn(loss, variables["params"]) == (backend == "onednn")
             grads[backend] = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    finally:
-        conv.set_backend(None)
     assert float(grads["onednn"][0]) == pytest.approx(float(grads["xla"][0]), rel=1e-5)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads["onednn"][1]),
                             jax.tree.leaves(grads["xla"][1]), strict=True):

@@ -1,4 +1,6 @@
 """The Winograd convolution (jaxres.winograd, compute.conv=winograd) against lax.conv_general_dilated."""
+
+import contextlib
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,10 +82,8 @@ def test_only_stride_one_3x3_convolutions_with_enough_channels_are_taken():
 
 @pytest.fixture
 def backend():
-    def use(name):
-        conv.use(config.ComputeConfig(conv=name))
-    yield use
-    conv.use(None)
+    with contextlib.ExitStack() as stack:
+        yield lambda name: stack.enter_context(conv.forced(name))
 
 
 def test_the_backend_trains_the_seed_networks_like_the_direct_convolution(backend):
