@@ -10,7 +10,8 @@ for every run, ``--sweep KEY=V1,V2`` for a new axis (``--list-keys`` shows every
 Each run writes OUT/<run>/results.json (run names come from the config: ``jaxres.config.run_name``);
 the summary, curves and report are rebuilt from those files alone. A finished run is not trained
 again; an interrupted one continues from its last checkpoint. Exit status: 0 when every run
-finished, 1 when a run diverged (the others still run), 2 for bad input.
+finished, 1 when a run diverged (the others still run), 2 for bad input, 3 when ``--report-only`` leaves out
+runs of the folder that are not finished (the report names them).
 """
 from __future__ import annotations
 
@@ -284,6 +285,14 @@ def _report_only(folder: str) -> int:
         raise UsageError("--report-only needs the folder of a study")
     for path in report.write_report(folder):
         print(f"wrote {path}")
+    with warnings.catch_warnings():  # a damaged file was named once, by the report
+        warnings.simplefilter("ignore")
+        unfinished = report.unfinished_runs(folder, report.load_results(folder))
+    if unfinished:
+        print(f"compare: the report leaves out {len(unfinished)} unfinished run(s): "
+              + "; ".join(f"{run}: {why}" for run, why in unfinished)
+              + "; run the study's command again to finish them", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -349,6 +358,7 @@ def _finish(outcomes: list[dict[str, Any]], out: Path, args: argparse.Namespace,
     from jaxres import report
 
     skipped = [o for o in outcomes if "skipped" in o]
+    _rewrite_lost_results([o for o in outcomes if "skipped" not in o], out)
     if not args.no_report and (not skipped or any(out.glob("*/results.json"))):  # unless every run is held elsewhere
         for path in report.write_report(out):
             print(f"wrote {path}")
@@ -363,6 +373,26 @@ def _finish(outcomes: list[dict[str, Any]], out: Path, args: argparse.Namespace,
             + f"; see {out / 'summary.md'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _rewrite_lost_results(outcomes: list[dict[str, Any]], out: Path) -> None:
+    """The results.json of a run this study finished that is gone or damaged by the study's end (deleted while
+    another run trained): written again from this process's copy, with one line, so the report has every run."""
+    import json
+
+    from jaxres import checkpoint, runner
+
+    for o in outcomes:
+        path = out / o["run"] / runner.RESULTS
+        try:
+            problem = runner.results_problem(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:
+            problem = "gone" if isinstance(e, FileNotFoundError) else f"unreadable ({type(e).__name__})"
+        if problem is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_json_atomic(path, runner.json_safe(o))
+            print(f"warning: {path}: {problem} at the end of the study; written again from the run's results",
+                  file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ def _explain(cls: type[Section], error: Mapping[str, Any], values: Mapping[str, 
         loc = loc[1:]
         key = loc[0]
     if key not in cls.model_fields:
+        if error["type"] == "extra_forbidden":
+            return f"{cls.prefix}{key} is not a config key (python -m experiments.compare --list-keys lists them)"
         return f"{cls.prefix}{error['msg']}"
     field = cls.model_fields[key]
     full = f"{cls.prefix}{key}"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,11 @@ def append_layer_norms(path: str | Path, names: tuple[str, ...], norms: Any) -> 
     if not norms.steps.size:  # an epoch shorter than the recording interval
         return
     old = load_layer_norms(path) if path.exists() else None
+    if old is None and path.exists():  # damaged: kept aside (nothing is lost), the record starts again here
+        aside = path.with_name(f"{path.stem}.damaged.{int(time.time())}{path.suffix}")
+        os.replace(path, aside)
+        warnings.warn(f"{path} is damaged (not a readable .npz); kept as {aside.name}, and the per-layer record "
+                      f"starts again at step {int(norms.steps.min())}", stacklevel=2)
     series = norms._asdict()
     if old is not None and old[0] == names:
         keep = old[1]["steps"] < norms.steps.min()
@@ -86,7 +94,7 @@ def load_layer_norms(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]
     try:
         with np.load(path) as f:
             return [str(n) for n in f["names"]], {k: f[k] for k in f.files if k != "names"}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
 

@@ -22,32 +22,43 @@ from typing import Any
 from jaxres import claims, catalog, stats
 from jaxres.config import POOLED, flatten
 from jaxres.catalog import DATASETS
-from jaxres.runner import SCHEMA  # results.json's layout: defined once, by its writer
+from jaxres.runner import results_problem  # results.json's layout: defined once, by its writer
 
 GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 
 
 def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished run's results.json below ``out_dir``, in a stable order; unreadable ones are
-    skipped with a one-line warning each."""
+    """Every finished run's results.json below ``out_dir``, in a stable order; unreadable or damaged ones
+    (``jaxres.runner.results_problem``) are skipped with a one-line warning each."""
     runs = []
     for p in sorted(Path(out_dir).glob("*/results.json")):
         try:
             r = json.loads(p.read_text())
-            if not isinstance(r, dict):
-                raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
-            warnings.warn(f"skipping {p}: unreadable ({type(e).__name__}); rerun the study to rebuild it",
-                          stacklevel=2)
+            problem = f"unreadable ({type(e).__name__})"
+        else:
+            problem = results_problem(r)
+        if problem is not None:
+            warnings.warn(f"skipping {p}: {problem}; rerun the study to rebuild it", stacklevel=2)
             continue
-        if r.get("schema") != SCHEMA:
-            warnings.warn(f"skipping {p}: written by another version of jaxres (schema {r.get('schema')}, "
-                          f"this one reads {SCHEMA})", stacklevel=2)
-            continue
-        if r.get("final"):
-            runs.append(r)
+        runs.append(r)
     return runs
+
+
+def unfinished_runs(out_dir: str | Path, results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(run, why) for every run folder below ``out_dir`` that was started (it has its ``config.json``) but is not
+    among ``results`` (``load_results``): interrupted, still training elsewhere, or its results.json damaged."""
+    done = {r["run"] for r in results}
+    missing = []
+    for folder in sorted(p.parent for p in Path(out_dir).glob("*/config.json")):
+        if folder.name in done:
+            continue
+        epochs = [int(m.stem) for m in (folder / "manifests").glob("*.json") if m.stem.isdigit()]
+        saved = f"saved up to epoch {max(epochs)}" if epochs else "no epoch saved yet"
+        why = ("results.json damaged" if (folder / "results.json").exists() else "not finished") + f" ({saved})"
+        missing.append((folder.name, why))
+    return missing
 
 
 def _key(flat: dict[str, Any]) -> str:
@@ -152,8 +163,9 @@ def differences(rows: list[dict[str, Any]], results: list[dict[str, Any]], key: 
         by_rest[json.dumps({k: v for k, v in row["config"].items() if k != key}, sort_keys=True)].append(row)
     out = []
     for group in by_rest.values():
-        for i, a in enumerate(group):
-            for b in group[i + 1:]:
+        for i, first in enumerate(group):
+            for second in group[i + 1:]:
+                a, b = _oriented(key, first, second)
                 xa, xb = accs[_key(a["config"])], accs[_key(b["config"])]
                 if not xa or not xb:
                     continue
@@ -164,6 +176,16 @@ def differences(rows: list[dict[str, Any]], results: list[dict[str, Any]], key: 
                             "difference": est.value, "n_a": len(xa), "n_b": len(xb), "ci": ci, "df": est.df,
                             "excludes_zero": None if ci is None else (ci[0] > 0 or ci[1] < 0)})
     return out
+
+
+def _oriented(key: str, first: dict[str, Any], second: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rows (a, b) of a difference a - b: between models, the residual network first, as the claims orient
+    theirs (resnet - cnn); otherwise in the order of the summary."""
+    if key == "model.name":
+        residual = [bool(getattr(catalog.PRESETS.get(r["config"].get(key)), "residual", False)) for r in (first, second)]
+        if residual == [False, True]:
+            return second, first
+    return first, second
 
 
 def model_differences(rows: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -199,16 +221,73 @@ def _label(r: dict[str, Any], columns: list[str], several_seeds: bool) -> str:
     return f"{label} (seed {flat['seed']})" if several_seeds else label
 
 
-def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path,
-                columns: list[str] | None = None) -> Path:
-    """Accuracy (left) and loss (right) per epoch, train and test, every run of ``dataset``; a run that
-    diverged ends in an x at the epoch where it did."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` and free it."""
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _marks(n: int) -> dict[str, Any]:
+    """Line keywords that keep a series of ``n`` points visible, one point included: a marker on at most about
+    30 of them."""
+    return {"marker": "o", "markersize": 3.5, "markevery": max(1, n // 30)}
+
+
+def _legend(ax, **kwargs) -> None:
+    """The axis's legend, where something on it has a label (else matplotlib draws an empty box and warns)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def _whole_ticks(axis) -> None:
+    """Ticks at whole numbers only (epochs, steps), one tick allowed (a single epoch or recorded step)."""
     from matplotlib.ticker import MaxNLocator
 
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def _epoch_axis(ax, epochs: list[int]) -> None:
+    """Whole epochs on the x axis, each drawn epoch half an epoch from the edge (one epoch: 0.5 to 1.5)."""
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    _whole_ticks(ax.xaxis)
+
+
+def _mark_divergence(ax, r: dict[str, Any], key: str, color: str, label: str | None = None) -> None:
+    """An x at the epoch where run ``r`` diverged: at the last finite value of ``key`` in its history, or,
+    where none is finite, on the axis's bottom edge (a value of its own would be made up)."""
+    epoch = r["diverged"]["epoch"]
+    finite = [h[key] for h in r["history"] if _finite(h.get(key))]
+    style = {"color": color, "markersize": 10, "mew": 2, "clip_on": False}
+    if finite:
+        ax.plot([epoch], [finite[-1]], "x", label=label, **style)
+    else:
+        ax.plot([epoch], [0.0], "x", transform=ax.get_xaxis_transform(), label=label and f"{label}, no finite "
+                f"{key.split('_', 1)[1]}", **style)
+
+
+def _series(history: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    return [(h["epoch"], h[key]) for h in history if _finite(h.get(key))]
+
+
+def curves_figure(results: list[dict[str, Any]], dataset: str, columns: list[str] | None = None):
+    """The figure of ``plot_curves`` (a matplotlib Figure: axes 0 accuracy, 1 loss)."""
+    plt = _pyplot()
     columns = columns or []
     runs = [r for r in results if r["config"]["data"]["name"] == dataset]
     several = len({r["config"]["seed"] for r in runs}) > 1
@@ -217,32 +296,35 @@ def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path,
     for r in runs:
         label = _label(r, columns, several)
         color = colors.setdefault(_label(r, columns, False), f"C{len(colors) % 10}")
-        if r.get("diverged"):
-            label += f" (diverged, epoch {r['diverged']['epoch']})"
         for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
             for split, style in (("train", "-"), ("test", "--")):
-                pts = [(h["epoch"], h[f"{split}_{key}"]) for h in r["history"]
-                       if isinstance(h.get(f"{split}_{key}"), (int, float)) and math.isfinite(h[f"{split}_{key}"])]
+                pts = _series(r["history"], f"{split}_{key}")
                 if pts:
-                    ax.plot(*zip(*pts), style, color=color, label=f"{label} {split}")
+                    ax.plot(*zip(*pts), style, color=color, label=f"{label} {split}", **_marks(len(pts)))
             if r.get("diverged"):
-                finite = [h for h in r["history"] if isinstance(h.get(f"train_{key}"), (int, float))
-                          and math.isfinite(h[f"train_{key}"])]
-                y = finite[-1][f"train_{key}"] if finite else 0.0
-                ax.plot([r["diverged"]["epoch"]], [y], "x", color=color, markersize=10, mew=2)
+                _mark_divergence(ax, r, f"train_{key}", color, f"{label} diverged (epoch {r['diverged']['epoch']})")
+    epochs = [h["epoch"] for r in runs for h in r["history"]] + [r["diverged"]["epoch"] for r in runs
+                                                                 if r.get("diverged")]
     for ax, key in ((ax_acc, "accuracy (fraction correct)"), (ax_loss, "cross-entropy loss (nats)")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(ax, epochs)
+        if runs and not [line for line in ax.get_lines() if line.get_transform() == ax.transData]:
+            ax.set_yticks([])  # only edge marks: a scale would suggest values
+            ax.text(0.5, 0.5, "no finite value to draw", transform=ax.transAxes, ha="center", color="gray")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     marks = "; x: diverged" if any(r.get("diverged") for r in runs) else ""
     fig.suptitle(f"{dataset}: train (solid) and test (dashed) per epoch{marks}")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_curves(results: list[dict[str, Any]], dataset: str, path: str | Path,
+                columns: list[str] | None = None) -> Path:
+    """Accuracy (left) and loss (right) per epoch, train and test, every run of ``dataset``, a marker on each
+    epoch (one epoch is one point); a run that diverged ends in an x at the epoch where it did."""
+    return _save(curves_figure(results, dataset, columns), path)
 
 
 def facets(results: list[dict[str, Any]], columns: list[str]) -> tuple[list[str], list[tuple], list[tuple]]:
@@ -266,16 +348,9 @@ def _setting(r: dict[str, Any], keys: list[str]) -> tuple[str, ...]:
     return tuple(_value(flat.get(k)) for k in keys)
 
 
-def plot_facets(results: list[dict[str, Any]], dataset: str, path: str | Path, columns: list[str]) -> Path:
-    """Train (solid) and test (dashed) accuracy per epoch, one panel per setting besides the model (rows:
-    the first varying key, columns: the others), one colour per model, every seed: for studies such as
-    ``norm_opt`` whose runs would crowd one axis. A run that diverged ends in an x."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
+def facets_figure(results: list[dict[str, Any]], dataset: str, columns: list[str]):
+    """The figure of ``plot_facets``."""
+    plt = _pyplot()
     runs = [r for r in results if r["config"]["data"]["name"] == dataset]
     keys, rows, cols = facets(runs, columns)
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols) + 1, 2.6 * len(rows) + 1),
@@ -286,18 +361,18 @@ def plot_facets(results: list[dict[str, Any]], dataset: str, path: str | Path, c
         ax = axes[rows.index(values[:1])][cols.index(values[1:])]
         color = colors.setdefault(r["config"]["model"]["name"], f"C{len(colors) % 10}")
         for split, style in (("train", "-"), ("test", "--")):
-            pts = [(h["epoch"], h[f"{split}_accuracy"]) for h in r["history"]
-                   if isinstance(h.get(f"{split}_accuracy"), (int, float)) and math.isfinite(h[f"{split}_accuracy"])]
+            pts = _series(r["history"], f"{split}_accuracy")
             if pts:
-                ax.plot(*zip(*pts), style, color=color)
+                ax.plot(*zip(*pts), style, color=color, **_marks(len(pts)))
         if r.get("diverged"):
-            ax.plot([r["diverged"]["epoch"]], [0.0], "x", color=color, markersize=9, mew=2)
+            _mark_divergence(ax, r, "train_accuracy", color)
+    epochs = [h["epoch"] for r in runs for h in r["history"]]
     name = lambda k: k.split(".")[-1]
     for i, row in enumerate(rows):
         for j, col in enumerate(cols):
             ax = axes[i][j]
             ax.grid(alpha=0.3)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _epoch_axis(ax, epochs)
             if i == 0:
                 ax.set_title(" ".join(f"{name(k)}={v}" for k, v in zip(keys[1:], col)), fontsize=8)
             if j == 0:
@@ -309,10 +384,14 @@ def plot_facets(results: list[dict[str, Any]], dataset: str, path: str | Path, c
     fig.legend(handles=handles, loc="upper right", fontsize=8)
     fig.suptitle(f"{dataset}: accuracy per epoch, train (solid) and test (dashed), one panel per setting")
     fig.tight_layout(rect=(0, 0, 0.9, 0.96))
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_facets(results: list[dict[str, Any]], dataset: str, path: str | Path, columns: list[str]) -> Path:
+    """Train (solid) and test (dashed) accuracy per epoch, one panel per setting besides the model (rows:
+    the first varying key, columns: the others), one colour per model, every seed: for studies such as
+    ``norm_opt`` whose runs would crowd one axis. A run that diverged ends in an x."""
+    return _save(facets_figure(results, dataset, columns), path)
 
 
 def _conv_layers(names: list[str]) -> list[int]:
@@ -320,57 +399,70 @@ def _conv_layers(names: list[str]) -> list[int]:
     return [i for i, n in enumerate(names) if n != "head" and "norm" not in n.rsplit("/", 1)[-1]]
 
 
-def plot_layer_heatmap(names: list[str], series: dict[str, Any], title: str, path: str | Path) -> Path:
-    """Gradient norm of every layer (rows, network order from the top) at every recorded step, log colour."""
-    import matplotlib
+def _cell_edges(steps: np.ndarray) -> np.ndarray:
+    """Edges of one cell per recorded step, each step inside its own cell: halfway to its neighbours (one step:
+    half a step either side)."""
+    steps = np.asarray(steps, np.float64)
+    if len(steps) == 1:
+        return np.array([steps[0] - 0.5, steps[0] + 0.5])
+    mid = (steps[1:] + steps[:-1]) / 2
+    return np.concatenate([[steps[0] - (mid[0] - steps[0])], mid, [steps[-1] + (steps[-1] - mid[-1])]])
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def layer_heatmap_figure(names: list[str], series: dict[str, Any], title: str):
+    """The figure of ``plot_layer_heatmap``."""
     from matplotlib.colors import LogNorm
 
+    plt = _pyplot()
     g = np.asarray(series["grad"], np.float64).T  # layers x steps
     positive = g[np.isfinite(g) & (g > 0)]
     fig, ax = plt.subplots(figsize=(10, 0.22 * len(names) + 1.6))
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
-    steps = series["steps"]
-    extent = (steps[0] - 0.5, steps[-1] + 0.5, len(names) - 0.5, -0.5) if len(steps) else None
-    im = ax.imshow(np.where(g > 0, g, np.nan), aspect="auto", norm=norm, cmap="viridis", interpolation="nearest",
-                   extent=extent)
+    cells = np.ma.masked_invalid(np.where(g > 0, g, np.nan))
+    mesh = ax.pcolormesh(_cell_edges(series["steps"]), np.arange(len(names) + 1) - 0.5, cells, norm=norm,
+                         cmap="viridis", shading="flat")
+    ax.set_ylim(len(names) - 0.5, -0.5)  # the network's first layer on top
     ax.set_yticks(range(len(names)), names, fontsize=6)
-    ax.set_xlabel("step")
-    fig.colorbar(im, ax=ax, label="L2 norm of the layer's gradient")
+    ax.set_xlabel("step (one cell per recorded step)")
+    _whole_ticks(ax.xaxis)
+    fig.colorbar(mesh, ax=ax, label="L2 norm of the layer's gradient")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
-def plot_layer_lines(runs: list[tuple[str, list[str], dict[str, Any]]], title: str, path: str | Path) -> Path:
-    """First, middle and last convolution's gradient norm against the step, one panel per model side
-    by side on a shared log axis (e.g. the plain twin beside the residual network)."""
-    import matplotlib
+def plot_layer_heatmap(names: list[str], series: dict[str, Any], title: str, path: str | Path) -> Path:
+    """Gradient norm of every layer (rows, network order from the top) at every recorded step (one cell each,
+    centred on its step), log colour."""
+    return _save(layer_heatmap_figure(names, series, title), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def layer_lines_figure(runs: list[tuple[str, list[str], dict[str, Any]]], title: str):
+    """The figure of ``plot_layer_lines``."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), sharey=True, squeeze=False)
     for ax, (label, names, series) in zip(axes[0], runs):
         convs = _conv_layers(names)
         picks = dict.fromkeys([convs[0], convs[len(convs) // 2], convs[-1]]) if convs else {}
         for i, style in zip(picks, ("-", "--", ":")):
-            ax.plot(series["steps"], series["grad"][:, i], style, label=names[i])
+            ax.plot(series["steps"], series["grad"][:, i], style, label=names[i], **_marks(len(series["steps"])))
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        _whole_ticks(ax.xaxis)
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     axes[0][0].set_ylabel("L2 norm of the layer's gradient")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_layer_lines(runs: list[tuple[str, list[str], dict[str, Any]]], title: str, path: str | Path) -> Path:
+    """First, middle and last convolution's gradient norm against the step, one panel per model side
+    by side on a shared log axis (e.g. the plain twin beside the residual network), a marker on the recorded
+    steps (one recorded step is one point)."""
+    return _save(layer_lines_figure(runs, title), path)
 
 
 def plot_layer_norms(results: list[dict[str, Any]], out_dir: Path, columns: list[str]) -> list[Path]:
@@ -381,7 +473,11 @@ def plot_layer_norms(results: list[dict[str, Any]], out_dir: Path, columns: list
 
     written, by_dataset = [], defaultdict(dict)
     for r in results:
-        loaded = load_layer_norms(out_dir / r["run"] / LAYER_FILE)
+        path = out_dir / r["run"] / LAYER_FILE
+        loaded = load_layer_norms(path)
+        if loaded is None and path.exists():
+            warnings.warn(f"{path} is damaged (not a readable .npz); {r['run']} has no per-layer figures (its "
+                          "other results are whole)", stacklevel=2)
         if loaded is None or not len(loaded[1]["steps"]):
             continue
         names, series = loaded
@@ -471,7 +567,8 @@ def plot_depth_curves(groups: dict[tuple[str, str, int], list[dict[str, Any]]], 
             for split, width in (("train", 0.8), ("test", 2.2)):
                 err = [100 * (1 - statistics.fmean(r["history"][e][f"{split}_accuracy"] for r in runs))
                        for e in range(length)]
-                ax.plot(steps, err, color=colors[n], lw=width, label=f"{kind}-{n}" if split == "test" else None)
+                ax.plot(steps, err, color=colors[n], lw=width, label=f"{kind}-{n}" if split == "test" else None,
+                        **_marks(len(steps)))
         ax.set_title(f"{kind} networks" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""), fontsize=10)
         ax.set_xlabel("iteration (training step)")
         ax.grid(alpha=0.3)
@@ -569,6 +666,7 @@ def write_report(out_dir: str | Path) -> list[Path]:
     lines += claim_lines + depth_lines + _figure_lines(datasets, faceted, layer_figures)
     lines += ["## Runs", "", "| run | wall time (s) | test examples |", "| --- | ---: | ---: |"]
     lines += [f"| {r['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} |" for r in results]
+    lines += _unfinished_lines(unfinished_runs(out_dir, results))
     written.append(_write(out_dir / "report.md", "\n".join(lines) + "\n"))
     return written
 
@@ -598,6 +696,15 @@ def _opening(results: list[dict[str, Any]], datasets: list[str], columns: list[s
             "Settings shared by every run: " + ", ".join(f"`{k}={_value(v)}`" for k, v in shared.items()) + ".", "",
             "Environment: " + "; ".join(
                 ", ".join(f"{k} {v}" for k, v in json.loads(e).items()) for e in sorted(envs)) + ".", ""]
+
+
+def _unfinished_lines(unfinished: list[tuple[str, str]]) -> list[str]:
+    if not unfinished:
+        return []
+    return ["", "## Runs not in this report", "",
+            "Started in this folder but without finished results, so nothing above includes them; run the "
+            "study's command again to finish them (each resumes from its last save), then rebuild this report.", ""
+            ] + [f"- {run}: {why}" for run, why in unfinished]
 
 
 def _diverged_lines(results: list[dict[str, Any]]) -> list[str]:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,36 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
     """
     from jaxres import errors
 
-    opts = RunOptions(raw_dir, data_dir, keep, devices, progress, study, tensorboard_dir, log)
+    cfg = _as_config(cfg)
+    for what, value in (("workdir", workdir), ("raw_dir", raw_dir), ("tensorboard_dir", tensorboard_dir)):
+        if not (value is None and what != "workdir" or isinstance(value, (str, os.PathLike)) and str(value).strip()):
+            raise _config_error(f"{what} must be a folder (a str or a path), got {value!r}")
+    for what, value in (("data_dir", data_dir), ("study", study)):
+        if value is not None and not isinstance(value, str):
+            raise _config_error(f"{what} must be a str, got {value!r}")
+    if not callable(log):
+        raise _config_error(f"log must be a function taking one str, got {log!r}")
+    opts = RunOptions(raw_dir, data_dir, keep, devices, bool(progress), study, tensorboard_dir, log)
     with errors.stops_at_step_boundaries():  # a stop signal ends the run at a step boundary, that step saved
         return _run(cfg, Path(workdir), opts)
+
+
+def _config_error(message: str):
+    from jaxres.config import ConfigError
+
+    return ConfigError(message)
+
+
+def _as_config(cfg):
+    """``cfg`` as a RunConfig: itself, or the RunConfig its ``config.to_dict`` form (a mapping) describes."""
+    from jaxres import config
+
+    if isinstance(cfg, config.RunConfig):
+        return cfg
+    if isinstance(cfg, Mapping):
+        return config.from_dict(cfg)
+    raise _config_error(f"cfg must be a jaxres.config.RunConfig (or the dict config.to_dict makes of one), got "
+                        f"{type(cfg).__name__}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +155,9 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
         finally:
             if writer is not None:
                 writer.close()
-    history = fit.history[:cfg.epochs]
+    if len(fit.history) > cfg.epochs:  # resumed from a checkpoint past the end asked for
+        raise too_few_epochs(workdir, len(fit.history), cfg.epochs)
+    history = fit.history
     return {"schema": SCHEMA, "run": name, "study": opts.study, "config": config.to_dict(cfg),
             "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
             "history": history, "final": history[-1], "diverged": fit.diverged,
@@ -188,6 +218,9 @@ def check_arguments(keep: int, devices: int | None, names: tuple[str, str] = ("k
 
     from jaxres.config import ConfigError
 
+    for name, value in zip(names, (keep, devices)):
+        if not (isinstance(value, int) and not isinstance(value, bool) or value is None and name == names[1]):
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
     if keep < 1:
         raise ConfigError(f"{names[0]} must be at least 1, got {keep}")
     n_dev = jax.local_device_count()
@@ -222,20 +255,50 @@ def _acquire(lock, name: str, primary: bool, log: Callable[[str], None]):
 
 
 def finished(path: Path, cfg_dict: dict) -> dict | None:
-    """The results of this exact run if ``path`` holds them; a damaged file is named and ignored."""
+    """The results of this exact run if ``path`` holds them; a damaged file is named and ignored (the run is
+    rebuilt from its checkpoints). Asking for fewer epochs than the folder's run has is one ConfigError line:
+    its results would be overwritten by those of an earlier epoch."""
     from jaxres import config
 
     if not path.exists():
         return None
     try:
         done = json.loads(path.read_text())
-        if not isinstance(done, dict):
-            raise ValueError("not a JSON object")
-    except ValueError:
-        print(f"warning: {path} is damaged; the run is rebuilt from its checkpoints", file=sys.stderr)
+        problem = results_problem(done)
+    except ValueError as e:
+        problem = f"unreadable ({type(e).__name__})"
+    if problem is not None:
+        print(f"warning: {path} is damaged: {problem}; the run is rebuilt from its checkpoints", file=sys.stderr)
         return None
-    changed = [k for k in config.differences(done.get("config") or {}, cfg_dict) if k not in config.NOT_IDENTITY]
-    return done if done.get("final") and not changed else None
+    changed = [k for k in config.differences(done["config"], cfg_dict) if k not in config.NOT_IDENTITY]
+    if changed == ["epochs"] and done["config"]["epochs"] > cfg_dict["epochs"]:
+        raise too_few_epochs(path.parent, len(done["history"]), cfg_dict["epochs"])
+    return done if not changed else None
+
+
+def too_few_epochs(workdir: Path, trained: int, asked: int):
+    """The ConfigError of a run folder trained for more epochs than asked."""
+    from jaxres.config import ConfigError
+
+    return ConfigError(f"{workdir} holds this run trained for {trained} epochs; epochs={asked} would replace its "
+                       f"results with those of epoch {asked}: ask for {trained} or more (more trains on), or use "
+                       "another folder")
+
+
+def results_problem(r: Any) -> str | None:
+    """What makes ``r`` (a results.json, parsed) unusable, in words; None where it is a finished run's results
+    of this SCHEMA."""
+    if not isinstance(r, dict):
+        return "not a JSON object"
+    if r.get("schema") != SCHEMA:
+        return f"written by another version of jaxres (schema {r.get('schema')}, this one reads {SCHEMA})"
+    kinds = {"config": dict, "history": list, "final": dict, "run": str}
+    wrong = [k for k, t in kinds.items() if not isinstance(r.get(k), t)]
+    if not wrong and not all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in r["history"]):
+        wrong = ["history"]
+    if not wrong and not r["history"]:
+        return "its history is empty"
+    return f"{', '.join(wrong)} missing or of the wrong type" if wrong else None
 
 
 def environment(precision: str = "float32") -> dict[str, Any]:

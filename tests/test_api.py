@@ -44,6 +44,35 @@ def test_run_refuses_bad_arguments_in_one_line(tmp_path, raw_dir):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda d: jaxres.run(None, d), "cfg must be a jaxres.config.RunConfig (or the dict config.to_dict makes of one), "
+                                    "got NoneType"),
+    (lambda d: jaxres.run("tiny", d), "cfg must be a jaxres.config.RunConfig"),
+    (lambda d: jaxres.run({"epochs": 1, "colour": "red"}, d), "colour"),
+    (lambda d: jaxres.run(tiny_run(), d, keep="2"), "keep must be a whole number, got '2'"),
+    (lambda d: jaxres.run(tiny_run(), d, keep=True), "keep must be a whole number, got True"),
+    (lambda d: jaxres.run(tiny_run(), d, devices=1.0), "devices must be a whole number, got 1.0"),
+    (lambda d: jaxres.run(tiny_run(), None), "workdir must be a folder (a str or a path), got None"),
+    (lambda d: jaxres.run(tiny_run(), ""), "workdir must be a folder (a str or a path), got ''"),
+    (lambda d: jaxres.run(tiny_run(), d, raw_dir=3), "raw_dir must be a folder (a str or a path), got 3"),
+    (lambda d: jaxres.run(tiny_run(), d, log="print"), "log must be a function taking one str"),
+])
+def test_the_python_api_refuses_bad_arguments_as_config_errors(tmp_path, call, message):
+    """Issue 36, case 9: the Python API's bad arguments are the CLI's one-line ConfigError, not an AttributeError or
+    a TypeError from deep inside, and nothing is written."""
+    with pytest.raises(config.ConfigError) as info:
+        call(tmp_path / "run")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_python_api_takes_a_config_as_the_dict_results_json_holds(tmp_path, raw_dir):
+    cfg = tiny_run()
+    res = jaxres.run(cfg, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=False, log=lambda _: None)
+    again = jaxres.run(res["config"], tmp_path / "run", raw_dir=raw_dir, progress=False, log=lambda _: None)
+    assert again == json.loads((tmp_path / "run" / "results.json").read_text())
+
+
 IMPORT_ONLY = """
 import os
 before = os.environ.get("XLA_FLAGS", "")

@@ -114,15 +114,16 @@ def test_a_damaged_results_file_is_skipped_by_the_report_and_rebuilt_by_a_rerun(
     before = json.loads(run.read_text())
     run.write_text(run.read_text()[:100])  # truncated
     capsys.readouterr()
-    assert compare.main(["--report-only", str(out)]) == 0
+    assert compare.main(["--report-only", str(out)]) == 3  # the report leaves that run out, and says so
     err = capsys.readouterr().err
     assert "warning: skipping" in err and "results.json: unreadable (JSONDecodeError)" in err
-    assert len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 2 and f"leaves out 1 unfinished run(s): {run.parent.name}: results.json " \
+        "damaged (saved up to epoch 2)" in err
     assert len(list(csv.DictReader((out / "summary.csv").open()))) == 1
     capsys.readouterr()
     assert compare.main(args(raw_dir, *STUDY, "--out", str(out))) == 0
     text = "".join(capsys.readouterr())
-    assert "is damaged; the run is rebuilt from its checkpoints" in text and text.count("not trained again") == 1
+    assert "is damaged: unreadable (JSONDecodeError); the run is rebuilt from its checkpoints" in text and text.count("not trained again") == 1
     assert "already trained for 2 epochs" in text
     after = json.loads(run.read_text())
     strip = lambda h: [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in h]

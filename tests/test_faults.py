@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import compare
@@ -369,19 +370,51 @@ def test_what_a_failed_write_leaves_for_the_end_of_the_process_stays_quiet(tmp_p
     assert [str(w.message) for w in caught] == ["another warning"]
 
 
-def test_a_results_file_that_is_json_but_not_an_object_is_rebuilt(raw_dir, tmp_path, capsys):
+JUNK_RESULTS = [
+    ("[]", "not a JSON object"), ("null", "not a JSON object"), ("3", "not a JSON object"),
+    ('{"schema": 2, "run": "r", "config": {}, "history": "oops", "final": {}}', "history missing or of the wrong type"),
+    ('{"schema": 2, "run": "r", "config": {}, "history": [1, 2], "final": {}}', "history missing or of the wrong type"),
+    ('{"schema": 2, "run": "r", "config": [], "history": [], "final": null}', "config, final missing or of the wrong type"),
+]
+
+
+def test_a_results_file_of_the_wrong_shape_is_skipped_and_rebuilt(raw_dir, tmp_path, capsys):
+    """Issue 36, case 10: a results.json that is JSON but not what jaxres writes (its history a string, ...) is one
+    warning and a skip in the report, like any damaged file, and the same command rebuilds it from the checkpoints."""
     out = tmp_path / "out"
     assert compare.main(argv(raw_dir, out, epochs=1)) == 0
     (path,) = out.glob("*/results.json")
     good = json.loads(path.read_text())["history"]
-    for junk in ("[]", "null", "3"):
+    for junk, problem in JUNK_RESULTS:
         path.write_text(junk)
+        capsys.readouterr()
         assert compare.main(["--report-only", str(out)]) == 2  # the only run is skipped: nothing to report
         err = capsys.readouterr().err
-        assert f"skipping {path}: unreadable (ValueError)" in err and "Traceback" not in err
+        assert f"skipping {path}: {problem}; rerun the study to rebuild it" in err and "Traceback" not in err
         assert compare.main(argv(raw_dir, out, epochs=1)) == 0
-        assert f"warning: {path} is damaged; the run is rebuilt from its checkpoints" in capsys.readouterr().err
+        assert f"warning: {path} is damaged: {problem}; the run is rebuilt from its checkpoints" in (
+            capsys.readouterr().err)
         assert json.loads(path.read_text())["history"] == good
+
+
+def test_fewer_epochs_than_a_folder_holds_is_one_line_and_keeps_its_results(raw_dir, tmp_path, capsys):
+    """Also seen in issue 36: --epochs 2 on a run trained for more said "nothing to do" and then wrote epoch 2 as
+    the run's results. Now it is one line, exit 2, and results.json is untouched (with and without it)."""
+    out = tmp_path / "out"
+    assert compare.main(argv(raw_dir, out, epochs=2)) == 0
+    (path,) = out.glob("*/results.json")
+    before = path.read_text()
+    for without_results in (False, True):
+        if without_results:
+            path.unlink()
+        capsys.readouterr()
+        assert compare.main(argv(raw_dir, out, epochs=1)) == 2
+        err = capsys.readouterr().err
+        assert "holds this run trained for 2 epochs; epochs=1 would replace its results" in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert path.exists() == (not without_results)
+    assert compare.main(argv(raw_dir, out, epochs=2)) == 0  # rebuilt from its checkpoints, the same history
+    assert json.loads(path.read_text())["history"] == json.loads(before)["history"]
 
 
 def test_a_full_disk_while_results_are_written_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
@@ -510,3 +543,99 @@ def test_a_checkpoint_left_without_its_manifest_is_not_trusted(raw_dir, tmp_path
                            "has no manifest") and "trying the previous one" in line, line
     assert "resuming after epoch 1" in again.stdout
     assert history(out) == straight
+
+
+def test_constant_images_with_standardize_are_one_line_before_training(raw_dir, tmp_path, capsys):
+    """Issue 36, case 8: training images with one value everywhere and data.preprocess=standardize were reported as
+    "diverged at step 1"; the cause is a standard deviation of 0, named before anything is trained."""
+    import synthetic
+
+    flat = tmp_path / "raw"
+    shutil.copytree(raw_dir, flat)
+    images = np.full((64, 28, 28), 7, np.uint8)
+    (flat / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(synthetic._idx(images))
+    (flat / "mnist" / "train-labels-idx1-ubyte.gz").write_bytes(synthetic._idx(np.arange(64) % 10))
+    out = tmp_path / "out"
+    assert compare.main(argv(flat, out, "--set", "data.preprocess=standardize", epochs=1)) == 2
+    err = capsys.readouterr().err
+    assert ("data.preprocess=standardize: channel 0 of the 64 training images has one value everywhere (standard "
+            "deviation 0)") in err and "set data.preprocess=scale" in err
+    assert len(err.strip().splitlines()) == 1 and "diverged" not in err
+    assert not list(out.glob("*/results.json"))
+    assert compare.main(argv(flat, out, epochs=1)) == 0  # scaled, the same files train
+
+
+def test_a_damaged_layer_norms_file_is_one_warning_and_blocks_nothing(raw_dir, tmp_path, capsys):
+    """Issue 36, case 3: a truncated layer_norms.npz ended the same command, a longer run and --report-only in
+    zipfile.BadZipFile. Now the report warns and draws the run without its per-layer figures, and training on keeps
+    the damaged file aside (nothing lost) and records from where it is."""
+    from jaxres import metrics
+
+    out = tmp_path / "out"
+    assert compare.main(argv(raw_dir, out, "--set", "layer_norms_every=1", epochs=2)) == 0
+    (run,) = (p.parent for p in out.glob("*/results.json"))
+    path = run / metrics.LAYER_FILE
+    damaged = path.read_bytes()[:200]
+    path.write_bytes(damaged)
+    capsys.readouterr()
+    with_report = [a for a in argv(raw_dir, out, "--set", "layer_norms_every=1", epochs=2) if a != "--no-report"]
+    for command in (with_report, ["--report-only", str(out)]):
+        assert compare.main(command) == 0  # the finished run and its report, without the per-layer figures
+        err = capsys.readouterr().err
+        assert f"warning: {path} is damaged (not a readable .npz); {run.name} has no per-layer figures" in err
+        assert "Traceback" not in err and not list(out.glob("layers_*.png"))
+    assert compare.main(argv(raw_dir, out, "--set", "layer_norms_every=1", epochs=3)) == 0
+    err = capsys.readouterr().err
+    (aside,) = run.glob("layer_norms.damaged.*.npz")
+    assert aside.read_bytes() == damaged and "kept as " + aside.name in err and "starts again at step 4" in err
+    names, series = metrics.load_layer_norms(path)
+    assert series["steps"].tolist() == [4, 5] and len(names) == series["grad"].shape[1]
+
+
+def two_models(raw_dir, out, *extra, epochs=1):
+    """argv's study with both seed models, and the report."""
+    return [a.replace("seed_cnn", "seed_cnn,seed_resnet") for a in argv(raw_dir, out, *extra, epochs=epochs)
+            if a != "--no-report"]
+
+
+def test_a_results_file_deleted_during_the_study_is_written_again_at_its_end(raw_dir, tmp_path, capsys, monkeypatch):
+    """Issue 36, case 5: a results.json deleted while the next run trained gave "2 of 2 runs done" and a report of
+    one row. The study's process still has those results: they are written again, said, and reported."""
+    out, done, real = tmp_path / "out", [], compare.run_one
+
+    def run_one(cfg, study, folder, args):
+        for r in done:
+            (folder / r["run"] / "results.json").unlink()
+        done.append(real(cfg, study, folder, args))
+        return done[-1]
+
+    monkeypatch.setattr(compare, "run_one", run_one)
+    assert compare.main(two_models(raw_dir, out)) == 0
+    captured = capsys.readouterr()
+    path = out / done[0]["run"] / "results.json"
+    assert f"warning: {path}: gone at the end of the study; written again from the run's results" in captured.err
+    assert "2 of 2 runs done" in captured.out
+    assert json.loads(path.read_text())["history"] == done[0]["history"]
+    assert len((out / "summary.csv").read_text().strip().splitlines()) == 3  # header and both runs
+
+
+def test_report_only_on_a_half_finished_study_names_the_runs_it_leaves_out(raw_dir, tmp_path, capsys):
+    """Issue 36, case 4: --report-only on a study whose second run was killed exited 0 with a partial report, and
+    nothing said so. Now the report has a section naming each unfinished run, and the exit status is 3."""
+    out = tmp_path / "out"
+    assert compare.main(two_models(raw_dir, out)) == 0
+    first, second = sorted(p.parent for p in out.glob("*/results.json"))
+    (second / "results.json").unlink()  # as if killed after its last save, before results.json was written
+    capsys.readouterr()
+    assert compare.main(["--report-only", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert err.strip() == (f"compare: the report leaves out 1 unfinished run(s): {second.name}: not finished (saved "
+                           "up to epoch 1); run the study's command again to finish them")
+    text = (out / "report.md").read_text()
+    assert "## Runs not in this report" in text and f"- {second.name}: not finished (saved up to epoch 1)" in text
+    (second / "results.json").write_text("{")  # damaged
+    assert compare.main(["--report-only", str(out)]) == 3
+    assert f"{second.name}: results.json damaged (saved up to epoch 1)" in capsys.readouterr().err
+    assert compare.main(two_models(raw_dir, out)) == 0  # the same command finishes it; the report is whole again
+    assert compare.main(["--report-only", str(out)]) == 0
+    assert "not in this report" not in (out / "report.md").read_text()

@@ -2,6 +2,7 @@
 import math
 import statistics
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -40,6 +41,17 @@ def test_difference_and_its_welch_interval():
     assert d["excludes_zero"] == (lo > 0 or hi < 0) and d["excludes_zero"]
     (line,) = report.difference_lines([d], [])
     assert "95% CI" in line and "Welch" in line and "excludes 0" in line
+
+
+def test_a_side_without_spread_gives_welchs_interval_without_a_warning(recwarn):
+    """Convergence epochs 5, 5 against 5, 6, 5 (claim C3 on the campaign): scipy warned of a precision loss that is
+    not there; the interval is Welch's, written out."""
+    from jaxres import stats as jstats
+
+    est = jstats.welch([5, 5], [5, 6, 5])
+    lo, hi, df = welch([5, 5], [5, 6, 5])
+    assert est.ci == pytest.approx((lo, hi)) and est.df == pytest.approx(df)
+    assert not [w for w in recwarn if "Precision loss" in str(w.message)]
 
 
 def test_overlapping_seeds_make_no_claim_and_one_seed_gives_no_interval():
@@ -114,3 +126,105 @@ def test_runs_that_differ_in_more_than_the_model_get_one_panel_per_setting(tmp_p
     path = report.plot_facets(results, "cifar10", tmp_path / "f.png", columns)
     assert path.stat().st_size > 10_000
     assert report.facets(results[:2], report.varying_keys(results[:2]))[1:] == ([()], [()])  # the model alone
+
+
+# ------------------------------------------------------------------ figures (issue 36, cases 1 and 2)
+def run_of(history, diverged=None, model="seed_cnn", seed=0):
+    return {"run": f"mnist_{model}_seed{seed}", "config": {"data": {"name": "mnist"}, "model": {"name": model},
+                                                           "epochs": len(history), "seed": seed},
+            "history": history, "final": history[-1], "diverged": diverged}
+
+
+def row(epoch, train_loss, train_acc, test_loss, test_acc):
+    return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
+            "test_accuracy": test_acc}
+
+
+def drawn(ax):
+    """(x, y) of every line drawn in data coordinates with a visible marker or a line of two points or more."""
+    return [line.get_xydata() for line in ax.get_lines()
+            if line.get_marker() not in (None, "None", "") or len(line.get_xydata()) > 1]
+
+
+def test_a_one_epoch_run_is_drawn_as_points_on_an_axis_around_its_epoch():
+    """Case 1: one epoch drew a legend and no data (lines of one point, no marker) on an axis of 0.945-1.05."""
+    import matplotlib.pyplot as plt
+
+    fig = report.curves_figure([run_of([row(1, 0.5, 0.8, 0.4, 0.85)]), run_of([row(1, 0.6, 0.7, 0.5, 0.75)],
+                                                                             model="seed_resnet")], "mnist")
+    try:
+        for ax, values in zip(fig.axes, ({0.8, 0.85, 0.7, 0.75}, {0.5, 0.4, 0.6})):
+            points = drawn(ax)
+            assert len(points) == 4 and all(p.shape == (1, 2) and p[0, 0] == 1 for p in points)
+            assert {float(p[0, 1]) for p in points} == values
+            assert ax.get_xlim() == (0.5, 1.5) and len(ax.get_legend().get_texts()) == 4
+    finally:
+        plt.close(fig)
+
+
+def test_a_diverged_run_without_a_finite_loss_is_marked_on_the_axis_not_at_zero(recwarn):
+    """Case 2: a loss that is null everywhere was drawn as an x at loss 0, with an empty legend box and a
+    matplotlib warning."""
+    import matplotlib.pyplot as plt
+
+    nan = {"epoch": 1, "step": 1}
+    fig = report.curves_figure([run_of([row(1, None, None, None, 0.1)], diverged=nan)], "mnist")
+    try:
+        ax_acc, ax_loss = fig.axes
+        (x,) = [line for line in ax_loss.get_lines() if line.get_marker() == "x"]
+        assert x.get_transform() != ax_loss.transData and tuple(x.get_xydata()[0]) == (1.0, 0.0)  # the bottom edge
+        assert not [line for line in ax_loss.get_lines() if line.get_transform() == ax_loss.transData]  # no made-up y
+        assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == [
+            "seed_cnn diverged (epoch 1), no finite loss"]
+        assert [tuple(p[0]) for p in drawn(ax_acc)] == [(1.0, 0.1), (1.0, 0.0)]  # test accuracy; x on the edge
+    finally:
+        plt.close(fig)
+    fig = report.curves_figure([run_of([row(1, 2.0, 0.3, 2.1, 0.2), row(2, None, None, None, 0.1)],
+                                       diverged={"epoch": 2, "step": 9})], "mnist")
+    try:
+        (x,) = [line for line in fig.axes[1].get_lines() if line.get_marker() == "x"]
+        assert x.get_transform() == fig.axes[1].transData and tuple(x.get_xydata()[0]) == (2.0, 2.0)  # last finite
+    finally:
+        plt.close(fig)
+    assert not [w for w in recwarn if "legend" in str(w.message).lower()]
+
+
+@pytest.mark.parametrize("steps", [[0], [0, 10, 20], [0, 10, 20, 35, 36]])
+def test_the_layer_heatmap_has_one_cell_per_recorded_step_around_it(steps):
+    """Case 1: heatmap cells did not line up with the recorded steps (spread evenly over first-to-last step)."""
+    import matplotlib.pyplot as plt
+
+    names = ["conv0", "conv1", "head"]
+    grad = np.arange(1, 1 + 3 * len(steps), dtype=float).reshape(len(steps), 3)
+    fig = report.layer_heatmap_figure(names, {"steps": np.array(steps), "grad": grad}, "t")
+    try:
+        (mesh,) = fig.axes[0].collections
+        x_edges = mesh.get_coordinates()[0, :, 0]
+        assert len(x_edges) == len(steps) + 1 and np.all(np.diff(x_edges) > 0)
+        assert all(x_edges[i] < s < x_edges[i + 1] for i, s in enumerate(steps))
+        np.testing.assert_array_equal(mesh.get_array().reshape(3, len(steps)), grad.T)  # layer i, step j: its value
+    finally:
+        plt.close(fig)
+
+
+def test_layer_lines_with_one_recorded_step_show_points():
+    """Case 1: layer_grads panels were empty when a run had no more steps than layer_norms_every."""
+    import matplotlib.pyplot as plt
+
+    names = ["block0/conv0", "block1/conv0", "block2/conv0", "head"]
+    series = {"steps": np.array([0]), "grad": np.array([[1.0, 2.0, 3.0, 4.0]])}
+    fig = report.layer_lines_figure([("cnn", names, series), ("resnet", names, series)], "t")
+    try:
+        for ax in fig.axes:
+            assert sorted(float(p[0, 1]) for p in drawn(ax)) == [1.0, 2.0, 3.0]
+    finally:
+        plt.close(fig)
+
+
+def test_model_differences_are_residual_minus_plain_as_the_claims_are():
+    """Also seen in issue 36: "Model against model" said cnn - resnet = -0.135 where the claims said resnet - cnn =
+    +0.135. Both now subtract the plain network from the residual one, whatever the order of the rows."""
+    for order in (1, -1):
+        results = [result(m, s, a) for m, a in (("seed_cnn", 0.80), ("seed_resnet", 0.90)) for s in range(2)][::order]
+        (d,) = report.model_differences(report.summary_rows(results), results)
+        assert (d["a"], d["b"]) == ("seed_resnet", "seed_cnn") and d["difference"] == pytest.approx(0.10)

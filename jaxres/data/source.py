@@ -94,8 +94,14 @@ class Dataset:
     def _set_stats(self, images: np.ndarray) -> None:
         """Per-channel mean and std of the whole training split (the same on every process)."""
         x = np.asarray(images, np.float64) / 255.0
+        std = x.std(axis=(0, 1, 2))
+        flat = [str(c) for c in np.flatnonzero(np.ptp(np.asarray(images), axis=(0, 1, 2)) == 0)]
+        if flat:  # a std of 0 (or of rounding error): standardizing divides by it, and the loss explodes
+            raise DataError(f"data.preprocess=standardize: channel {', '.join(flat)} of the {len(x)} training images "
+                            "has one value everywhere (standard deviation 0), so standardizing divides by 0; check "
+                            "the data files, or set data.preprocess=scale")
         self.mean = jnp.asarray(x.mean(axis=(0, 1, 2)), jnp.float32)
-        self.std = jnp.asarray(x.std(axis=(0, 1, 2)), jnp.float32)
+        self.std = jnp.asarray(std, jnp.float32)
 
     # ----------------------------------------------------------- what a source provides
     def split_arrays(self, split: str) -> Arrays:
