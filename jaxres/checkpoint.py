@@ -532,7 +532,7 @@ def _interrupts_held():
             pending.append(signum)
             what = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
             again = " (Ctrl-C again to abandon it)" if signum == signal.SIGINT else ""
-            print(f"{what}: finishing the checkpoint being written{again}", file=sys.stderr)
+            errors.say(f"{what}: finishing the checkpoint being written{again}")
 
     previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, *STOP_SIGNALS)}
     try:

@@ -232,6 +232,9 @@ def claims_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def claims_csv(rows: list[dict[str, Any]]) -> str:
+    """The claims rows as CSV; ``setting`` holds, as JSON, only the keys in which the rows' settings differ (``{}``
+    for a study of one setting: the report lists the settings every run shares)."""
+    varying = _varying([r["setting"] for r in rows])
     fields = ["claim", "dataset", "setting", "a", "b", "statistic", "ours_a", "ours_b", "seed_a", "seed_b", "test",
               "estimate", "ci_low", "ci_high", "ci_a", "ci_b", "n_a", "n_b", "verdict", "why"]
     buf = io.StringIO()
@@ -239,7 +242,7 @@ def claims_csv(rows: list[dict[str, Any]]) -> str:
     w.writeheader()
     for r in rows:
         lo, hi = r["ci"] if r.get("ci") else (None, None)
-        w.writerow({**r, "setting": json.dumps(r["setting"], sort_keys=True), "ci_low": lo, "ci_high": hi,
+        w.writerow({**r, "setting": json.dumps({k: r["setting"].get(k) for k in varying}, sort_keys=True), "ci_low": lo, "ci_high": hi,
                     "ci_a": json.dumps(r.get("ci_a")), "ci_b": json.dumps(r.get("ci_b"))})
     return buf.getvalue()
 

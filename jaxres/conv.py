@@ -148,6 +148,17 @@ def describe(precision: str = "float32") -> str:
             f"{winograd.MIN_CHANNELS} input channels; the others: {_describe_direct(direct_backend(), precision)})")
 
 
+def brief(precision: str = "float32") -> str:
+    """The backend in a few words, for run headers: oneDNN's version, or ``describe`` where oneDNN does not run
+    (that says why); ``describe`` has every detail, in results.json."""
+    from jaxres import onednn
+
+    if backend() != "onednn" or not onednn.version():
+        return describe(precision)
+    slow = "" if precision in onednn.dtypes() else f", {precision} convolutions in XLA (no AVX512_BF16 here)"
+    return f"onednn {onednn.version()}{slow}"
+
+
 def _describe_direct(name: str, precision: str) -> str:
     from jaxres import onednn
 

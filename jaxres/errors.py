@@ -76,7 +76,7 @@ def stops_at_step_boundaries():
         _pending.append(signum)
         what = "interrupt" if signum == signal.SIGINT else signal.Signals(signum).name
         how = _training or "stopping before training goes on"
-        print(f"{what}: {how} (send it again to stop at once)", file=sys.stderr, flush=True)
+        say(f"{what}: {how} (send it again to stop at once)")
 
     _pending.clear()
     previous = {s: signal.signal(s, record) for s in (signal.SIGINT, *STOP_SIGNALS)}
@@ -88,6 +88,16 @@ def stops_at_step_boundaries():
         for s, h in previous.items():
             signal.signal(s, h)
     raise_if_stopped()
+
+
+def say(line: str) -> None:
+    """``line`` on stderr, on a line of its own: above tqdm's progress bars where one is drawn (else it would be
+    printed onto the end of the bar's line)."""
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)  # never imported here: this module comes before JAX
+    if tqdm is not None and getattr(tqdm, "_instances", None):
+        tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def deferring() -> bool:

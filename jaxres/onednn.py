@@ -117,7 +117,8 @@ def load() -> tuple[bool, str]:
         return False, f"jaxres's oneDNN extension could not be loaded ({e})"
     _loaded.append(_version(dnnl))
     threads = f"{_threads()} OpenMP threads" if _runtime(dnnl) == "OpenMP" else f"{_runtime(dnnl)} runtime"
-    return True, f"oneDNN {_loaded[0]} from {lib}, {threads}, {'/'.join(_supported)}"
+    _loaded.append(str(lib))
+    return True, f"oneDNN {_loaded[0]}, {threads}, {'/'.join(_supported)}"
 
 
 _supported: list[str] = []
@@ -128,6 +129,11 @@ _loaded: list[str] = []
 def version() -> str | None:
     """The version of the oneDNN library the handlers run on ("3.2.0"), None where it did not load."""
     return _loaded[0] if load()[0] else None
+
+
+def library() -> str | None:
+    """The path of the oneDNN library the handlers run on, None where it did not load."""
+    return _loaded[1] if load()[0] else None
 
 
 def grads_at_once() -> bool:

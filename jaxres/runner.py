@@ -173,12 +173,13 @@ def _header(cfg, name: str, model, n_params: int, ds, n_dev: int) -> str:
     n_all = n_dev * jax.process_count()
     how = (f"{n_all} devices ({cfg.parallel}" + (f", {jax.process_count()} processes)" if jax.process_count() > 1
                                                   else ")") if n_all > 1 else "1 device")
-    cpu_note = (f", CPU setup: fast path {cpu.fast_path_status()}, kept memory {cpu.memory_status()}"
-                if jax.default_backend() == "cpu" else "")
+    unusual = [f"{what} {status}" for what, status in (("fast path", cpu.fast_path_status()),
+                                                         ("kept memory", cpu.memory_status())) if status != "applied"]
+    cpu_note = f", CPU setup: {', '.join(unusual)}" if jax.default_backend() == "cpu" and unusual else ""
     return (f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
-            f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epochs of "
+            f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of "
             f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
-            f"{how}, {_compute_note(cfg.compute)}, conv backend {conv.describe(cfg.compute.precision)}{cpu_note}, "
+            f"{how}, {_compute_note(cfg.compute)}, conv {conv.brief(cfg.compute.precision)}{cpu_note}, "
             f"{_saves_note(cfg)}")
 
 
@@ -310,13 +311,14 @@ def environment(precision: str = "float32") -> dict[str, Any]:
     import optax
     import orbax.checkpoint
 
-    from jaxres import conv, cpu
+    from jaxres import conv, cpu, onednn
 
     return {"jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
             "flax": flax.__version__, "optax": optax.__version__, "orbax": orbax.checkpoint.__version__,
             "backend": jax.default_backend(), "device_count": jax.local_device_count(),
             "process_count": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
             "conv_backend": conv.backend(), "conv_backend_note": conv.describe(precision), "onednn": _onednn_version(),
+            "onednn_library": onednn.library() if _onednn_version() else None,
             "cpu": cpu.host(),
             "cpu_fast_path": cpu.fast_path_status(), "cpu_keep_memory": cpu.memory_status(),
             "python": sys.version.split()[0], **code_version()}

@@ -25,8 +25,11 @@ def test_a_run_trains_through_the_python_api_alone(tmp_path, raw_dir):
     res = jaxres.run(cfg, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=False, log=lines.append)
     assert lines[0].startswith(f"{config.run_name(cfg)}: mnist seed_cnn") and "precision float32" in lines[0]
     assert lines[0].endswith(", saves inside an epoch every 10 minutes")
+    assert "libdnnl" not in lines[0] and "OpenMP" not in lines[0]  # the backend's details are in results.json
     assert len(res["history"]) == cfg.epochs and 0.0 <= res["final"]["test_accuracy"] <= 1.0
     assert res["config"] == config.to_dict(cfg) and res["environment"]["cpu_fast_path"]
+    env = res["environment"]
+    assert env["onednn"] is None or env["onednn_library"].endswith("libdnnl.so.3") and env["onednn"] in lines[0]
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["history"] == res["history"]
     assert any((tmp_path / "run" / "checkpoints").iterdir())

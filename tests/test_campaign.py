@@ -57,6 +57,7 @@ def _check_report_from_copy(results: Path, tmp: Path) -> None:
     for row in rows:  # each setting's C1: its own runs' mean test accuracies, one verdict rule
         setting = json.loads(row["setting"])
         mine = lambda model: [acc for flat, acc in runs if flat["model.name"] == model  # noqa: E731
+                              and flat["data.name"] == row["dataset"]
                               and all(flat.get(k) == v for k, v in setting.items())]
         a, b = mine(row["a"]), mine(row["b"])
         assert float(row["ours_a"]) == pytest.approx(statistics.mean(a))

@@ -1,5 +1,7 @@
 """The seed's claims as verdicts (jaxres.claims): each verdict from synthetic histories, and real runs."""
 import dataclasses
+import csv
+import io
 import json
 import statistics
 
@@ -90,6 +92,11 @@ def test_the_plain_twin_pair_and_settings_are_kept_apart():
     assert "compute.precision=bfloat16" in text and "seed_plain_twin vs seed_resnet" in text
     diverged = results + [dict(run("seed_cnn", 5, [0.1], [0.1]), diverged={"epoch": 1, "step": 3})]
     assert claims.claims(diverged) == rows                           # a diverged run is left out
+    # claims.csv names a row's setting by what differs between settings, not the whole config on every row
+    settings = {r["setting"] for r in csv.DictReader(io.StringIO(claims.claims_csv(rows)))}
+    assert settings == {'{"compute.precision": "float32"}', '{"compute.precision": "bfloat16"}'}
+    one = [r for r in rows if r["setting"]["compute.precision"] == "float32"]
+    assert {r["setting"] for r in csv.DictReader(io.StringIO(claims.claims_csv(one)))} == {"{}"}
 
 
 @pytest.mark.slow  # 4 runs end to end; make test covers the claims on written results and the report of a study

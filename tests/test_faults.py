@@ -639,3 +639,23 @@ def test_report_only_on_a_half_finished_study_names_the_runs_it_leaves_out(raw_d
     assert compare.main(two_models(raw_dir, out)) == 0  # the same command finishes it; the report is whole again
     assert compare.main(["--report-only", str(out)]) == 0
     assert "not in this report" not in (out / "report.md").read_text()
+
+
+def test_a_stop_line_is_not_printed_onto_the_progress_bars_line(capsys):
+    """Also seen in issue 36: the line a stop signal prints landed at the end of the progress bar's line."""
+    import time
+
+    from tqdm import tqdm
+
+    from jaxres import errors
+
+    with pytest.raises(KeyboardInterrupt):
+        with errors.stops_at_step_boundaries():
+            bar = tqdm(total=10, file=sys.stderr, desc="epoch 1/3", ascii=True)
+            bar.update(3)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.2)  # the handler runs
+            bar.close()
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    (stop,) = [ln for ln in lines if "SIGUSR1" in ln]
+    assert stop.startswith("SIGUSR1: stopping before training goes on") and any("epoch 1/3" in ln for ln in lines)
