@@ -185,7 +185,8 @@ class Checkpointer:
                                   f"{_fix(e, folder, starting=True)}") from None
 
     def _open(self) -> None:
-        best = lambda m: m["test_accuracy"]  # noqa: E731
+        # the best epoch: by validation accuracy where the run holds a validation split out, else by test accuracy
+        best = lambda m: m.get("validation_accuracy", m["test_accuracy"])  # noqa: E731
         policy = policies.AnyPreservationPolicy([policies.LatestN(n=self._keep), policies.BestN(get_metric_fn=best, n=1)])
         # best_fn as well: without it orbax keeps the metrics in memory only, so after a restart no
         # checkpoint has one, BestN ranks none, and nothing written before the restart is ever pruned.
@@ -229,7 +230,8 @@ class Checkpointer:
             try:
                 self.manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                                  meta=ocp.args.JsonSave(meta)),
-                                  metrics={"test_accuracy": float(history[-1]["test_accuracy"])}, force=True)
+                                  metrics={k: float(history[-1][k]) for k in ("test_accuracy", "validation_accuracy")
+                                           if k in history[-1]}, force=True)
                 self.manager.wait_until_finished()
                 if jax.process_index() == 0:  # with several processes: the files are the same for all
                     self._write_manifest(epoch)

@@ -201,6 +201,10 @@ class DataConfig(Section):
     source: _names(catalog.SOURCES) = "device"  # raw files read with numpy, batched on the device; or "tfds"
     train_subset: Int | None = None     # the first N training examples only
     test_subset: Int | None = None      # the first N test examples only
+    # The last N of the (first train_subset) training examples held out as a validation split (0: none, the seed
+    # protocol): evaluated every epoch, it chooses the best epoch and drives early stopping (``patience``), so the
+    # test split is not used to choose anything.
+    validation: Int = Field(0, ge=0)
 
     @pydantic.model_validator(mode="after")
     def _subsets(self) -> DataConfig:
@@ -212,10 +216,14 @@ class DataConfig(Section):
         return self
 
     def check(self) -> None:
-        train = self.train_subset or catalog.DATASETS[self.name].num_train
+        train = (self.train_subset or catalog.DATASETS[self.name].num_train) - self.validation
+        if train < 1:
+            raise ConfigError(f"data.validation={self.validation} holds out every training example of {self.name} "
+                              f"(there are {train + self.validation}); hold out fewer")
         if self.batch_size > train:
+            held = f" ({self.validation} held out for validation)" if self.validation else ""
             raise ConfigError(f"data.batch_size={self.batch_size} is larger than the {train} training examples "
-                              f"of {self.name}; lower it or raise data.train_subset")
+                              f"of {self.name}{held}; lower it or raise data.train_subset")
 
 
 class ModelConfig(Section):
@@ -367,12 +375,18 @@ class RunConfig(Section):
     # for about 0.1% of the time. They observe, so they are not part of a run's identity.
     checkpoint_every_steps: Int = Field(0, ge=0)
     checkpoint_every_minutes: Number = Field(10.0, ge=0)
+    # Early stopping: end the run once the validation accuracy has not improved for this many epochs (0: off,
+    # the default). Needs data.validation: stopping on the test split would choose on it.
+    patience: Int = Field(0, ge=0)
 
     def check(self) -> RunConfig:
         """Every check that involves several keys; returns the config. Each key's own value is checked
         when it is set; these wait until the whole config is (``Study.runs`` calls this)."""
         for part in (self.data, self.model, self.optimizer, self.schedule):
             part.check()
+        if self.patience and not self.data.validation:
+            raise ConfigError(f"patience={self.patience} stops on the validation accuracy: hold out a validation "
+                              "split too (data.validation=N, e.g. 5000), or set patience=0")
         return self
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from jaxres import claims, catalog, stats
 from jaxres.config import POOLED, flatten
 from jaxres.catalog import DATASETS
-from jaxres.runner import results_problem  # results.json's layout: defined once, by its writer
+from jaxres.runner import best_epoch, results_problem  # results.json's layout: defined once, by its writer
 
 GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")
@@ -91,12 +91,17 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ok = [r for r in runs if not r.get("diverged")]
         tr = _mean_std([r["final"]["train_accuracy"] for r in ok])
         te = _mean_std([r["final"]["test_accuracy"] for r in ok])
+        held = [r for r in ok if "validation_accuracy" in r["final"]]  # runs with a validation split
+        va = _mean_std([r["final"]["validation_accuracy"] for r in held])
+        at_best = _mean_std([b["test_accuracy"] for b in map(lambda r: best_epoch(r["history"]), held) if b])
         config = json.loads(key)
         dataset, model = config["data.name"], config["model.name"]
         pub = DATASETS[dataset].published.get(model, {}) if dataset in DATASETS else {}
         rows.append({"config": config, "dataset": dataset, "model": model, "epochs": config["epochs"],
                      "seeds": len(runs), "diverged": len(runs) - len(ok),
                      "train_acc_mean": tr[0], "train_acc_std": tr[1], "test_acc_mean": te[0], "test_acc_std": te[1],
+                     "validation_acc_mean": va[0], "validation_acc_std": va[1],
+                     "best_val_test_acc_mean": at_best[0], "best_val_test_acc_std": at_best[1],
                      "published_train": pub.get("train"), "published_test": pub.get("test"),
                      "train_examples": runs[0]["final"]["train_examples"],
                      "test_examples": max(r["final"]["test_examples"] for r in runs),
@@ -119,7 +124,9 @@ def summary_markdown(rows: list[dict[str, Any]], columns: list[str] | None = Non
     keys that differ between rows (besides dataset and model)."""
     columns = [c for c in (columns or []) if c not in FIXED_COLUMNS]
     diverged = any(r["diverged"] for r in rows)
-    head = ["dataset", "model", *columns, "seeds", "epochs", "train acc", "test acc", "seed study train",
+    held = any(r.get("validation_acc_mean") is not None for r in rows)  # a validation split: its columns
+    head = ["dataset", "model", *columns, "seeds", "epochs", "train acc", "test acc",
+            *(["validation acc", "test acc at the best validation epoch"] if held else []), "seed study train",
             "seed study test"] + (["diverged"] if diverged else [])
     lines = ["| " + " | ".join(head) + " |",
              "| " + " | ".join("---" if i < 2 + len(columns) else "---:" for i in range(len(head))) + " |"]
@@ -128,7 +135,11 @@ def summary_markdown(rows: list[dict[str, Any]], columns: list[str] | None = Non
         pub = lambda k: "" if r[k] is None else f"{r[k]:g}"
         cells = [r["dataset"], r["model"], *(_value(r["config"].get(c)) for c in columns), str(r["seeds"]),
                  str(r["epochs"]), _fmt(r["train_acc_mean"], r["train_acc_std"], n),
-                 _fmt(r["test_acc_mean"], r["test_acc_std"], n), pub("published_train"), pub("published_test")]
+                 _fmt(r["test_acc_mean"], r["test_acc_std"], n),
+                 *([_fmt(r["validation_acc_mean"], r["validation_acc_std"], n) if r["validation_acc_mean"] is not None
+                    else "", _fmt(r["best_val_test_acc_mean"], r["best_val_test_acc_std"], n)
+                    if r["best_val_test_acc_mean"] is not None else ""] if held else []),
+                 pub("published_train"), pub("published_test")]
         if diverged:
             cells.append(f"{r['diverged']}/{r['seeds']}" if r["diverged"] else "")
         lines.append("| " + " | ".join(cells) + " |")
@@ -297,7 +308,7 @@ def curves_figure(results: list[dict[str, Any]], dataset: str, columns: list[str
         label = _label(r, columns, several)
         color = colors.setdefault(_label(r, columns, False), f"C{len(colors) % 10}")
         for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
-            for split, style in (("train", "-"), ("test", "--")):
+            for split, style in (("train", "-"), ("validation", ":"), ("test", "--")):
                 pts = _series(r["history"], f"{split}_{key}")
                 if pts:
                     ax.plot(*zip(*pts), style, color=color, label=f"{label} {split}", **_marks(len(pts)))
@@ -315,7 +326,8 @@ def curves_figure(results: list[dict[str, Any]], dataset: str, columns: list[str
         ax.grid(alpha=0.3)
         _legend(ax, fontsize=7)
     marks = "; x: diverged" if any(r.get("diverged") for r in runs) else ""
-    fig.suptitle(f"{dataset}: train (solid) and test (dashed) per epoch{marks}")
+    held = ", validation (dotted)" if any("validation_accuracy" in h for r in runs for h in r["history"]) else ""
+    fig.suptitle(f"{dataset}: train (solid){held} and test (dashed) per epoch{marks}")
     fig.tight_layout()
     return fig
 

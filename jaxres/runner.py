@@ -151,7 +151,8 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
         try:
             fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=opts.progress and primary,
                             log=None if primary else say, on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
-                            on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel)
+                            on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel,
+                            patience=cfg.patience)
         finally:
             if writer is not None:
                 writer.close()
@@ -160,7 +161,8 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     history = fit.history
     return {"schema": SCHEMA, "run": name, "study": opts.study, "config": config.to_dict(cfg),
             "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
-            "history": history, "final": history[-1], "diverged": fit.diverged,
+            "history": history, "final": history[-1], "best": best_epoch(history), "diverged": fit.diverged,
+            "stopped_early": fit.stopped_early,
             "wall_time_s": sum(h["epoch_time_s"] for h in history), "environment": environment(cfg.compute.precision)}
 
 
@@ -275,6 +277,19 @@ def finished(path: Path, cfg_dict: dict) -> dict | None:
     if changed == ["epochs"] and done["config"]["epochs"] > cfg_dict["epochs"]:
         raise too_few_epochs(path.parent, len(done["history"]), cfg_dict["epochs"])
     return done if not changed else None
+
+
+def best_epoch(history: list[dict]) -> dict[str, Any] | None:
+    """The run's best epoch and its metrics, chosen on the validation split where the run holds one out, else on
+    the test split (an optimistic number: ``chosen_on`` says which); the first of equal scores. None where no
+    epoch was evaluated."""
+    on = "validation" if any("validation_accuracy" in h for h in history) else "test"
+    scored = [h for h in history if isinstance(h.get(f"{on}_accuracy"), (int, float))]
+    if not scored:
+        return None
+    row = max(scored, key=lambda h: (h[f"{on}_accuracy"], -h["epoch"]))
+    return {"epoch": row["epoch"], "chosen_on": on, **{k: row[k] for k in
+            ("train_accuracy", "validation_accuracy", "test_accuracy") if k in row}}
 
 
 def too_few_epochs(workdir: Path, trained: int, asked: int):

@@ -328,6 +328,19 @@ class FitResult(NamedTuple):
     state: TrainState                   # unreplicated
     history: list[dict]                 # one row per epoch
     diverged: dict[str, int] | None     # {"epoch", "step"} of the first non-finite loss or gradient
+    stopped_early: dict[str, Any] | None = None  # {"epoch", "best_epoch", "patience"} where early stopping ended it
+
+
+def early_stop(history: list[dict], patience: int) -> dict[str, Any] | None:
+    """Where ``history`` ends by early stopping: its validation accuracy not above its best for ``patience``
+    epochs ({"epoch", "best_epoch", "patience"}); None while it improves, or with ``patience`` 0."""
+    scores = [h.get("validation_accuracy") for h in history]
+    if not patience or not scores or any(v is None for v in scores):
+        return None
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # the first epoch of the best score
+    if len(history) - 1 - best < patience:
+        return None
+    return {"epoch": len(history), "best_epoch": best + 1, "patience": patience}
 
 
 class LayerNorms(NamedTuple):
@@ -510,15 +523,20 @@ def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs:
     row = _train_row(epoch, train_m)
     if train_m["nonfinite_steps"]:
         diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
-        row.update(test_loss=None, test_accuracy=None, test_examples=0, diverged=True, epoch_time_s=clock.elapsed())
+        for split in getattr(data, "splits", ("test",)):
+            row.update({f"{split}_loss": None, f"{split}_accuracy": None, f"{split}_examples": 0})
+        row.update(diverged=True, epoch_time_s=clock.elapsed())
         log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
             f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not checkpointed")
         return row, diverged
-    test_m = evaluate(state, eval_fn, data)
-    row.update(test_loss=test_m["loss"], test_accuracy=test_m["accuracy"], test_examples=test_m["count"],
-               epoch_time_s=clock.elapsed())
+    said = []
+    for split in getattr(data, "splits", ("test",)):  # validation (where held out), then test
+        m = evaluate(state, eval_fn, data, split)
+        row.update({f"{split}_loss": m["loss"], f"{split}_accuracy": m["accuracy"], f"{split}_examples": m["count"]})
+        said.append(f"{'val' if split == 'validation' else split} loss {m['loss']:.4f} acc {m['accuracy']:.4f}")
+    row["epoch_time_s"] = clock.elapsed()
     log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
-        f"test loss {row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f}s")
+        + " | ".join(said) + f" | {row['epoch_time_s']:.1f}s")
     return row, None
 
 
@@ -526,7 +544,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         checkpointer: CheckpointStore | None = None, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
         layer_norms_every: int = 0, on_layer_norms: Callable[[int, LayerNorms], None] | None = None,
-        parallel: str = "jit") -> FitResult:
+        parallel: str = "jit", patience: int = 0) -> FitResult:
     """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating the test split after each.
 
     With a ``checkpointer`` the run resumes after the newest intact checkpoint (``resume``) and saves one at
@@ -540,16 +558,20 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     together), ``"pmap"`` replicates it over this process's devices (one process only).
     With ``layer_norms_every=N`` every N-th step records per-layer norms (module docstring), passed
     per epoch to ``on_layer_norms(epoch, norms)`` before that epoch's checkpoint is saved.
+    Where ``data`` holds out a validation split it is evaluated too, before the test split; ``patience`` > 0
+    then ends the run once its accuracy has not improved for that many epochs (``early_stop``; a resumed run
+    that had stopped trains nothing).
     """
     from tqdm import tqdm
 
     log = log or tqdm.write
     state, placement = place_run(state, data, parallel)
     state, history, start, carry = resume(state, checkpointer, epochs, data.steps_per_epoch, log)
-    if len(history) >= epochs:
-        log(f"already trained for {len(history)} epochs: nothing to do")
+    stopped = early_stop(history, patience)
+    if len(history) >= epochs or stopped:
+        log(f"already trained for {len(history)} epochs{' (stopped early)' if stopped else ''}: nothing to do")
         data.set_sharding(None)
-        return FitResult(state, history, None)
+        return FitResult(state, history, None, stopped)
     state, step_fn, eval_fn = placement.steps(state, layer_norms_every)
     clock, diverged = _EpochClock(), None
     save = _save_inside_epoch(checkpointer, history, epochs, data.steps_per_epoch, placement, clock, log)
@@ -571,6 +593,12 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                     on_epoch(row)
                 if diverged is not None:
                     break
+                stopped = early_stop(history, patience)
+                if stopped:
+                    log(f"epoch {epoch + 1}/{epochs}: early stop: the validation accuracy has not improved on epoch "
+                        f"{stopped['best_epoch']}'s {history[stopped['best_epoch'] - 1]['validation_accuracy']:.4f} "
+                        f"for {patience} epochs")
+                    break
                 if agree is not None:  # with several processes: a stop asked for on any of them stops all
                     agree(None, False, errors.pending_stop())
                 errors.raise_if_stopped()  # a stop asked for during the evaluation or the save: the epoch is kept
@@ -578,4 +606,4 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         data.set_sharding(None)
         if checkpointer is not None:
             checkpointer.wait()
-    return FitResult(placement.single(state), history, diverged)
+    return FitResult(placement.single(state), history, diverged, stopped)

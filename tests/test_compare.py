@@ -322,3 +322,37 @@ def test_gpu_depth_script_dry_run_writes_the_depth_report(raw_dir, tmp_path):
     run = json.loads(next(out.glob("cifar10_plain32_*/results.json")).read_text())
     assert run["config"]["optimizer"]["name"] == "sgd" and run["config"]["data"]["augment"] is True
     assert run["environment"]["conv_backend"] in ("onednn", "xla", "xla-swapped")
+
+
+def test_a_validation_split_chooses_the_best_epoch_and_early_stopping_ends_the_run(raw_dir, tmp_path, capsys):
+    """Issue 36: data.validation holds the last N training examples out; they are evaluated every epoch, choose the
+    best epoch (results.json "best", the summary, the convergence table) and drive early stopping (patience)."""
+    out = tmp_path / "out"
+    base = ["--study", "tiny", "--raw-dir", str(raw_dir), "--models", "seed_cnn", "--datasets", "mnist",
+            "--devices", "1", "--no-progress", "--out", str(out), "--train-subset", "256", "--batch-size", "32",
+            "--set", "data.validation=64", "--set", "data.eval_batch_size=64"]
+    assert compare.main([*base, "--epochs", "3"]) == 0
+    (path,) = out.glob("*/results.json")
+    res = json.loads(path.read_text())
+    assert all(h["validation_examples"] == 64 and h["train_examples"] == 192 and h["test_examples"] == 200
+               for h in res["history"])
+    best = max(res["history"], key=lambda h: (h["validation_accuracy"], -h["epoch"]))
+    assert res["best"] == {"epoch": best["epoch"], "chosen_on": "validation", "train_accuracy": best["train_accuracy"],
+                           "validation_accuracy": best["validation_accuracy"], "test_accuracy": best["test_accuracy"]}
+    assert "val loss" in capsys.readouterr().out and res["stopped_early"] is None
+    summary = (out / "summary.md").read_text()
+    assert "| validation acc | test acc at the best validation epoch |" in summary
+    assert f"{best['test_accuracy']:.4f}" in summary.splitlines()[2]
+    assert "best-epoch test (chosen on validation)" in (out / "report.md").read_text()
+    # early stopping: with a learning rate too small to move the weights, the validation accuracy never improves
+    stop = [*base, "--epochs", "6", "--lr", "1e-12", "--set", "patience=2", "--out", str(tmp_path / "stop")]
+    assert compare.main(stop) == 0
+    assert "early stop: the validation accuracy has not improved on epoch 1's" in capsys.readouterr().out
+    (path,) = (tmp_path / "stop").glob("*/results.json")
+    res = json.loads(path.read_text())
+    assert len(res["history"]) == 3 and res["stopped_early"] == {"epoch": 3, "best_epoch": 1, "patience": 2}
+    assert res["best"]["epoch"] == 1 and res["config"]["patience"] == 2
+    assert compare.main(stop) == 0  # the same command: finished, nothing trained
+    assert "finished earlier" in capsys.readouterr().out
+    assert compare.main([*stop[:-2], "--set", "data.validation=0", "--out", str(tmp_path / "x")]) == 2
+    assert "patience=2 stops on the validation accuracy: hold out a validation split" in capsys.readouterr().err

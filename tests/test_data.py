@@ -342,3 +342,26 @@ print("ok", hist[0]["train_loss"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ok" in out.stdout and "tfds refused: source 'tfds' needs tensorflow" in out.stdout
+
+
+def test_the_validation_split_is_the_last_training_examples_held_out(raw_dir, tmp_path):
+    """data.validation=N: the last N of the training examples used (after train_subset) form the validation split,
+    out of the training split, on both sources; 0 (the default) changes nothing."""
+    _prepare("cifar10", raw_dir, tmp_path)
+    cfg = config.DataConfig(name="cifar10", batch_size=50, eval_batch_size=50, train_subset=400, validation=100)
+    x, y = data.load_raw("cifar10", "train", raw_dir)
+    for source in ("device", "tfds"):
+        ds = data.make_dataset(cfg.model_copy(update={"source": source}), raw_dir=raw_dir, data_dir=tmp_path)
+        assert ds.splits == ("validation", "test") and ds.num_train == 300 and ds.global_sizes["validation"] == 100
+        train, held = data.fingerprint(*ds.split_arrays("train")), data.fingerprint(*ds.split_arrays("validation"))
+        if source == "device":  # file order
+            assert train == data.fingerprint(x[:300], y[:300]) and held == data.fingerprint(x[300:400], y[300:400])
+        else:  # tfds's own order of its train split (prepared shuffled), as train_subset takes it there
+            assert sorted(train + held) == data.fingerprint(*ds._read("train[:400]")) and not set(train) & set(held)
+        assert sum(float(np.sum(b["mask"])) for b in ds.eval_batches("validation")) == 100
+    plain = data.make_dataset(cfg.model_copy(update={"validation": 0}), raw_dir=raw_dir)
+    assert plain.splits == ("test",) and plain.num_train == 400
+    with pytest.raises(config.ConfigError, match="data.validation=400 holds out every training example"):
+        cfg.model_copy(update={"validation": 400}).check()
+    with pytest.raises(config.ConfigError, match=r"larger than the 50 training examples of cifar10 \(350 held out"):
+        config.DataConfig(name="cifar10", batch_size=64, train_subset=400, validation=350).check()

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxres.data.formats import Arrays, load_raw
-from jaxres.data.source import Dataset, process_slice
+from jaxres.data.source import Dataset, held_out, process_slice
 
 if TYPE_CHECKING:
     from jaxres.config import DataConfig
@@ -24,11 +24,9 @@ class DeviceDataset(Dataset):
                  n_devices: int = 1, process_index: int | None = None, process_count: int | None = None):
         p_index = jax.process_index() if process_index is None else process_index
         p_count = jax.process_count() if process_count is None else process_count
-        subset = {"train": config.train_subset, "test": config.test_subset}
-        arrays, train_images, global_sizes = {}, None, {}
-        for split in ("train", "test"):
-            images, labels = load_raw(config.name, split, raw_dir)
-            images, labels = images[:subset[split]], labels[:subset[split]]
+        arrays, global_sizes = {}, {}
+        for split, (images, labels) in held_out(config, load_raw(config.name, "train", raw_dir),
+                                                load_raw(config.name, "test", raw_dir)).items():
             global_sizes[split] = len(labels)
             if split == "train":
                 train_images = images

@@ -31,6 +31,16 @@ def process_slice(n: int, process_index: int, process_count: int) -> slice:
     return slice(int(bounds[process_index]), int(bounds[process_index + 1]))
 
 
+def held_out(config: DataConfig, train: Arrays, test: Arrays) -> dict[str, Arrays]:
+    """The splits a run uses: the first ``train_subset`` training examples, less the last ``validation`` of them
+    (the "validation" split, where ``validation`` > 0), and the first ``test_subset`` test examples."""
+    n, v = len(train[1]) if config.train_subset is None else config.train_subset, config.validation
+    splits = {"train": tuple(a[:n - v] for a in train), "test": tuple(a[:config.test_subset] for a in test)}
+    if v:
+        splits["validation"] = tuple(a[n - v:n] for a in train)
+    return splits
+
+
 def shard(batch: Batch, n_devices: int | None = None) -> Batch:
     """Reshape every array of ``batch`` from (B, ...) to (n_devices, B // n_devices, ...), for pmap."""
     n = n_devices or jax.local_device_count()
@@ -185,6 +195,11 @@ class Dataset:
                 y = np.concatenate([y, np.repeat(y[-1:], b - real, axis=0)])
             yield self._shard(self._finish(x, y, (np.arange(b) < real).astype(np.float32), None))
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits evaluated after each epoch: "validation" (where ``data.validation`` > 0), then "test"."""
+        return ("validation", "test") if "validation" in self._sizes else ("test",)
+
     @functools.cached_property
     def _first(self) -> dict[str, Arrays]:
-        return {s: next(iter(self._eval_arrays(s))) for s in ("train", "test")}
+        return {s: next(iter(self._eval_arrays(s))) for s in ("train", *self.splits)}

@@ -85,21 +85,28 @@ class TfdsDataset(Dataset):
                  process_index: int | None = None, process_count: int | None = None):
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
-        self._subset = {"train": config.train_subset, "test": config.test_subset}
         self._builder, self._cache = prepare_tfds(config.name, raw_dir, data_dir), {}
-        sizes = {s: self._builder.info.splits[self._split_name(s)].num_examples for s in ("train", "test")}
         whole = {s: self._builder.info.splits[s].num_examples for s in ("train", "test")}
-        global_sizes = {s: min(self._subset[s] or whole[s], whole[s]) for s in ("train", "test")}
+        n, v = min(config.train_subset or whole["train"], whole["train"]), config.validation
+        self._ranges = {"train": ("train", 0, n - v), "test": ("test", 0, min(config.test_subset or whole["test"],
+                                                                               whole["test"]))}
+        if v:  # the last v of the training examples used, as source.held_out takes them
+            self._ranges["validation"] = ("train", n - v, n)
+        sizes = {s: self._builder.info.splits[self._split_name(s)].num_examples for s in self._ranges}
+        global_sizes = {s: stop - start for s, (_, start, stop) in self._ranges.items()}
         super().__init__(config, sizes, order_seed, n_devices, self.process_index, self.process_count, global_sizes)
-        if config.preprocess == "standardize":  # statistics of the whole (subset of the) training split
-            whole = self._subset["train"]
-            self._set_stats(self._read(f"train[:{whole}]" if whole else "train")[0])
+        if config.preprocess == "standardize":  # statistics of the whole training split used (validation apart)
+            self._set_stats(self._read(self._whole("train"))[0])
+
+    def _whole(self, split: str) -> str:
+        """``split`` of the run as a tfds split over every process: "train[:45000]", "train[45000:50000]", ..."""
+        name, start, stop = self._ranges[split]
+        return f"{name}[{start}:{stop}]"
 
     def _split_name(self, split: str) -> str:
         import tensorflow_datasets as tfds
 
-        n = self._subset[split]
-        return tfds.split_for_jax_process(f"{split}[:{n}]" if n else split, process_index=self.process_index,
+        return tfds.split_for_jax_process(self._whole(split), process_index=self.process_index,
                                           process_count=self.process_count)
 
     def _read(self, tfds_split: str) -> Arrays:
