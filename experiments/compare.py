@@ -362,6 +362,7 @@ def _finish(outcomes: list[dict[str, Any]], out: Path, args: argparse.Namespace,
     if not args.no_report and (not skipped or any(out.glob("*/results.json"))):  # unless every run is held elsewhere
         for path in report.write_report(out):
             print(f"wrote {path}")
+        print("\n" + (out / "summary.md").read_text().rstrip())  # the study's final table, as in summary.md
     diverged = [o for o in outcomes if o.get("diverged")]
     print(f"{len(outcomes) - len(skipped)} of {len(outcomes)} runs done in {seconds:.0f} s")
     if skipped:

@@ -389,8 +389,13 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
         carried = LayerNorms(*(np.asarray(carry["layers"][k]) for k in LayerNorms._fields)) if "layers" in carry else None
     batches = tqdm(data.train_batches(epoch, streams.augment, start=start), initial=start,
                    total=data.steps_per_epoch, desc=desc, leave=False, disable=not progress, unit="step")
+    shown = _Postfix(batches, total) if progress else None
+    first_step_s, began = None, time.perf_counter()
     for done, batch in enumerate(batches, start + 1):
         state, m = step_fn(state, batch, streams.step)
+        if first_step_s is None:  # the first step of the pass: its compilation included (one wait, per epoch)
+            jax.block_until_ready(m)
+            first_step_s = time.perf_counter() - began
         if "layer_norms" in m:  # kept on the device until the epoch ends
             layers.append({k: m.pop(k) for k in ("layer_norms", "layer_norms_step", "layer_norms_recorded")})
         total = M.accumulate(total, m)
@@ -400,7 +405,29 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
             save(state, done, carry_of(total, _join(carried, _layer_norms(layers))))
         if stop is not None:  # with several processes a stop asked for waits for their next agreement
             errors.raise_if_stopped()
-    return state, M.summarize(total), _join(carried, _layer_norms(layers))
+        if shown is not None:
+            shown(total)
+    return state, {**M.summarize(total), "first_step_s": first_step_s}, _join(carried, _layer_norms(layers))
+
+
+POSTFIX_EVERY_S = 2.0  # how often the progress bar's loss, accuracy and images per second are fetched
+
+
+class _Postfix:
+    """The progress bar's running loss, accuracy and images per second (this process's), fetched from the device
+    every 2 s at most, so that the steps are not made to wait for the host."""
+
+    def __init__(self, bar, carried: dict[str, Any] | None):
+        self.bar, self.last = bar, time.perf_counter()
+        self.began, self.seen = self.last, (M.summarize(carried)["count"] if carried else 0)
+
+    def __call__(self, total: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if now - self.last < POSTFIX_EVERY_S:
+            return
+        m, self.last = M.summarize(total), now
+        self.bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.4f}",
+                             img_s=f"{(m['count'] - self.seen) / (now - self.began):.0f}", refresh=False)
 
 
 def carry_of(total: dict[str, Any], layers: LayerNorms | None) -> dict[str, Any]:
@@ -517,7 +544,8 @@ def _train_row(epoch: int, m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs: int, eval_fn: Callable,
-                 data: BatchSource, clock: _EpochClock, log: Callable[[str], None]) -> tuple[dict, dict | None]:
+                 data: BatchSource, clock: _EpochClock, log: Callable[[str], None], compiled: bool = False
+                 ) -> tuple[dict, dict | None]:
     """(the epoch's history row, None) after evaluating the test split; or, where a step was non-finite,
     (its row without test metrics, where it diverged): that epoch is neither evaluated nor checkpointed."""
     row = _train_row(epoch, train_m)
@@ -535,8 +563,10 @@ def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs:
         row.update({f"{split}_loss": m["loss"], f"{split}_accuracy": m["accuracy"], f"{split}_examples": m["count"]})
         said.append(f"{'val' if split == 'validation' else split} loss {m['loss']:.4f} acc {m['accuracy']:.4f}")
     row["epoch_time_s"] = clock.elapsed()
+    first = train_m.get("first_step_s")
+    split = f" (first step {first:.1f}s, compilation included)" if first is not None and compiled else ""
     log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
-        + " | ".join(said) + f" | {row['epoch_time_s']:.1f}s")
+        + " | ".join(said) + f" | {row['epoch_time_s']:.1f}s{split}")
     return row, None
 
 
@@ -578,14 +608,16 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     agree = getattr(getattr(checkpointer, "policy", None), "agree", None)
     try:
         with errors.training(data.process_count):  # a stop signal now waits for the step under way, and saves it
-            for epoch in range(len(history), epochs):
+            first_epoch = len(history)  # the epoch whose first step compiles the step
+            for epoch in range(first_epoch, epochs):
                 clock.start(carry)
                 state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams, f"epoch {epoch + 1}/{epochs}",
                                                      progress, start, carry, save, agree)
                 start, carry = 0, None
                 if layers is not None and on_layer_norms is not None:
                     on_layer_norms(epoch + 1, layers)
-                row, diverged = _close_epoch(state, train_m, epoch, epochs, eval_fn, data, clock, log)
+                row, diverged = _close_epoch(state, train_m, epoch, epochs, eval_fn, data, clock, log,
+                                             compiled=epoch == first_epoch)
                 history.append(row)
                 if checkpointer is not None and diverged is None:
                     checkpointer.save(placement.single(state), history)

@@ -157,3 +157,21 @@ def test_printing_commands_start_no_jax(flag):
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.stderr.splitlines()[-1] == "rc 0 False False False", out.stderr[-2000:]
     assert out.stdout.strip()
+
+
+def test_the_progress_bar_shows_running_loss_accuracy_and_images_per_second(tmp_path, raw_dir, capsys, monkeypatch):
+    """Issue 36: the bar shows the running loss and accuracy and images/s, as Keras fit and Lightning do, and the
+    first epoch's line splits off its first step, compilation included."""
+    from jaxres import train
+
+    monkeypatch.setattr(train, "POSTFIX_EVERY_S", 0.0)  # every step (2 s by default: no wait on the host per step)
+    cfg = tiny_run().model_copy(update={"epochs": 2})
+    lines = []
+    jaxres.run(cfg, tmp_path / "run", raw_dir=raw_dir, devices=1, progress=True, log=lines.append)
+    captured = capsys.readouterr()
+    bar = captured.err.replace("\r", "\n")
+    epochs = [ln for ln in captured.out.splitlines() if ln.startswith("epoch ")]
+    assert "s (first step " in epochs[0] and "compilation included" in epochs[0] and "first step" not in epochs[1]
+    shown = [ln for ln in bar.splitlines() if "epoch 1/2" in ln and "img_s=" in ln]
+    assert shown and all("loss=" in ln and "acc=" in ln for ln in shown)
+    assert float(shown[-1].split("img_s=")[1].split("]")[0].split(",")[0]) > 0

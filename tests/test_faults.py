@@ -615,6 +615,7 @@ def test_a_results_file_deleted_during_the_study_is_written_again_at_its_end(raw
     path = out / done[0]["run"] / "results.json"
     assert f"warning: {path}: gone at the end of the study; written again from the run's results" in captured.err
     assert "2 of 2 runs done" in captured.out
+    assert (out / "summary.md").read_text().strip() in captured.out  # the terminal ends with the study's table
     assert json.loads(path.read_text())["history"] == done[0]["history"]
     assert len((out / "summary.csv").read_text().strip().splitlines()) == 3  # header and both runs
 
