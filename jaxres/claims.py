@@ -40,7 +40,7 @@ from typing import Any
 from jaxres import stats
 from jaxres.config import POOLED, flatten
 from jaxres.catalog import DATASETS, PRESETS
-from jaxres.runner import best_epoch
+from jaxres.stopping import best_epoch
 
 
 def seed_pairs() -> tuple[tuple[str, str], ...]:

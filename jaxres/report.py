@@ -22,7 +22,8 @@ from typing import Any
 from jaxres import claims, catalog, stats
 from jaxres.config import POOLED, flatten
 from jaxres.catalog import DATASETS
-from jaxres.runner import best_epoch, results_problem  # results.json's layout: defined once, by its writer
+from jaxres.stopping import best_epoch
+from jaxres.runner import results_problem  # results.json's layout: defined once, by its writer
 
 GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")

@@ -126,7 +126,7 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     """Read the data, build the model and its state, print the run header, train, and return the results."""
     import jax
 
-    from jaxres import checkpoint, config, data, errors, metrics, models, optim, train
+    from jaxres import checkpoint, config, data, errors, metrics, models, optim, stopping, train
 
     streams = train.Streams.from_seed(cfg.seed)
     n_dev = opts.devices or jax.local_device_count()  # on each process
@@ -161,7 +161,7 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     history = fit.history
     return {"schema": SCHEMA, "run": name, "study": opts.study, "config": config.to_dict(cfg),
             "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
-            "history": history, "final": history[-1], "best": best_epoch(history), "diverged": fit.diverged,
+            "history": history, "final": history[-1], "best": stopping.best_epoch(history), "diverged": fit.diverged,
             "stopped_early": fit.stopped_early,
             "wall_time_s": sum(h["epoch_time_s"] for h in history), "environment": environment(cfg.compute.precision)}
 
@@ -277,19 +277,6 @@ def finished(path: Path, cfg_dict: dict) -> dict | None:
     if changed == ["epochs"] and done["config"]["epochs"] > cfg_dict["epochs"]:
         raise too_few_epochs(path.parent, len(done["history"]), cfg_dict["epochs"])
     return done if not changed else None
-
-
-def best_epoch(history: list[dict]) -> dict[str, Any] | None:
-    """The run's best epoch and its metrics, chosen on the validation split where the run holds one out, else on
-    the test split (an optimistic number: ``chosen_on`` says which); the first of equal scores. None where no
-    epoch was evaluated."""
-    on = "validation" if any("validation_accuracy" in h for h in history) else "test"
-    scored = [h for h in history if isinstance(h.get(f"{on}_accuracy"), (int, float))]
-    if not scored:
-        return None
-    row = max(scored, key=lambda h: (h[f"{on}_accuracy"], -h["epoch"]))
-    return {"epoch": row["epoch"], "chosen_on": on, **{k: row[k] for k in
-            ("train_accuracy", "validation_accuracy", "test_accuracy") if k in row}}
 
 
 def too_few_epochs(workdir: Path, trained: int, asked: int):

@@ -5,10 +5,13 @@ last save of any kind) and the agreement between processes (``agree``). The stop
 ``jaxres.errors`` (``pending_stop``, ``defer``, ``raise_if_stopped``); the checkpoints are written by
 ``jaxres.checkpoint.Checkpointer``, which tells the policy when it saved (``saved``). ``jaxres.train.fit`` asks the
 policy after every step. No JAX is needed for one process; several gather a few integers at rare probes.
+Also the end of a run by its history (JAX-free, for the report too): ``best_epoch`` (chosen on the validation split
+where one is held out) and ``early_stop`` (``patience``).
 """
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -70,3 +73,25 @@ class SavePolicy:
         if agreed is not None:
             errors.defer(agreed)  # this process stops too (``errors.raise_if_stopped``), whichever got the signal
         return inside and (steps_due or bool(everyone[0, 1]) or agreed is not None), agreed
+
+
+def best_epoch(history: list[dict]) -> dict[str, Any] | None:
+    """The run's best epoch and its metrics, chosen on the validation split where the run holds one out, else on
+    the test split (an optimistic number: ``chosen_on`` says which); the first of equal scores. None where no
+    epoch was evaluated."""
+    on = "validation" if any("validation_accuracy" in h for h in history) else "test"
+    scored = [h for h in history if isinstance(h.get(f"{on}_accuracy"), (int, float))]
+    if not scored:
+        return None
+    row = max(scored, key=lambda h: (h[f"{on}_accuracy"], -h["epoch"]))
+    return {"epoch": row["epoch"], "chosen_on": on, **{k: row[k] for k in
+            ("train_accuracy", "validation_accuracy", "test_accuracy") if k in row}}
+
+
+def early_stop(history: list[dict], patience: int) -> dict[str, Any] | None:
+    """Where ``history`` ends by early stopping: no epoch above its best validation accuracy (``best_epoch``) for
+    ``patience`` epochs ({"epoch", "best_epoch", "patience"}); None while it improves, or with ``patience`` 0."""
+    best = best_epoch(history) if patience else None
+    if best is None or best["chosen_on"] != "validation" or len(history) - best["epoch"] < patience:
+        return None
+    return {"epoch": len(history), "best_epoch": best["epoch"], "patience": patience}

@@ -36,7 +36,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxres import config, errors
+from jaxres import config, errors, stopping
 from jaxres import metrics as M
 
 PMAP_AXIS = "batch"     # the data-parallel axis: pmap's axis name and the mesh axis of the sharded-jit path
@@ -331,18 +331,6 @@ class FitResult(NamedTuple):
     stopped_early: dict[str, Any] | None = None  # {"epoch", "best_epoch", "patience"} where early stopping ended it
 
 
-def early_stop(history: list[dict], patience: int) -> dict[str, Any] | None:
-    """Where ``history`` ends by early stopping: its validation accuracy not above its best for ``patience``
-    epochs ({"epoch", "best_epoch", "patience"}); None while it improves, or with ``patience`` 0."""
-    scores = [h.get("validation_accuracy") for h in history]
-    if not patience or not scores or any(v is None for v in scores):
-        return None
-    best = max(range(len(scores)), key=lambda i: (scores[i], -i))  # the first epoch of the best score
-    if len(history) - 1 - best < patience:
-        return None
-    return {"epoch": len(history), "best_epoch": best + 1, "patience": patience}
-
-
 class LayerNorms(NamedTuple):
     """Per-layer norms of the recorded steps: ``steps`` (S,), and (S, layers) arrays."""
     steps: np.ndarray
@@ -373,14 +361,15 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
                 desc: str = "", progress: bool = True, start: int = 0, carry: dict[str, Any] | None = None,
                 save: Callable[[TrainState, int, dict[str, Any]], None] | None = None,
                 agree: Callable[[int, bool, int | None], tuple[bool, int | None]] | None = None,
-                ) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
+                time_first: bool = False) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
     """One pass over ``epoch``'s training batches; (state, means of the step metrics, the per-layer
     norms of its recorded steps where the step function records them, else None).
 
     ``start`` and ``carry``: resume after step ``start`` of the epoch with what its first steps gathered
     (``carry_of``). After each step ``agree(steps done, not the last, this process's stop signal)`` says whether
     to save (``save(state, steps done, carry)``) and whether to stop (``SavePolicy.agree``, ``jaxres.stopping``); without it, a stop
-    asked for (``jaxres.errors``) is raised at once."""
+    asked for (``jaxres.errors``) is raised at once. ``time_first``: time the first step, its compilation included
+    (the metrics' ``first_step_s``; one wait for the device, else None)."""
     from tqdm import tqdm
 
     total, layers, carried = None, [], None
@@ -393,7 +382,7 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
     first_step_s, began = None, time.perf_counter()
     for done, batch in enumerate(batches, start + 1):
         state, m = step_fn(state, batch, streams.step)
-        if first_step_s is None:  # the first step of the pass: its compilation included (one wait, per epoch)
+        if time_first and first_step_s is None:  # the step's compilation included: one wait, in the first epoch
             jax.block_until_ready(m)
             first_step_s = time.perf_counter() - began
         if "layer_norms" in m:  # kept on the device until the epoch ends
@@ -544,8 +533,7 @@ def _train_row(epoch: int, m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs: int, eval_fn: Callable,
-                 data: BatchSource, clock: _EpochClock, log: Callable[[str], None], compiled: bool = False
-                 ) -> tuple[dict, dict | None]:
+                 data: BatchSource, clock: _EpochClock, log: Callable[[str], None]) -> tuple[dict, dict | None]:
     """(the epoch's history row, None) after evaluating the test split; or, where a step was non-finite,
     (its row without test metrics, where it diverged): that epoch is neither evaluated nor checkpointed."""
     row = _train_row(epoch, train_m)
@@ -564,7 +552,7 @@ def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs:
         said.append(f"{'val' if split == 'validation' else split} loss {m['loss']:.4f} acc {m['accuracy']:.4f}")
     row["epoch_time_s"] = clock.elapsed()
     first = train_m.get("first_step_s")
-    split = f" (first step {first:.1f}s, compilation included)" if first is not None and compiled else ""
+    split = f" (first step {first:.1f}s, compilation included)" if first is not None else ""
     log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
         + " | ".join(said) + f" | {row['epoch_time_s']:.1f}s{split}")
     return row, None
@@ -597,7 +585,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     log = log or tqdm.write
     state, placement = place_run(state, data, parallel)
     state, history, start, carry = resume(state, checkpointer, epochs, data.steps_per_epoch, log)
-    stopped = early_stop(history, patience)
+    stopped = stopping.early_stop(history, patience)
     if len(history) >= epochs or stopped:
         log(f"already trained for {len(history)} epochs{' (stopped early)' if stopped else ''}: nothing to do")
         data.set_sharding(None)
@@ -612,12 +600,11 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
             for epoch in range(first_epoch, epochs):
                 clock.start(carry)
                 state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams, f"epoch {epoch + 1}/{epochs}",
-                                                     progress, start, carry, save, agree)
+                                                     progress, start, carry, save, agree, epoch == first_epoch)
                 start, carry = 0, None
                 if layers is not None and on_layer_norms is not None:
                     on_layer_norms(epoch + 1, layers)
-                row, diverged = _close_epoch(state, train_m, epoch, epochs, eval_fn, data, clock, log,
-                                             compiled=epoch == first_epoch)
+                row, diverged = _close_epoch(state, train_m, epoch, epochs, eval_fn, data, clock, log)
                 history.append(row)
                 if checkpointer is not None and diverged is None:
                     checkpointer.save(placement.single(state), history)
@@ -625,7 +612,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                     on_epoch(row)
                 if diverged is not None:
                     break
-                stopped = early_stop(history, patience)
+                stopped = stopping.early_stop(history, patience)
                 if stopped:
                     log(f"epoch {epoch + 1}/{epochs}: early stop: the validation accuracy has not improved on epoch "
                         f"{stopped['best_epoch']}'s {history[stopped['best_epoch'] - 1]['validation_accuracy']:.4f} "
