@@ -381,17 +381,17 @@ def _rewrite_lost_results(outcomes: list[dict[str, Any]], out: Path) -> None:
     another run trained): written again from this process's copy, with one line, so the report has every run."""
     import json
 
-    from jaxres import checkpoint, runner
+    from jaxres import results
 
     for o in outcomes:
-        path = out / o["run"] / runner.RESULTS
+        path = out / o["run"] / results.RESULTS
         try:
-            problem = runner.results_problem(json.loads(path.read_text()))
+            problem = results.results_problem(json.loads(path.read_text()))
         except (OSError, ValueError) as e:
             problem = "gone" if isinstance(e, FileNotFoundError) else f"unreadable ({type(e).__name__})"
         if problem is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.write_json_atomic(path, runner.json_safe(o))
+            results.write(path, o)
             print(f"warning: {path}: {problem} at the end of the study; written again from the run's results",
                   file=sys.stderr)
 

@@ -52,21 +52,10 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxres.config import differences, flatten
+from jaxres.results import write_json_atomic
 from jaxres import errors
 from jaxres.stopping import SavePolicy
-from jaxres.errors import STOP_SIGNALS, CheckpointError, RunLocked, Stopped, interrupt  # noqa: F401
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON so that ``path`` is always either the old file or the whole new one."""
-    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as e:  # a full disk: name the file being written, not the temporary, and leave nothing
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(path)) from None
+from jaxres.errors import STOP_SIGNALS, CheckpointError, RunLocked, interrupt
 
 
 class RunLock:

@@ -28,7 +28,7 @@ and recorded in every ``results.json``):
 
 The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla, winograd;
 ``compute.fast_path=false`` makes auto mean ``xla``; ``compute.fuse_add``, ``compute.overlap_grads``), with
-the environment variables of ``config.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. This module keeps
+the environment variables of ``jaxres.spec.env.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. This module keeps
 no settings of its own: a model built from a run config (``models.from_config``) carries its compute section and
 traces with it (``traced_with``, a context variable), so its numerics follow its config whatever the process
 traced before, and ``jaxres.run`` traces the run's header and steps the same way; a model built without one
@@ -49,26 +49,27 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxres import config
+from jaxres.spec.env import COMPUTE_ENV, from_env
+from jaxres.spec.sections import ComputeConfig
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 BACKENDS = ("onednn", "xla-swapped", "xla", "winograd")
-ENV = config.COMPUTE_ENV["conv"]
-FUSE_ADD_ENV = config.COMPUTE_ENV["fuse_add"]
-OVERLAP_ENV = config.COMPUTE_ENV["overlap_grads"]
-_traced: contextvars.ContextVar[config.ComputeConfig | None] = contextvars.ContextVar("jaxres_compute", default=None)
+ENV = COMPUTE_ENV["conv"]
+FUSE_ADD_ENV = COMPUTE_ENV["fuse_add"]
+OVERLAP_ENV = COMPUTE_ENV["overlap_grads"]
+_traced: contextvars.ContextVar[ComputeConfig | None] = contextvars.ContextVar("jaxres_compute", default=None)
 
 
-def settings() -> config.ComputeConfig:
+def settings() -> ComputeConfig:
     """The compute settings of what is traced now: the innermost ``traced_with``'s (a model built from a run
     config carries its compute section), else the defaults with the environment's overrides
-    (``config.from_env``), read when a function is traced."""
+    (``jaxres.spec.env.from_env``), read when a function is traced."""
     traced = _traced.get()
-    return traced if traced is not None else config.from_env()
+    return traced if traced is not None else from_env()
 
 
 @contextlib.contextmanager
-def traced_with(compute: config.ComputeConfig | None):
+def traced_with(compute: ComputeConfig | None):
     """Within this block, trace with ``compute`` (None: as outside it). The models enter it with their own
     ``compute`` field, so that a model's numerics follow the config it was built from, whatever else the
     process traced before, and two models built from configs that differ in ``compute.conv`` trace to
@@ -119,7 +120,7 @@ def backend() -> str:
     return _check(s.conv) if s.conv != "auto" else _direct(s)
 
 
-def _direct(s: config.ComputeConfig) -> str:
+def _direct(s: ComputeConfig) -> str:
     """The direct backend ``auto`` chooses: onednn on the CPU where it loaded, else xla-swapped; xla off the CPU
     or without the fast path."""
     if not s.fast_path or jax.default_backend() != "cpu":

@@ -35,18 +35,20 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from jaxres import config
+from jaxres.spec.env import COMPUTE_ENV, from_env
+from jaxres.spec.sections import ComputeConfig
+from jaxres.spec.values import ConfigError
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 FLAG_NAME = FLAG.split("=")[0].lstrip("-")
-SWITCH = config.COMPUTE_ENV["fast_path"]  # overrides compute.fast_path
-MEMORY_SWITCH = config.COMPUTE_ENV["keep_memory"]  # overrides compute.keep_memory
+SWITCH = COMPUTE_ENV["fast_path"]  # overrides compute.fast_path
+MEMORY_SWITCH = COMPUTE_ENV["keep_memory"]  # overrides compute.keep_memory
 # glibc's mallopt parameters (malloc.h): one arena, no mmap for large blocks, no trimming below 2 GiB
 MALLOPT = {"M_ARENA_MAX": (-8, 1), "M_MMAP_MAX": (-4, 0), "M_TRIM_THRESHOLD": (-1, 2**31 - 1)}
 VERIFIED_JAXLIB = ("0.10.2",)  # versions known to accept the flag
 _status = "not applied"
 _memory_status = "not applied"
-_applied: config.ComputeConfig | None = None  # the settings setup() applied (once per process)
+_applied: ComputeConfig | None = None  # the settings setup() applied (once per process)
 
 
 def _jaxlib_knows_flag() -> bool:
@@ -140,19 +142,19 @@ def host() -> dict[str, object]:
             "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
 
 
-def setup(compute: config.ComputeConfig | None = None) -> dict[str, str]:
+def setup(compute: ComputeConfig | None = None) -> dict[str, str]:
     """Apply ``compute.fast_path`` and ``compute.keep_memory`` (default: the defaults with the environment's
-    overrides, ``config.from_env``) once per process, before JAX starts its backend; a later call changes
+    overrides, ``jaxres.spec.env.from_env``) once per process, before JAX starts its backend; a later call changes
     nothing. What was done, in words (also in every ``results.json``). A later call that asks for another
     ``fast_path`` is one ConfigError line: the XLA flag cannot change once set (run it in a fresh process)."""
     global _applied
-    compute = compute if compute is not None else config.from_env()
+    compute = compute if compute is not None else from_env()
     if _applied is None:
         _applied = compute
         apply_cpu_fast_path(compute.fast_path)
         keep_freed_memory(compute.keep_memory)
     elif compute.fast_path != _applied.fast_path:
-        raise config.ConfigError(f"compute.fast_path={str(compute.fast_path).lower()} differs from this process's "
+        raise ConfigError(f"compute.fast_path={str(compute.fast_path).lower()} differs from this process's "
                                  f"setup ({str(_applied.fast_path).lower()}), which cannot change once applied; run "
                                  "it in a fresh process (or its own study)")
     return {"cpu_fast_path": _status, "cpu_keep_memory": _memory_status}

@@ -1,4 +1,4 @@
-"""Metric accumulation over an epoch, the per-layer norm series of a run (file and TensorBoard).
+"""Metric accumulation over an epoch, and TensorBoard event files (the per-layer norms' file: ``jaxres.results``).
 
 Steps return metric *sums* (``loss_sum``, ``correct``, ``count``) plus per-step values such as
 ``grad_norm``, ``nonfinite_steps`` (0 or 1) and ``first_nonfinite_step``. ``accumulate`` adds
@@ -8,11 +8,6 @@ them on the device (the first non-finite step is a minimum; no host sync per ste
 from __future__ import annotations
 
 import logging
-import os
-import time
-import warnings
-import zipfile
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -60,42 +55,6 @@ def summarize(total: dict[str, Any]) -> dict[str, float]:
     steps = total.pop("steps", 0.0)
     out.update({k: v / steps for k, v in total.items() if steps})
     return out
-
-
-LAYER_FILE = "layer_norms.npz"  # beside results.json: per-layer norms of the recorded steps
-
-
-def append_layer_norms(path: str | Path, names: tuple[str, ...], norms: Any) -> None:
-    """Add one epoch's per-layer norms (``jaxres.train.LayerNorms``) to the run's file, atomically.
-    Recorded steps from that step on are replaced: after a resume, an epoch recorded but not
-    checkpointed before the interruption is trained, and recorded, again."""
-    path = Path(path)
-    names = list(names)
-    if not norms.steps.size:  # an epoch shorter than the recording interval
-        return
-    old = load_layer_norms(path) if path.exists() else None
-    if old is None and path.exists():  # damaged: kept aside (nothing is lost), the record starts again here
-        aside = path.with_name(f"{path.stem}.damaged.{int(time.time())}{path.suffix}")
-        os.replace(path, aside)
-        warnings.warn(f"{path} is damaged (not a readable .npz); kept as {aside.name}, and the per-layer record "
-                      f"starts again at step {int(norms.steps.min())}", stacklevel=2)
-    series = norms._asdict()
-    if old is not None and old[0] == names:
-        keep = old[1]["steps"] < norms.steps.min()
-        series = {k: np.concatenate([old[1][k][keep], v]) for k, v in series.items()}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, names=np.array(names), **series)
-    os.replace(tmp, path)
-
-
-def load_layer_norms(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
-    """(layer names in network order, {"steps": (S,), "grad"/"param"/"update": (S, layers)}), or None
-    where the file is missing or unreadable."""
-    try:
-        with np.load(path) as f:
-            return [str(n) for n in f["names"]], {k: f[k] for k in f.files if k != "names"}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
 
 
 def _import_summary_writer():

@@ -66,7 +66,6 @@ kernel when there is no norm), so every block starts as the identity.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,7 +76,7 @@ from jaxres import catalog
 from jaxres.config import PRECISIONS, ConfigError
 from jaxres.conv import conv_bias_act, conv_bias_add_act, traced_with
 from jaxres.norms import make_norm
-from jaxres.catalog import NORMS, SHORTCUTS  # noqa: F401 - the names configs accept
+from jaxres.catalog import SHORTCUTS
 HEADS = ("flatten", "avgpool")
 PAD = ((1, 1), (1, 1))  # 3x3 convolutions: one pixel on every side, at every stride (module docstring)
 

@@ -24,10 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxres import config, conv
+from jaxres import conv
+from jaxres.spec.env import COMPUTE_ENV
 
 from jaxres.catalog import NORMS  # noqa: E402 - the normalizations make_norm builds
-ENV = config.COMPUTE_ENV["onednn_norm"]  # compute.onednn_norm=false: flax's batch norm in XLA on onednn too
+ENV = COMPUTE_ENV["onednn_norm"]  # compute.onednn_norm=false: flax's batch norm in XLA on onednn too
 
 
 def _act(y: jax.Array, add: jax.Array | None, relu: bool) -> jax.Array:

@@ -23,7 +23,7 @@ from jaxres import claims, catalog, stats
 from jaxres.config import POOLED, flatten
 from jaxres.catalog import DATASETS
 from jaxres.stopping import best_epoch
-from jaxres.runner import results_problem  # results.json's layout: defined once, by its writer
+from jaxres.results import results_problem  # results.json's layout, defined once
 
 GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
 FIXED_COLUMNS = ("data.name", "model.name", "epochs")
@@ -31,7 +31,7 @@ FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 
 def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
     """Every finished run's results.json below ``out_dir``, in a stable order; unreadable or damaged ones
-    (``jaxres.runner.results_problem``) are skipped with a one-line warning each."""
+    (``jaxres.results.results_problem``) are skipped with a one-line warning each."""
     runs = []
     for p in sorted(Path(out_dir).glob("*/results.json")):
         try:
@@ -482,7 +482,7 @@ def plot_layer_norms(results: list[dict[str, Any]], out_dir: Path, columns: list
     """``layers_<run>.png`` (heatmap) for every run with recorded layer norms, and per dataset
     ``layer_grads_<dataset>.png``: first / middle / last convolution of each model side by side
     (the first seed of each row)."""
-    from jaxres.metrics import LAYER_FILE, load_layer_norms
+    from jaxres.results import LAYER_FILE, load_layer_norms
 
     written, by_dataset = [], defaultdict(dict)
     for r in results:

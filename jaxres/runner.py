@@ -16,17 +16,12 @@ plus the report.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-RESULTS = "results.json"
-SCHEMA = 2
 
 
 def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir: str | None = None, keep: int = 2,
@@ -93,7 +88,7 @@ def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
     """``run`` under the lock of its folder: the finished results, or the run trained (resumed) to its end."""
     import jax
 
-    from jaxres import checkpoint, config, conv
+    from jaxres import checkpoint, config, conv, results
 
     cfg = config.with_env(cfg)  # the environment's overrides of the compute settings (config.COMPUTE_ENV)
     setup(cfg.compute)
@@ -108,7 +103,7 @@ def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
         with conv.traced_with(cfg.compute):  # what this run's header, convolutions and norms are traced with
             if lock.took_over:
                 say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
-            done = finished(workdir / RESULTS, config.to_dict(cfg))
+            done = results.finished(workdir / results.RESULTS, config.to_dict(cfg))
             if done is not None:
                 how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
                        else f"test accuracy {done['final']['test_accuracy']:.4f}")
@@ -116,7 +111,7 @@ def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
                 return done
             result = _train(cfg, workdir, opts, name, primary, say)
             if primary:
-                checkpoint.write_json_atomic(workdir / RESULTS, json_safe(result))
+                results.write(workdir / results.RESULTS, result)
             return result
     finally:
         lock.release()
@@ -126,7 +121,7 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     """Read the data, build the model and its state, print the run header, train, and return the results."""
     import jax
 
-    from jaxres import checkpoint, config, data, errors, metrics, models, optim, stopping, train
+    from jaxres import checkpoint, config, data, errors, metrics, models, optim, results, stopping, train
 
     streams = train.Streams.from_seed(cfg.seed)
     n_dev = opts.devices or jax.local_device_count()  # on each process
@@ -145,7 +140,7 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
         writer = metrics.TensorBoardWriter(str(tb)) if primary else None
 
         def on_layer_norms(epoch: int, norms: train.LayerNorms) -> None:
-            metrics.append_layer_norms(workdir / metrics.LAYER_FILE, state.layers, norms)
+            results.append_layer_norms(workdir / results.LAYER_FILE, state.layers, norms)
             writer.layer_norms(state.layers, norms)
 
         try:
@@ -157,9 +152,9 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
             if writer is not None:
                 writer.close()
     if len(fit.history) > cfg.epochs:  # resumed from a checkpoint past the end asked for
-        raise too_few_epochs(workdir, len(fit.history), cfg.epochs)
+        raise results.too_few_epochs(workdir, len(fit.history), cfg.epochs)
     history = fit.history
-    return {"schema": SCHEMA, "run": name, "study": opts.study, "config": config.to_dict(cfg),
+    return {"schema": results.SCHEMA, "run": name, "study": opts.study, "config": config.to_dict(cfg),
             "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
             "history": history, "final": history[-1], "best": stopping.best_epoch(history), "diverged": fit.diverged,
             "stopped_early": fit.stopped_early,
@@ -257,53 +252,6 @@ def _acquire(lock, name: str, primary: bool, log: Callable[[str], None]):
     return got
 
 
-def finished(path: Path, cfg_dict: dict) -> dict | None:
-    """The results of this exact run if ``path`` holds them; a damaged file is named and ignored (the run is
-    rebuilt from its checkpoints). Asking for fewer epochs than the folder's run has is one ConfigError line:
-    its results would be overwritten by those of an earlier epoch."""
-    from jaxres import config
-
-    if not path.exists():
-        return None
-    try:
-        done = json.loads(path.read_text())
-        problem = results_problem(done)
-    except ValueError as e:
-        problem = f"unreadable ({type(e).__name__})"
-    if problem is not None:
-        print(f"warning: {path} is damaged: {problem}; the run is rebuilt from its checkpoints", file=sys.stderr)
-        return None
-    changed = [k for k in config.differences(done["config"], cfg_dict) if k not in config.NOT_IDENTITY]
-    if changed == ["epochs"] and done["config"]["epochs"] > cfg_dict["epochs"]:
-        raise too_few_epochs(path.parent, len(done["history"]), cfg_dict["epochs"])
-    return done if not changed else None
-
-
-def too_few_epochs(workdir: Path, trained: int, asked: int):
-    """The ConfigError of a run folder trained for more epochs than asked."""
-    from jaxres.config import ConfigError
-
-    return ConfigError(f"{workdir} holds this run trained for {trained} epochs; epochs={asked} would replace its "
-                       f"results with those of epoch {asked}: ask for {trained} or more (more trains on), or use "
-                       "another folder")
-
-
-def results_problem(r: Any) -> str | None:
-    """What makes ``r`` (a results.json, parsed) unusable, in words; None where it is a finished run's results
-    of this SCHEMA."""
-    if not isinstance(r, dict):
-        return "not a JSON object"
-    if r.get("schema") != SCHEMA:
-        return f"written by another version of jaxres (schema {r.get('schema')}, this one reads {SCHEMA})"
-    kinds = {"config": dict, "history": list, "final": dict, "run": str}
-    wrong = [k for k, t in kinds.items() if not isinstance(r.get(k), t)]
-    if not wrong and not all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in r["history"]):
-        wrong = ["history"]
-    if not wrong and not r["history"]:
-        return "its history is empty"
-    return f"{', '.join(wrong)} missing or of the wrong type" if wrong else None
-
-
 def environment(precision: str = "float32") -> dict[str, Any]:
     """Versions, devices, the convolution backend and CPU settings a run used, and the code's git commit."""
     from importlib import metadata
@@ -348,14 +296,3 @@ def code_version() -> dict[str, Any]:
     if commit.returncode or status.returncode:
         return {"git_commit": None, "git_clean": None}
     return {"git_commit": commit.stdout.strip(), "git_clean": not status.stdout.strip()}
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (strict JSON; the row says why)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj

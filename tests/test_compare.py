@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from experiments import compare
-from jaxres import config, conv, metrics
+from jaxres import config, conv, results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_every_artifact_exists_and_parses(study):
         assert env["onednn"] == (onednn.version() if env["conv_backend"] == "onednn" else env["onednn"])
         assert env["conv_backend"] != "onednn" or env["onednn"] in env["conv_backend_note"]
         assert strict_json(study / r / "config.json") == res["identity"]
-        names, layers = metrics.load_layer_norms(study / r / metrics.LAYER_FILE)  # every 10th of 2 x 2 steps
+        names, layers = results.load_layer_norms(study / r / results.LAYER_FILE)  # every 10th of 2 x 2 steps
         assert names == ["conv0", "conv1", "conv2", "conv3", "conv4", "head"] and list(layers["steps"]) == [0]
     png = (study / "curves_mnist.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -140,12 +140,12 @@ def test_a_full_disk_is_named_in_the_words_of_the_operating_system(tmp_path, mon
 
 
 def test_an_unwritable_results_file_is_one_line(raw_dir, tmp_path, capsys, monkeypatch):
-    from jaxres import checkpoint
+    from jaxres import results
 
     def refuse(path, obj):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(checkpoint, "write_json_atomic", refuse)
+    monkeypatch.setattr(results, "write_json_atomic", refuse)
     out = tmp_path / "out"
     assert compare.main(argv(raw_dir, out, epochs=1)) == 2
     err = capsys.readouterr().err.strip()
@@ -418,7 +418,7 @@ def test_fewer_epochs_than_a_folder_holds_is_one_line_and_keeps_its_results(raw_
 
 
 def test_a_full_disk_while_results_are_written_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
-    from jaxres import checkpoint as ck
+    from jaxres import results as ck
 
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
@@ -569,12 +569,12 @@ def test_a_damaged_layer_norms_file_is_one_warning_and_blocks_nothing(raw_dir, t
     """Issue 36, case 3: a truncated layer_norms.npz ended the same command, a longer run and --report-only in
     zipfile.BadZipFile. Now the report warns and draws the run without its per-layer figures, and training on keeps
     the damaged file aside (nothing lost) and records from where it is."""
-    from jaxres import metrics
+    from jaxres import results
 
     out = tmp_path / "out"
     assert compare.main(argv(raw_dir, out, "--set", "layer_norms_every=1", epochs=2)) == 0
     (run,) = (p.parent for p in out.glob("*/results.json"))
-    path = run / metrics.LAYER_FILE
+    path = run / results.LAYER_FILE
     damaged = path.read_bytes()[:200]
     path.write_bytes(damaged)
     capsys.readouterr()
@@ -588,7 +588,7 @@ def test_a_damaged_layer_norms_file_is_one_warning_and_blocks_nothing(raw_dir, t
     err = capsys.readouterr().err
     (aside,) = run.glob("layer_norms.damaged.*.npz")
     assert aside.read_bytes() == damaged and "kept as " + aside.name in err and "starts again at step 4" in err
-    names, series = metrics.load_layer_norms(path)
+    names, series = results.load_layer_norms(path)
     assert series["steps"].tolist() == [4, 5] and len(names) == series["grad"].shape[1]
 
 

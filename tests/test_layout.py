@@ -2,6 +2,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "jaxres"
 
@@ -95,21 +97,68 @@ def test_jaxres_has_no_import_circle():
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
-def test_the_description_of_runs_imports_no_model_and_no_jax():
-    """config and catalog describe runs; nothing they import (transitively) builds a model or imports JAX."""
-    graph = import_graph()
-    seen, todo = set(), ["jaxres.config"]
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """``start`` and every jaxres module it imports, directly or through others."""
+    seen, todo = set(), [start]
     while todo:
         m = todo.pop()
         if m not in seen:
             seen.add(m)
             todo += graph[m]
-    assert seen == {"jaxres.config", "jaxres.catalog"}
-    for m in seen:
-        tree = ast.parse((PKG / (m.split(".", 1)[1] + ".py")).read_text())
+    return seen
+
+
+def _path(module: str) -> Path:
+    rel = Path(*module.split(".")[1:])
+    return PKG / rel / "__init__.py" if (PKG / rel).is_dir() else PKG / rel.with_suffix(".py")
+
+
+JAX = {"jax", "jaxlib", "flax", "optax", "orbax"}
+SPEC = {"jaxres.catalog", "jaxres.config", "jaxres.spec", "jaxres.spec.values", "jaxres.spec.sections",
+        "jaxres.spec.keys", "jaxres.spec.env", "jaxres.spec.identity", "jaxres.spec.study", "jaxres.spec.presets"}
+KERNELS = {"jaxres.conv", "jaxres.norms", "jaxres.onednn", "jaxres.winograd", "jaxres.cpu"}
+ANALYSIS = {"jaxres.report", "jaxres.claims", "jaxres.stats"}
+# The layers, flat in one package (the commit that made jaxres/spec/ says why): each may import only what is
+# listed here, wherever in a module the import is written.
+LAYERS = {
+    "jaxres.config": SPEC,  # what a run is: no model, no JAX
+    **{k: KERNELS | {"jaxres.catalog", "jaxres.spec.env", "jaxres.spec.sections", "jaxres.spec.values",
+                     "jaxres.spec.keys"} for k in KERNELS},  # the arithmetic: the compute section only
+    **{a: ANALYSIS | SPEC | {"jaxres.results", "jaxres.stopping", "jaxres.errors"} for a in ANALYSIS},  # results only
+}
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_each_layer_imports_only_the_layers_below_it(module):
+    extra = _reach(import_graph(), module) - LAYERS[module]
+    assert not extra, f"{module} reaches {sorted(extra)}"
+
+
+@pytest.mark.parametrize("module", ["jaxres.config", *sorted(ANALYSIS)])
+def test_the_description_of_runs_and_the_analysis_of_results_import_no_jax(module):
+    """Not even inside a function: ``--report-only`` runs where JAX is not installed (tested by running it too)."""
+    for m in _reach(import_graph(), module):
+        tree = ast.parse(_path(m).read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert not imported & {"jax", "flax", "optax", "orbax"}, m
+        lazy = {"jaxres.stopping"}  # imports JAX only to agree between several processes, which reports never do
+        assert m in lazy or not imported & JAX, f"{m} (reached from {module}) imports {sorted(imported & JAX)}"
+
+
+def test_report_only_runs_without_importing_jax(tmp_path):
+    """``--report-only`` on the committed campaign results, in a fresh interpreter: JAX is never imported."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "results" / "seed_cpu", tmp_path / "r")
+    code = ("import sys; from experiments import compare; rc = compare.main(['--report-only', sys.argv[1]]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in %r)); sys.exit(rc)" % (JAX,))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "r" / "claims.csv").read_text() == (ROOT / "results" / "seed_cpu" / "claims.csv").read_text()
 
 
 def test_every_package_is_installed():

@@ -33,7 +33,7 @@ class Stack(nn.Module):
 
 
 # ------------------------------------------------------------------ residual identity
-@pytest.mark.parametrize("norm", models.NORMS)
+@pytest.mark.parametrize("norm", catalog.NORMS)
 def test_block_with_zero_branch_is_identity_on_nonnegative_input(norm):
     block = models.ResidualBlock(64, 32, zero_init_residual=True, norm=models.make_norm(norm, False, None, jnp.float32))
     x = jnp.abs(jax.random.normal(jax.random.key(3), (4, 8, 8, 32))) * 10.0
@@ -237,7 +237,7 @@ def test_projection_shortcut_adds_parameters_only_at_stage_entries():
 
 
 # ------------------------------------------------------------------ knobs
-@pytest.mark.parametrize("norm", models.NORMS)
+@pytest.mark.parametrize("norm", catalog.NORMS)
 @pytest.mark.parametrize("name", ["seed_cnn", "seed_resnet", "resnet20"])
 def test_norm_knob(name, norm):
     model = models.get_model(name, norm=norm)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxres import checkpoint, config, data, metrics, models, optim, train
+from jaxres import checkpoint, config, data, metrics, models, optim, results, train
 
 MNIST, CIFAR = (28, 28, 1), (32, 32, 3)
 
@@ -275,14 +275,14 @@ def test_shortcuts_keep_the_first_layers_gradient_alive_during_training():
 def test_a_resumed_epoch_replaces_its_stale_layer_norms(tmp_path):
     """An epoch recorded but not checkpointed before a kill is trained and recorded again after the
     resume: its old rows are replaced, not duplicated."""
-    path, names = tmp_path / metrics.LAYER_FILE, ("a", "b")
+    path, names = tmp_path / results.LAYER_FILE, ("a", "b")
     rows = lambda steps: train.LayerNorms(np.array(steps), *(np.full((len(steps), 2), float(s)) for s in (1, 2, 3)))
-    metrics.append_layer_norms(path, names, rows([0, 10]))
-    metrics.append_layer_norms(path, names, rows([20, 30]))  # epoch 2, then killed before its checkpoint
-    metrics.append_layer_norms(path, names, rows([20, 30]))  # epoch 2 again after the resume
-    got_names, got = metrics.load_layer_norms(path)
+    results.append_layer_norms(path, names, rows([0, 10]))
+    results.append_layer_norms(path, names, rows([20, 30]))  # epoch 2, then killed before its checkpoint
+    results.append_layer_norms(path, names, rows([20, 30]))  # epoch 2 again after the resume
+    got_names, got = results.load_layer_norms(path)
     assert got_names == list(names) and list(got["steps"]) == [0, 10, 20, 30] and got["grad"].shape == (4, 2)
-    assert metrics.load_layer_norms(tmp_path / "missing.npz") is None
+    assert results.load_layer_norms(tmp_path / "missing.npz") is None
 
 
 # ------------------------------------------------------------------ random streams
@@ -351,7 +351,7 @@ def test_an_epoch_without_a_recorded_step_adds_nothing(tmp_path):
     state, m1 = step(state, batch_of(MNIST, 8), jax.random.key(1))  # step 1: not
     empty = train._layer_norms([m1])
     assert empty.steps.size == 0 and empty.grad.shape == (0, 6)
-    path = tmp_path / metrics.LAYER_FILE
-    metrics.append_layer_norms(path, state.layers, train._layer_norms([m0]))
-    metrics.append_layer_norms(path, state.layers, empty)
-    assert list(metrics.load_layer_norms(path)[1]["steps"]) == [0]
+    path = tmp_path / results.LAYER_FILE
+    results.append_layer_norms(path, state.layers, train._layer_norms([m0]))
+    results.append_layer_norms(path, state.layers, empty)
+    assert list(results.load_layer_norms(path)[1]["steps"]) == [0]
