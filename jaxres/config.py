@@ -20,7 +20,7 @@ that involve several keys, such as a batch larger than the data, when the study 
 
 from jaxres.spec.env import COMPUTE_ENV, env_overrides, from_env, with_env
 from jaxres.spec.identity import (NAMED_OPTIMIZER_SETTINGS, NOT_IDENTITY, OPTIMIZER_SETTINGS, POOLED, differences,
-                                  identity, run_name)
+                                  identity, run_name, with_defaults)
 from jaxres.spec.keys import flatten, from_dict, get, keys, replace, to_dict
 from jaxres.spec.presets import HE_DEPTHS, NORM_OPT_OPTIMIZERS, SEED_DATASETS, SEED_MODELS, STUDIES, get_study
 from jaxres.spec.sections import (CONV_BACKENDS, DECAY_ON, MAX_SEED, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES,
@@ -33,4 +33,4 @@ __all__ = ["COMPUTE_ENV", "CONV_BACKENDS", "DECAY_ON", "HE_DEPTHS", "MAX_SEED", 
            "SCHEDULES", "SEED_DATASETS", "SEED_MODELS", "STUDIES", "ComputeConfig", "ConfigError", "DataConfig",
            "ModelConfig", "OptimizerConfig", "RunConfig", "ScheduleConfig", "Section", "Study", "differences",
            "env_overrides", "flatten", "from_dict", "from_env", "get", "get_study", "identity", "keys", "replace",
-           "run_name", "to_dict", "with_env"]
+           "run_name", "to_dict", "with_defaults", "with_env"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxres import claims, catalog, stats
-from jaxres.config import POOLED, flatten
+from jaxres.config import POOLED, flatten, with_defaults
 from jaxres.catalog import DATASETS
 from jaxres.stopping import best_epoch
 from jaxres.results import results_problem  # results.json's layout, defined once
@@ -30,8 +30,10 @@ FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 
 
 def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every finished run's results.json below ``out_dir``, in a stable order; unreadable or damaged ones
-    (``jaxres.results.results_problem``) are skipped with a one-line warning each."""
+    """Every finished run's results.json below ``out_dir``, in a stable order, its config with the keys it
+    predates at their defaults (``jaxres.config.with_defaults``: a run saved before ``data.validation`` existed
+    pools with one saved after); unreadable or damaged ones (``jaxres.results.results_problem``) are skipped
+    with a one-line warning each."""
     runs = []
     for p in sorted(Path(out_dir).glob("*/results.json")):
         try:
@@ -43,7 +45,7 @@ def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
         if problem is not None:
             warnings.warn(f"skipping {p}: {problem}; rerun the study to rebuild it", stacklevel=2)
             continue
-        runs.append(r)
+        runs.append({**r, "config": with_defaults(r["config"])})
     return runs
 
 

@@ -75,6 +75,35 @@ def test_only_rows_that_differ_in_the_model_alone_are_compared():
     assert "optimizer.lr=0.001" in report.difference_lines([d], ["optimizer.lr"])[0]
 
 
+def test_a_run_saved_before_a_key_existed_pools_with_one_saved_after_at_its_default(tmp_path):
+    """The CI failure of 2026-12-05: seed 0 of a model saved without ``data.validation``, seed 1 with it at its
+    default (0). They are one protocol: one group of two seeds, and no column for the key; a run that does
+    set it to something else is another group."""
+    import json
+
+    from jaxres.config import RunConfig
+    from jaxres.results import SCHEMA
+
+    def write(name, seed, acc, **data):
+        r = {**result("seed_cnn", seed, acc), "schema": SCHEMA, "run": name,
+             "history": [{"epoch": 1, "test_accuracy": acc}]}
+        r["config"]["data"].update(data)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+
+    write("a_seed0", 0, 0.90)                                            # predates the key
+    write("a_seed1", 1, 0.92, validation=RunConfig().data.validation)    # has it, at its default
+    results = report.load_results(tmp_path)
+    assert [r["config"]["data"]["validation"] for r in results] == [0, 0]
+    assert "data.validation" not in report.varying_keys(results)
+    (row,) = report.summary_rows(results)
+    assert row["seeds"] == 2 and row["test_acc_mean"] == pytest.approx(0.91)
+    write("a_seed2", 2, 0.91, validation=5000)                           # another protocol
+    results = report.load_results(tmp_path)
+    assert "data.validation" in report.varying_keys(results)
+    assert len(report.summary_rows(results)) == 2
+
+
 def depth_run(model, seed, train_errs, test_errs, lr=0.1, batch=100):
     """A results.json of He et al.'s networks: per-epoch train/test error (%), 10 steps per epoch."""
     history = [{"epoch": e + 1, "train_accuracy": 1 - tr / 100, "test_accuracy": 1 - te / 100,

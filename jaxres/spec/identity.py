@@ -49,6 +49,21 @@ def differences(saved: Mapping[str, Any], asked: Mapping[str, Any]) -> list[str]
     return sorted(k for k in set(a) | set(b) if a.get(k, defaults.get(k)) != b.get(k, defaults.get(k)))
 
 
+def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config dict (``to_dict``) with every key it lacks set to its default, by the rule of
+    ``differences``: a key added to jaxres defaults to what jaxres did before it existed. Reports group
+    runs on these, so a run saved before a key existed pools with one saved after (same protocol)."""
+    def fill(d: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(d)
+        for k, v in defaults.items():
+            if k not in out:
+                out[k] = v
+            elif isinstance(v, dict) and isinstance(out[k], Mapping):
+                out[k] = fill(out[k], v)
+        return out
+    return fill(saved, to_dict(RunConfig()))
+
+
 def _resolved(flat: dict[str, Any]) -> dict[str, Any]:
     """A flat config with the optimizer's settings as it trains with them: unset ones (None, or absent) take
     its own defaults; those it does not take are dropped (a run saved before they were per optimizer has them)."""
