@@ -108,7 +108,7 @@ def commit(results: Path, message: str) -> None:
               f"{results}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.campaign", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="the study folder the runs train in (checkpoints: keep it "
                    "outside the repository)")
@@ -120,7 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit", action="store_true", help="git-commit the results folder after each finished run")
     p.add_argument("--dry-run", action="store_true", help="print the queue's commands, and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    return p
+
+
+def _keep_new(args: argparse.Namespace, results: Path, before: set[str]) -> None:
+    """Keep every run that finished since ``before`` (or is not kept yet) in ``results``, rebuild the report,
+    and commit it where asked."""
+    new = {n: d for n, d in finished_runs(args.out).items() if n not in before or not (results / n).exists()}
+    for name, run_dir in new.items():
+        keep(run_dir, results)
+        print(f"campaign: {name} finished; kept in {results / name}")
+    if new:
+        report(results)
+        if args.commit:
+            commit(results, f"results/{results.name}: " + ", ".join(sorted(new)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     args.out, results = Path(args.out), Path(args.results)
     queue = QUEUE[:args.limit] if args.limit is not None else QUEUE
     if args.dry_run:
@@ -146,14 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         child[:] = [proc]
         status = proc.wait()
         child.clear()
-        new = {n: d for n, d in finished_runs(args.out).items() if n not in before or not (results / n).exists()}
-        for name, run_dir in new.items():
-            keep(run_dir, results)
-            print(f"campaign: {name} finished; kept in {results / name}")
-        if new:
-            report(results)
-            if args.commit:
-                commit(results, f"results/{results.name}: " + ", ".join(sorted(new)))
+        _keep_new(args, results, before)
         if status not in (0, 1):  # 1: the run diverged (kept, marked); anything else stops the campaign
             print(f"campaign: stopped at entry {i + 1} of {len(queue)} ({' '.join(map(str, entry))}), exit "
                   f"status {status}; run the same command to continue", file=sys.stderr)

@@ -49,7 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter,
                epilog="studies:\n" + "\n".join(f"  {s.name:9s} {s.description}" for s in config.STUDIES.values()))
-    s = p.add_argument_group("the study")
+    _study_flags(p.add_argument_group("the study"), config, catalog)
+    _file_flags(p.add_argument_group("files"), catalog)
+    _process_flags(p.add_argument_group("several processes (jax.distributed; see docs/training.md: SLURM, TPU pods)"))
+    return p
+
+
+def _study_flags(s, config, catalog) -> None:
     s.add_argument("--study", "--protocol", dest="study", choices=list(config.STUDIES), default="quick",
                    help="the study preset (default quick; --protocol is the older name)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -72,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "device, no TensorFlow) or tfds (tensorflow-datasets + tf.data)")
     s.add_argument("--list-keys", action="store_true", help="print every config key with the study's value, and exit")
     s.add_argument("--dry-run", action="store_true", help="print the runs of the study, and exit")
-    io = p.add_argument_group("files")
+
+
+def _file_flags(io, catalog) -> None:
     raw_env = catalog.RAW_DIR_ENV
     io.add_argument("--raw-dir", default=os.environ.get(raw_env),
                     help=f"folder with <dataset>/<original files> (default ${raw_env})")
@@ -85,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; data-parallel when N > 1, "
                          "by the parallel key: jit or pmap)")
     io.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    d = p.add_argument_group("several processes (jax.distributed; see docs/training.md: SLURM, TPU pods)")
+
+
+def _process_flags(d) -> None:
     d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process "
                    "($JAXRES_COORDINATOR)")
     d.add_argument("--num-processes", type=int, help="how many processes share the study ($JAXRES_NUM_PROCESSES)")
@@ -94,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--init-timeout", type=int, default=300, help="seconds for every process to join (default 300)")
     d.add_argument("--heartbeat-timeout", type=int, default=100,
                    help="seconds without a sign of life before a process counts as dead (default 100)")
-    return p
 
 
 def distributed_setup(args: argparse.Namespace):

@@ -129,6 +129,44 @@ def _ci(est: stats.Estimate) -> str:
     return "" if est.ci is None else f"[{est.ci[0]:.4f}, {est.ci[1]:.4f}]"
 
 
+def _difference(threshold: float, sign: int = 1) -> Callable[[list[float], list[float]], dict[str, Any]]:
+    """The columns of a claim about a difference of means: b - a (``sign`` 1) or a - b (-1), Welch's interval."""
+    def est_fn(xa, xb):
+        est = stats.welch(xb, xa) if sign == 1 else stats.welch(xa, xb)
+        verdict, why = _verdict(est, threshold)
+        return {"estimate": est.value, "ci": est.ci, "interval": _ci(est), "verdict": verdict, "why": why}
+    return est_fn
+
+
+def _each(threshold: float) -> Callable[[list[float], list[float]], dict[str, Any]]:
+    """The columns of a claim that each model's mean passes ``threshold``: one interval per model."""
+    def est_fn(xa, xb):
+        ests = [stats.mean_interval(x) for x in (xa, xb)]
+        verdict, why = _both([_verdict(e, threshold) for e in ests])
+        return {"estimate": None, "ci": None, "ci_a": ests[0].ci, "ci_b": ests[1].ci,
+                "interval": f"{_ci(ests[0]) or '-'} / {_ci(ests[1]) or '-'}", "verdict": verdict, "why": why}
+    return est_fn
+
+
+def _seed_gap(p: dict[str, Any]) -> float | None:
+    return p["train"] - p["test"] if "train" in p and "test" in p else None
+
+
+def _claims_of(dataset: str, other: str, resnet: str) -> list[tuple]:
+    """(claim, statistic, test, value of a run's convergence row, the seed's value, columns) for one pair."""
+    rows = [
+        ("C1", "final test accuracy", f"{resnet} - {other} > 0", lambda c: c["final_test"],
+         lambda p: p.get("test"), _difference(0.0)),
+        ("C2", "final train accuracy", f"each > {FIT}", lambda c: c["final_train"], lambda p: p.get("train"),
+         _each(FIT)),
+        ("C3", f"convergence epoch (train accuracy within {NEAR * 100:g} points of its best)", f"{other} - {resnet} > 0",
+         lambda c: c["converged_epoch"], lambda p: p.get("converged_epoch"), _difference(0.0, sign=-1))]
+    if dataset in OVERFIT_DATASETS:
+        rows.append(("C4", "final train - test accuracy", f"each > {GAP}",
+                     lambda c: c["final_train"] - c["final_test"], _seed_gap, _each(GAP)))
+    return rows
+
+
 def claims(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per claim, pair, dataset and setting where both models of the pair have finished runs."""
     rows = []
@@ -139,48 +177,13 @@ def claims(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for other, resnet in PAIRS:
             if other not in by_model or resnet not in by_model:
                 continue
-            a, b = by_model[other], by_model[resnet]
             seed_a, seed_b = published.get(other, {}), published.get(resnet, {})
-
-            def row(claim: str, statistic: str, test: str, values: Callable[[dict], float], seed_value, est_fn):
-                xa, xb = [values(c) for c in a], [values(c) for c in b]
-                out = {"claim": claim, "dataset": dataset, "setting": where, "a": other, "b": resnet,
-                       "statistic": statistic, "test": test, "n_a": len(xa), "n_b": len(xb),
-                       "ours_a": statistics.fmean(xa), "ours_b": statistics.fmean(xb),
-                       "seed_a": seed_value(seed_a), "seed_b": seed_value(seed_b)}
-                out.update(est_fn(xa, xb))
-                rows.append(out)
-
-            def difference(threshold: float, sign: int = 1):
-                def est_fn(xa, xb):
-                    est = stats.welch(xb, xa) if sign == 1 else stats.welch(xa, xb)
-                    verdict, why = _verdict(est, threshold)
-                    return {"estimate": est.value, "ci": est.ci, "interval": _ci(est), "verdict": verdict,
-                            "why": why}
-                return est_fn
-
-            def each(threshold: float):
-                def est_fn(xa, xb):
-                    ests = [stats.mean_interval(x) for x in (xa, xb)]
-                    verdict, why = _both([_verdict(e, threshold) for e in ests])
-                    return {"estimate": None, "ci": None, "ci_a": ests[0].ci, "ci_b": ests[1].ci,
-                            "interval": f"{_ci(ests[0]) or '-'} / {_ci(ests[1]) or '-'}", "verdict": verdict,
-                            "why": why}
-                return est_fn
-
-            def seed_gap(p):
-                return p["train"] - p["test"] if "train" in p and "test" in p else None
-
-            row("C1", "final test accuracy", f"{resnet} - {other} > 0", lambda c: c["final_test"],
-                lambda p: p.get("test"), difference(0.0))
-            row("C2", "final train accuracy", f"each > {FIT}", lambda c: c["final_train"],
-                lambda p: p.get("train"), each(FIT))
-            row("C3", f"convergence epoch (train accuracy within {NEAR * 100:g} points of its best)",
-                f"{other} - {resnet} > 0", lambda c: c["converged_epoch"], lambda p: p.get("converged_epoch"),
-                difference(0.0, sign=-1))
-            if dataset in OVERFIT_DATASETS:
-                row("C4", "final train - test accuracy", f"each > {GAP}", lambda c: c["final_train"] - c["final_test"],
-                    seed_gap, each(GAP))
+            for claim, statistic, test, values, seed_value, est_fn in _claims_of(dataset, other, resnet):
+                xa, xb = [values(c) for c in by_model[other]], [values(c) for c in by_model[resnet]]
+                rows.append({"claim": claim, "dataset": dataset, "setting": where, "a": other, "b": resnet,
+                             "statistic": statistic, "test": test, "n_a": len(xa), "n_b": len(xb),
+                             "ours_a": statistics.fmean(xa), "ours_b": statistics.fmean(xb),
+                             "seed_a": seed_value(seed_a), "seed_b": seed_value(seed_b), **est_fn(xa, xb)})
     return rows
 
 

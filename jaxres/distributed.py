@@ -145,33 +145,41 @@ def explain(log: str, joined: bool, setup: Setup) -> tuple[str, int]:
             "finished epochs are kept: start every process again with the same command to resume", LOST_PEER)
 
 
+def _pump(stream, sink, lines: list[str], joined: threading.Event) -> None:
+    """Copy a child's output stream to ``sink`` (keeping every line in ``lines``), without the runtime's C++ log."""
+    in_block = False
+    for line in stream:
+        lines.append(line)
+        if line.startswith(READY):
+            joined.set()
+        hide, block = _is_runtime_noise(line, in_block)
+        in_block = block and sink is sys.stderr  # jaxres prints its run log to stdout: never hidden
+        if not hide:
+            sink.write(line)
+            sink.flush()
+
+
+def _keep_log(log_path: Path, log: str) -> str:
+    """Save the child's whole output; the words that point to it, or "" where it could not be written."""
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(log)
+        return f" (the runtime's log: {log_path})"
+    except OSError:
+        return ""
+
+
 def supervise(argv: list[str], setup: Setup, log_path: Path, module: str = "experiments.compare") -> int:
     """Run ``python -m module argv`` as a child that joins the distributed run, pass its output through
     without the runtime's C++ log, and turn an abort into one line; returns the exit status."""
     env = dict(os.environ, **{CHILD_ENV: "1"})
     proc = subprocess.Popen([sys.executable, "-m", module, *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
-
-    def forward(signum, frame):
-        proc.send_signal(signum)
-
     lines: list[str] = []
     joined = threading.Event()
-
-    def pump(stream, sink) -> None:
-        in_block = False
-        for line in stream:
-            lines.append(line)
-            if line.startswith(READY):
-                joined.set()
-            hide, block = _is_runtime_noise(line, in_block)
-            in_block = block and sink is sys.stderr  # jaxres prints its run log to stdout: never hidden
-            if not hide:
-                sink.write(line)
-                sink.flush()
-
-    pumps = [threading.Thread(target=pump, args=(proc.stdout, sys.stdout), daemon=True),
-             threading.Thread(target=pump, args=(proc.stderr, sys.stderr), daemon=True)]
+    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, lines, joined), daemon=True),
+             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, lines, joined), daemon=True)]
+    forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     try:
         for t in pumps:
@@ -182,18 +190,12 @@ def supervise(argv: list[str], setup: Setup, log_path: Path, module: str = "expe
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    joined = joined.is_set()
     log = "".join(lines)
-    try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(log)
-        saved = f" (the runtime's log: {log_path})"
-    except OSError:
-        saved = ""
+    saved = _keep_log(log_path, log)
     if rc >= 0 and rc != 128 + signal.SIGABRT:
         return rc
     if -rc == signal.SIGABRT or rc == 128 + signal.SIGABRT:
-        message, status = explain(log, joined, setup)
+        message, status = explain(log, joined.is_set(), setup)
     else:
         message, status = f"stopped by signal {signal.Signals(-rc).name}", 128 - rc
     print(f"compare: error: {message}{saved}", file=sys.stderr, flush=True)

@@ -145,6 +145,21 @@ def _per_layer_norms(tree: Any, names: list[str]) -> jnp.ndarray:
     return jnp.stack([layer(n) for n in names])
 
 
+def _layer_norm_metrics(old: TrainState, new: TrainState, grads: Any, every: int) -> dict[str, jnp.ndarray]:
+    """A step's per-layer gradient, parameter and update norms (computed on every ``every``-th step only)."""
+    names = list(old.layers)
+    if not names:
+        raise ValueError("layer norms need the layer order: make the state with create_train_state")
+    recorded = old.step % every == 0
+
+    def norms(_):
+        update = jax.tree.map(jnp.subtract, new.params, old.params)
+        return jnp.stack([_per_layer_norms(t, names) for t in (grads, old.params, update)])
+
+    return {"layer_norms": jax.lax.cond(recorded, norms, lambda _: jnp.zeros((3, len(names))), None),
+            "layer_norms_step": old.step.astype(jnp.int32), "layer_norms_recorded": recorded.astype(jnp.int32)}
+
+
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_name: str | None = None,
                layer_norms_every: int = 0) -> tuple[TrainState, dict[str, jnp.ndarray]]:
     """One optimizer step on ``batch``; returns the new state and metric sums over the batch.
@@ -182,18 +197,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_name: str |
     old = state
     state = state.apply_gradients(grads=grads)
     if layer_norms_every > 0:
-        names = list(old.layers)
-        if not names:
-            raise ValueError("layer norms need the layer order: make the state with create_train_state")
-        recorded = old.step % layer_norms_every == 0
-
-        def norms(_):
-            update = jax.tree.map(jnp.subtract, state.params, old.params)
-            return jnp.stack([_per_layer_norms(t, names) for t in (grads, old.params, update)])
-
-        metrics["layer_norms"] = jax.lax.cond(recorded, norms, lambda _: jnp.zeros((3, len(names))), None)
-        metrics["layer_norms_step"] = old.step.astype(jnp.int32)
-        metrics["layer_norms_recorded"] = recorded.astype(jnp.int32)
+        metrics.update(_layer_norm_metrics(old, state, grads, layer_norms_every))
     if mutable:
         state = state.replace(batch_stats=updates["batch_stats"])
     return state, metrics
@@ -558,27 +562,30 @@ def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs:
     return row, None
 
 
+def _stop_early(history: list[dict], patience: int, epochs: int, log: Callable[[str], None]) -> dict | None:
+    """Where the run stops early after its last epoch (``stopping.early_stop``), said in one line; None: it goes on."""
+    stopped = stopping.early_stop(history, patience)
+    if stopped:
+        best = stopped["best_epoch"]
+        log(f"epoch {len(history)}/{epochs}: early stop: the validation accuracy has not improved on epoch {best}'s "
+            f"{history[best - 1]['validation_accuracy']:.4f} for {patience} epochs")
+    return stopped
+
+
 def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         checkpointer: CheckpointStore | None = None, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
         layer_norms_every: int = 0, on_layer_norms: Callable[[int, LayerNorms], None] | None = None,
         parallel: str = "jit", patience: int = 0) -> FitResult:
-    """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating the test split after each.
+    """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating its validation (where held out) and test
+    splits after each; returns the state, the history (one row per epoch, also passed to ``on_epoch``), where it
+    diverged and where it stopped early.
 
-    With a ``checkpointer`` the run resumes after the newest intact checkpoint (``resume``) and saves one at
-    the end of every epoch; a finished run trains nothing. Each epoch appends a row to the
-    history and passes it to ``on_epoch`` (metric writers). Train metrics are the running means
-    over the epoch's steps, as Keras reports them. A step with a non-finite loss or gradient ends
-    the run after its epoch: that epoch is neither evaluated nor checkpointed, and ``diverged``
-    says where. On several devices (``data.n_devices`` on each of the processes) the step is
-    data-parallel (``place_run``): ``parallel="jit"`` compiles one program over a device mesh of every process
-    (``sharded_train_step``, the state as replicated global arrays, checkpointed by every process
-    together), ``"pmap"`` replicates it over this process's devices (one process only).
-    With ``layer_norms_every=N`` every N-th step records per-layer norms (module docstring), passed
-    per epoch to ``on_layer_norms(epoch, norms)`` before that epoch's checkpoint is saved.
-    Where ``data`` holds out a validation split it is evaluated too, before the test split; ``patience`` > 0
-    then ends the run once its accuracy has not improved for that many epochs (``early_stop``; a resumed run
-    that had stopped trains nothing).
+    With a ``checkpointer`` the run resumes after the newest intact save (``resume``) and saves at the end of every
+    epoch. A non-finite loss or gradient ends the run after its epoch, which is neither evaluated nor saved.
+    ``parallel`` places the step on several devices (``place_run``). ``layer_norms_every=N`` records per-layer
+    norms every N-th step, passed per epoch to ``on_layer_norms(epoch, norms)`` before its save. ``patience`` > 0
+    ends the run once the validation accuracy has not improved for that many epochs (``stopping.early_stop``).
     """
     from tqdm import tqdm
 
@@ -610,13 +617,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
                     checkpointer.save(placement.single(state), history)
                 if on_epoch is not None:
                     on_epoch(row)
-                if diverged is not None:
-                    break
-                stopped = stopping.early_stop(history, patience)
-                if stopped:
-                    log(f"epoch {epoch + 1}/{epochs}: early stop: the validation accuracy has not improved on epoch "
-                        f"{stopped['best_epoch']}'s {history[stopped['best_epoch'] - 1]['validation_accuracy']:.4f} "
-                        f"for {patience} epochs")
+                if diverged is not None or (stopped := _stop_early(history, patience, epochs, log)):
                     break
                 if agree is not None:  # with several processes: a stop asked for on any of them stops all
                     agree(None, False, errors.pending_stop())
