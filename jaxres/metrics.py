@@ -76,7 +76,8 @@ def _import_summary_writer():
 
 
 class TensorBoardWriter:
-    """Per-epoch scalars as TensorBoard event files (tensorboardX), or nothing with a note if it is absent."""
+    """Per-epoch scalars, per-step training loss and learning rate (``steps``) and per-layer norms as TensorBoard event
+    files (tensorboardX), or nothing with a note if it is absent."""
 
     def __init__(self, logdir: str, log=print):
         try:
@@ -95,6 +96,17 @@ class TensorBoardWriter:
                 split, _, name = key.partition("_")
                 tag = f"{name}/{split}" if split in ("train", "test") else key
                 self._writer.add_scalar(tag, value, row["epoch"])
+        self._writer.flush()
+
+    def steps(self, first: int, values: dict[str, Any]) -> None:
+        """Per-step scalars from run step ``first`` on (0-based), as ``step/<name>``; non-finite values are left
+        out (a diverged run's own line says where it diverged)."""
+        if self._writer is None:
+            return
+        for name, series in values.items():
+            for i, value in enumerate(np.asarray(series, np.float64)):
+                if np.isfinite(value):
+                    self._writer.add_scalar(f"step/{name}", float(value), first + i)
         self._writer.flush()
 
     def layer_norms(self, names: tuple[str, ...], norms: Any) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxres import catalog
@@ -95,10 +96,20 @@ def lion(s: dict[str, Any], lr: optax.ScalarOrSchedule, mask: Any) -> optax.Grad
     return optax.lion(lr, b1=s["b1"], b2=s["b2"], weight_decay=s["weight_decay"], mask=mask)
 
 
+def learning_rate(cfg: RunConfig, steps_per_epoch: int | None = None) -> optax.Schedule:
+    """The learning rate of ``cfg`` at each (0-based) step of the run; ``steps_per_epoch`` sizes a whole-run cosine."""
+    total = steps_per_epoch * cfg.epochs if steps_per_epoch else None
+    return make_schedule(cfg.schedule, cfg.optimizer.lr, total)
+
+
+def rates(schedule: optax.Schedule, first: int, n: int) -> np.ndarray:
+    """``schedule`` at run steps ``first`` .. ``first + n - 1``, as n floats (a constant schedule gives one scalar)."""
+    return np.broadcast_to(np.asarray(schedule(jnp.arange(first, first + n)), np.float64), (n,))
+
+
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int | None = None) -> optax.GradientTransformation:
     """The optax optimizer of ``cfg`` (optimizer and schedule); ``steps_per_epoch`` sizes a whole-run cosine."""
     o = cfg.optimizer
-    total = steps_per_epoch * cfg.epochs if steps_per_epoch else None
-    lr = make_schedule(cfg.schedule, o.lr, total)
+    lr = learning_rate(cfg, steps_per_epoch)
     mask = _kernels_only if o.decay_on == "kernels" else None
     return _builder("optimizer", o.name)(o.check() or o.settings(), lr, mask)

@@ -143,11 +143,16 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
             results.append_layer_norms(workdir / results.LAYER_FILE, state.layers, norms)
             writer.layer_norms(state.layers, norms)
 
+        schedule = optim.learning_rate(cfg, ds.steps_per_epoch)
+
+        def on_steps(first: int, losses) -> None:
+            writer.steps(first, {"train_loss": losses, "learning_rate": optim.rates(schedule, first, len(losses))})
+
         try:
             fit = train.fit(state, ds, cfg.epochs, streams, checkpointer=ckpt, progress=opts.progress and primary,
                             log=None if primary else say, on_epoch=writer, layer_norms_every=cfg.layer_norms_every,
                             on_layer_norms=on_layer_norms if primary else None, parallel=cfg.parallel,
-                            patience=cfg.patience)
+                            patience=cfg.patience, on_steps=on_steps if primary else None)
         finally:
             if writer is not None:
                 writer.close()

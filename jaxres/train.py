@@ -365,7 +365,8 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
                 desc: str = "", progress: bool = True, start: int = 0, carry: dict[str, Any] | None = None,
                 save: Callable[[TrainState, int, dict[str, Any]], None] | None = None,
                 agree: Callable[[int, bool, int | None], tuple[bool, int | None]] | None = None,
-                time_first: bool = False) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
+                time_first: bool = False, on_steps: Callable[[int, np.ndarray], None] | None = None,
+                ) -> tuple[TrainState, dict[str, float], LayerNorms | None]:
     """One pass over ``epoch``'s training batches; (state, means of the step metrics, the per-layer
     norms of its recorded steps where the step function records them, else None).
 
@@ -373,7 +374,9 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
     (``carry_of``). After each step ``agree(steps done, not the last, this process's stop signal)`` says whether
     to save (``save(state, steps done, carry)``) and whether to stop (``SavePolicy.agree``, ``jaxres.stopping``); without it, a stop
     asked for (``jaxres.errors``) is raised at once. ``time_first``: time the first step, its compilation included
-    (the metrics' ``first_step_s``; one wait for the device, else None)."""
+    (the metrics' ``first_step_s``; one wait for the device, else None). ``on_steps(first, losses)``: each step's
+    mean training loss, from run step ``first`` on (0-based over the run), after each save and at the epoch's end
+    (``_StepLosses``)."""
     from tqdm import tqdm
 
     total, layers, carried = None, [], None
@@ -384,8 +387,10 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
                    total=data.steps_per_epoch, desc=desc, leave=False, disable=not progress, unit="step")
     shown = _Postfix(batches, total) if progress else None
     first_step_s, began = None, time.perf_counter()
+    losses = _StepLosses(on_steps, epoch * data.steps_per_epoch + start)
     for done, batch in enumerate(batches, start + 1):
         state, m = step_fn(state, batch, streams.step)
+        losses.add(m)
         if time_first and first_step_s is None:  # the step's compilation included: one wait, in the first epoch
             jax.block_until_ready(m)
             first_step_s = time.perf_counter() - began
@@ -396,11 +401,33 @@ def train_epoch(state: TrainState, step_fn: Callable, data: BatchSource, epoch: 
                           else (False, errors.pending_stop()))
         if save_now and save is not None:
             save(state, done, carry_of(total, _join(carried, _layer_norms(layers))))
+            losses.flush()
         if stop is not None:  # with several processes a stop asked for waits for their next agreement
             errors.raise_if_stopped()
         if shown is not None:
             shown(total)
+    losses.flush()
     return state, {**M.summarize(total), "first_step_s": first_step_s}, _join(carried, _layer_norms(layers))
+
+
+class _StepLosses:
+    """Each step's mean training loss for ``on_steps``: kept on the device (two scalars a step) and fetched at each
+    ``flush``, so that no step waits for the host. Flushed after each save inside an epoch: a run killed between
+    a flush and its next save repeats those steps when it resumes, and hands them to ``on_steps`` again."""
+
+    def __init__(self, on_steps: Callable[[int, np.ndarray], None] | None, first: int):
+        self.on_steps, self.first, self.kept = on_steps, first, []
+
+    def add(self, m: dict[str, jax.Array]) -> None:
+        if self.on_steps is not None:
+            self.kept.append((m["loss_sum"], m["count"]))
+
+    def flush(self) -> None:
+        if not self.kept:
+            return
+        got = np.array([[M.host_value(x).reshape(-1)[0] for x in pair] for pair in self.kept], np.float64)
+        self.on_steps(self.first, got[:, 0] / got[:, 1])
+        self.first, self.kept = self.first + len(self.kept), []
 
 
 POSTFIX_EVERY_S = 2.0  # how often the progress bar's loss, accuracy and images per second are fetched
@@ -576,7 +603,8 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
         checkpointer: CheckpointStore | None = None, progress: bool = True,
         log: Callable[[str], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
         layer_norms_every: int = 0, on_layer_norms: Callable[[int, LayerNorms], None] | None = None,
-        parallel: str = "jit", patience: int = 0) -> FitResult:
+        parallel: str = "jit", patience: int = 0, on_steps: Callable[[int, np.ndarray], None] | None = None,
+        ) -> FitResult:
     """Train ``state`` on ``data`` for ``epochs`` epochs, evaluating its validation (where held out) and test
     splits after each; returns the state, the history (one row per epoch, also passed to ``on_epoch``), where it
     diverged and where it stopped early.
@@ -586,6 +614,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
     ``parallel`` places the step on several devices (``place_run``). ``layer_norms_every=N`` records per-layer
     norms every N-th step, passed per epoch to ``on_layer_norms(epoch, norms)`` before its save. ``patience`` > 0
     ends the run once the validation accuracy has not improved for that many epochs (``stopping.early_stop``).
+    ``on_steps(first, losses)``: each step's training loss (``train_epoch``).
     """
     from tqdm import tqdm
 
@@ -607,7 +636,7 @@ def fit(state: TrainState, data: BatchSource, epochs: int, streams: Streams,
             for epoch in range(first_epoch, epochs):
                 clock.start(carry)
                 state, train_m, layers = train_epoch(state, step_fn, data, epoch, streams, f"epoch {epoch + 1}/{epochs}",
-                                                     progress, start, carry, save, agree, epoch == first_epoch)
+                                                     progress, start, carry, save, agree, epoch == first_epoch, on_steps)
                 start, carry = 0, None
                 if layers is not None and on_layer_norms is not None:
                     on_layer_norms(epoch + 1, layers)

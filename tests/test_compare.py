@@ -2,6 +2,7 @@
 from results alone, resume, divergence, concurrent processes, bad input."""
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -72,6 +73,13 @@ def test_every_artifact_exists_and_parses(study):
     assert set(scalars) >= {"accuracy/test", "accuracy/train", "loss/test", "loss/train", "grad_norm"}
     assert [step for step, _ in scalars["accuracy/test"]] == [1, 2]
     assert [step for step, _ in scalars["layer_grad_norm/conv0"]] == [0] and "layer_update_ratio/head" in scalars
+    # per step (0-based over the run, as the layer norms): the training loss and the learning rate that step used
+    res = strict_json(study / runs[0] / "results.json")
+    losses = scalars["step/train_loss"]
+    assert [step for step, _ in losses] == [0, 1, 2, 3]
+    assert scalars["step/learning_rate"] == [(s, pytest.approx(res["config"]["optimizer"]["lr"])) for s in range(4)]
+    for e, row in enumerate(res["history"]):  # two equal batches an epoch: the epoch's loss is their steps' mean
+        assert (losses[2 * e][1] + losses[2 * e + 1][1]) / 2 == pytest.approx(row["train_loss"], rel=1e-5)
 
 
 def test_two_values_of_a_key_give_two_rows_never_pooled(study):
@@ -164,6 +172,12 @@ def test_a_diverging_run_is_stopped_marked_and_the_study_goes_on(raw_dir, tmp_pa
     md = (out / "summary.md").read_text()
     assert "| diverged |" in md.splitlines()[0] and "| 1/1 |" in md and "| diverged | diverged |" in md
     assert "## Runs that diverged" in (out / "report.md").read_text()
+    from tensorboard_events import read_scalars
+
+    scalars = read_scalars(out / "tensorboard" / bad[0]["run"])  # the diverged epoch's 2 steps: finite values only
+    assert [s for s, _ in scalars["step/learning_rate"]] == [0, 1]
+    losses = dict(scalars["step/train_loss"])
+    assert set(losses) < {0, 1} and all(map(math.isfinite, losses.values()))  # the non-finite one is left out
     assert compare.main(argv) == 1  # a rerun does not train it again
     assert "finished earlier (2 epochs, diverged at step" in capsys.readouterr().out
 

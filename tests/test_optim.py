@@ -168,3 +168,20 @@ def test_lion_follows_its_update_rule(decay):
         m = jax.tree.map(lambda m_, g_: 0.99 * m_ + 0.01 * g_, m, g)
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
         np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", [{}, {"name": "cosine", "final_fraction": 0.1},
+                                      {"name": "piecewise", "boundaries": (3,), "warmup_steps": 2}])
+def test_the_logged_rates_are_the_rates_each_step_applied(schedule):
+    """``rates`` (TensorBoard's step/learning_rate) against what plain SGD did on a gradient of ones, step by step
+    from run step 0, over a whole-run cosine of 2 epochs of 4 steps; and from a later first step."""
+    cfg = run_config(optimizer={"name": "sgd", "lr": 0.5, "momentum": 0.0}, schedule=schedule, epochs=2)
+    tx, params = optim.make_optimizer(cfg, steps_per_epoch=4), jnp.zeros(())
+    opt_state, applied = tx.init(params), []
+    for _ in range(8):
+        updates, opt_state = tx.update(jnp.ones(()), opt_state, params)
+        applied.append(-float(updates))
+    schedule_of_run = optim.learning_rate(cfg, steps_per_epoch=4)
+    np.testing.assert_allclose(optim.rates(schedule_of_run, 0, 8), applied, rtol=1e-6)
+    np.testing.assert_allclose(optim.rates(schedule_of_run, 5, 3), applied[5:], rtol=1e-6)
+    assert len(set(applied)) > 1 or not schedule  # the schedule moves where it should

@@ -355,3 +355,35 @@ def test_an_epoch_without_a_recorded_step_adds_nothing(tmp_path):
     results.append_layer_norms(path, state.layers, train._layer_norms([m0]))
     results.append_layer_norms(path, state.layers, empty)
     assert list(results.load_layer_norms(path)[1]["steps"]) == [0]
+
+
+class _FiveBatches:
+    """A batch source of five fixed MNIST-shaped batches an epoch."""
+    steps_per_epoch = 5
+
+    def __init__(self):
+        self.batches = [batch_of(MNIST, 8, seed=i) for i in range(5)]
+
+    def train_batches(self, epoch, rng=None, start=0):
+        return iter(self.batches[start:])
+
+
+def test_each_steps_loss_reaches_on_steps_after_each_save_and_at_the_epoch_end():
+    ds, step, streams = _FiveBatches(), train.jit_train_step(donate=False), train.Streams.from_seed(0)
+    state0 = state_for("seed_cnn", MNIST)
+    calls = []
+    on_steps = lambda first, losses: calls.append((first, np.asarray(losses)))
+    save_after_2 = lambda done, more, stop: (done == 2, None)
+    _, m, _ = train.train_epoch(state0, step, ds, 1, streams, progress=False, save=lambda *a: None,
+                                agree=save_after_2, on_steps=on_steps)
+    assert [(first, len(v)) for first, v in calls] == [(5, 2), (7, 3)]  # run steps 5-9: epoch 1 of 5 steps
+    losses = np.concatenate([v for _, v in calls])
+    assert losses.mean() == pytest.approx(m["loss"], rel=1e-6)  # equal batches: the epoch's loss is their mean
+    _, m0 = step(state0, ds.batches[0], streams.step)  # the first value is that step's mean loss on its batch
+    assert losses[0] == pytest.approx(float(m0["loss_sum"]) / 8, rel=1e-6)
+    calls.clear()  # resumed after step 2 of the epoch: the numbering goes on from run step 7
+    train.train_epoch(state0, step, ds, 1, streams, progress=False, start=2, on_steps=on_steps)
+    assert [(first, len(v)) for first, v in calls] == [(7, 3)]
+    calls.clear()
+    train.train_epoch(state0, step, ds, 0, streams, progress=False)  # without on_steps nothing is kept or called
+    assert calls == []
