@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 from pathlib import Path
@@ -307,14 +307,19 @@ def curves_figure(results: list[dict[str, Any]], dataset: str, columns: list[str
     several = len({r["config"]["seed"] for r in runs}) > 1
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors: dict[str, str] = {}
+    seeds = Counter(_label(r, columns, False) for r in runs)
+    listed: set[tuple[str, str, str]] = set()  # one legend entry per setting and split: its seeds share its colour
     for r in runs:
-        label = _label(r, columns, several)
-        color = colors.setdefault(_label(r, columns, False), f"C{len(colors) % 10}")
+        label, setting = _label(r, columns, several), _label(r, columns, False)
+        color = colors.setdefault(setting, f"C{len(colors) % 10}")
+        name = f"{setting} ({seeds[setting]} seeds)" if seeds[setting] > 1 else setting
         for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
             for split, style in (("train", "-"), ("validation", ":"), ("test", "--")):
                 pts = _series(r["history"], f"{split}_{key}")
                 if pts:
-                    ax.plot(*zip(*pts), style, color=color, label=f"{label} {split}", **_marks(len(pts)))
+                    entry = f"{name} {split}" if (setting, split, key) not in listed else "_"  # "_": not listed
+                    listed.add((setting, split, key))
+                    ax.plot(*zip(*pts), style, color=color, label=entry, **_marks(len(pts)))
             if r.get("diverged"):
                 _mark_divergence(ax, r, f"train_{key}", color, f"{label} diverged (epoch {r['diverged']['epoch']})")
     epochs = [h["epoch"] for r in runs for h in r["history"]] + [r["diverged"]["epoch"] for r in runs

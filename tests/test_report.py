@@ -218,6 +218,29 @@ def test_a_diverged_run_without_a_finite_loss_is_marked_on_the_axis_not_at_zero(
     assert not [w for w in recwarn if "legend" in str(w.message).lower()]
 
 
+def test_the_seeds_of_a_setting_share_its_colour_and_one_legend_entry_per_split():
+    """Nine runs (three models x three seeds) drew 18 legend entries over the curves; now one per model and split,
+    every run still drawn."""
+    import matplotlib.pyplot as plt
+
+    runs = [run_of([row(1, 0.5, 0.8, 0.4, 0.85), row(2, 0.4, 0.9, 0.5, 0.8)], model=m, seed=s)
+            for m in ("seed_cnn", "seed_resnet", "seed_plain_twin") for s in range(3)]
+    fig = report.curves_figure(runs, "mnist")
+    try:
+        for ax in fig.axes:
+            assert len(drawn(ax)) == 18  # train and test of each of the nine runs
+            texts = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert texts == [f"{m} (3 seeds) {split}" for m in ("seed_cnn", "seed_resnet", "seed_plain_twin")
+                             for split in ("train", "test")]
+            by_model = {}
+            for line in ax.get_lines():
+                by_model.setdefault(line.get_color(), 0)
+                by_model[line.get_color()] += 1
+            assert sorted(by_model.values()) == [6, 6, 6]  # a colour per model, its three seeds' two lines each
+    finally:
+        plt.close(fig)
+
+
 @pytest.mark.parametrize("steps", [[0], [0, 10, 20], [0, 10, 20, 35, 36]])
 def test_the_layer_heatmap_has_one_cell_per_recorded_step_around_it(steps):
     """Case 1: heatmap cells did not line up with the recorded steps (spread evenly over first-to-last step)."""
