@@ -112,6 +112,59 @@ MANIFESTED = ".every_checkpoint_has_one"
 
 
 PARTIAL = "checkpoints.partial"  # the run folder's saves inside an epoch (the newest only)
+UNVERIFIABLE = "it has no manifest (the process stopped between writing the two), so its files cannot be verified"
+
+
+class Manifests:
+    """The sha256 of every file of a run's checkpoints, in ``RUN/manifests/``: ``<epoch>.json`` for each epoch
+    checkpoint, ``checkpoints.partial.json`` (naming its step) for the newest save inside an epoch. Written by
+    process 0 after each save, checked before a checkpoint is trusted (``verify``), moved aside with it."""
+
+    def __init__(self, run_dir: Path):
+        self.folder = run_dir / "manifests"
+
+    def path(self, epoch: int | None) -> Path:
+        """The manifest of epoch ``epoch``'s checkpoint; None: of the save inside an epoch."""
+        return self.folder / (f"{PARTIAL}.json" if epoch is None else f"{epoch}.json")
+
+    def begin(self) -> None:
+        """A new run: every checkpoint of it gets a manifest, so one without is not trusted."""
+        self.folder.mkdir(exist_ok=True)
+        (self.folder / MANIFESTED).touch()
+
+    def write(self, step_dir: Path, epoch: int | None, kept: list[int] = ()) -> None:
+        """Hash the files of ``step_dir``: epoch ``epoch``'s checkpoint, dropping the manifests of epochs not in
+        ``kept`` (pruned); or, with ``epoch`` None, the save inside an epoch (its step: ``step_dir``'s name)."""
+        files = {str(p.relative_to(step_dir)): _sha256(p) for p in sorted(step_dir.rglob("*")) if p.is_file()}
+        self.folder.mkdir(exist_ok=True)
+        if epoch is None:
+            write_json_atomic(self.path(None), {"step": int(step_dir.name), "files": files})
+            return
+        write_json_atomic(self.path(epoch), files)
+        for old in self.folder.glob("*.json"):
+            if old.stem not in {str(e) for e in kept}:
+                old.unlink(missing_ok=True)
+
+    def verify(self, step_dir: Path, epoch: int | None) -> None:
+        """Raise if a file of the checkpoint in ``step_dir`` is missing or differs from what was written."""
+        manifest = self.path(epoch)
+        if epoch is None:  # a save inside an epoch is always written with its manifest
+            got = json.loads(manifest.read_text()) if manifest.exists() else {}
+            if got.get("step") != int(step_dir.name):
+                raise ValueError(UNVERIFIABLE)
+            files = got["files"]
+        elif manifest.exists():
+            files = json.loads(manifest.read_text())
+        elif (self.folder / MANIFESTED).exists():  # a kill between the checkpoint and its manifest
+            raise ValueError(UNVERIFIABLE)
+        else:
+            return  # a run begun by a jaxres without manifests: orbax's own checks only
+        for name, digest in files.items():
+            path = step_dir / name
+            if not path.is_file():
+                raise ValueError(f"{name} is missing")
+            if _sha256(path) != digest:
+                raise ValueError(f"{name} differs from what was written")
 
 
 class Checkpointer:
@@ -145,13 +198,12 @@ class Checkpointer:
                                       "use another output folder or remove that one")
         elif jax.process_index() == 0:
             write_json_atomic(config_path, self.config)
-        self._keep = keep
+        self._keep, self.manifests = keep, Manifests(self.run_dir)
         self._check_writable(self.run_dir / "checkpoints")
         self._check_writable(self.run_dir / PARTIAL)  # the longer path, with global step numbers
         self._open()
         if not self.epochs() and jax.process_index() == 0:  # a new run: every checkpoint of it gets a manifest
-            (self.run_dir / "manifests").mkdir(exist_ok=True)
-            (self.run_dir / "manifests" / MANIFESTED).touch()
+            self.manifests.begin()
 
     def _check_writable(self, folder: Path) -> None:
         """Fail in one line, before training, where no checkpoint could be written: a folder that is read-only
@@ -223,7 +275,7 @@ class Checkpointer:
                                            if k in history[-1]}, force=True)
                 self.manager.wait_until_finished()
                 if jax.process_index() == 0:  # with several processes: the files are the same for all
-                    self._write_manifest(epoch)
+                    self.manifests.write(Path(self.manager.directory) / str(epoch), epoch, self.epochs())
                 self._drop_partial()  # the epoch is whole: the saves inside it are done with
             except Exception as e:  # noqa: BLE001 - any failure to write is reported as one
                 _settle_orbax(self.run_dir)
@@ -247,7 +299,7 @@ class Checkpointer:
                                                                 meta=ocp.args.JsonSave(meta)), force=True)
                 self.partial.wait_until_finished()
                 if jax.process_index() == 0:
-                    self._write_manifest(step, Path(self.partial.directory), f"{PARTIAL}.json")
+                    self.manifests.write(Path(self.partial.directory) / str(step), None)
             except Exception as e:  # noqa: BLE001 - reported as one line; the epoch checkpoints are untouched
                 _settle_orbax(self.run_dir)
                 raise CheckpointError(f"cannot write a checkpoint inside epoch {len(history) + 1} to {self.run_dir} "
@@ -266,7 +318,7 @@ class Checkpointer:
                 if meta["epoch"] != epochs_done + 1:
                     self._drop_partial()
                     return None
-                self._verify(step, Path(self.partial.directory), f"{PARTIAL}.json")
+                self.manifests.verify(Path(self.partial.directory) / str(step), None)
                 abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
                 with quiet_orbax():
                     got = self.partial.restore(step, args=ocp.args.Composite(
@@ -286,52 +338,12 @@ class Checkpointer:
         for step in self.partial.all_steps():
             self.partial.delete(step)  # collective: every process calls it (a barrier), process 0 deletes
         if jax.process_index() == 0:
-            (self.run_dir / "manifests" / f"{PARTIAL}.json").unlink(missing_ok=True)
+            self.manifests.path(None).unlink(missing_ok=True)
 
     def _quarantine_partial(self, step: int) -> Path:
-        dst = self._move_aside(Path(self.partial.directory) / str(step), f"{PARTIAL}-{step}",
-                               self.run_dir / "manifests" / f"{PARTIAL}.json")
+        dst = self._move_aside(Path(self.partial.directory) / str(step), f"{PARTIAL}-{step}", self.manifests.path(None))
         self.partial.reload()
         return dst
-
-    def _write_manifest(self, epoch: int, root: Path | None = None, name: str | None = None) -> None:
-        step_dir = (root or Path(self.manager.directory)) / str(epoch)
-        files = {str(p.relative_to(step_dir)): _sha256(p) for p in sorted(step_dir.rglob("*")) if p.is_file()}
-        (self.run_dir / "manifests").mkdir(exist_ok=True)
-        if name is not None:  # a save inside an epoch: one manifest, naming its step
-            write_json_atomic(self.run_dir / "manifests" / name, {"step": epoch, "files": files})
-            return
-        write_json_atomic(self.run_dir / "manifests" / f"{epoch}.json", files)
-        kept = {str(e) for e in self.epochs()}
-        for old in (self.run_dir / "manifests").glob("*.json"):  # the pruned checkpoints' manifests
-            if old.stem not in kept:
-                old.unlink(missing_ok=True)
-
-    def _verify(self, epoch: int, root: Path | None = None, name: str | None = None) -> None:
-        """Raise if a file of checkpoint ``epoch`` is missing or differs from what was written."""
-        manifest = self.run_dir / "manifests" / (name or f"{epoch}.json")
-        if name is not None:  # a save inside an epoch is always written with its manifest
-            got = json.loads(manifest.read_text()) if manifest.exists() else {}
-            if got.get("step") != epoch:
-                raise ValueError("it has no manifest (the process stopped between writing the two), so its files "
-                                 "cannot be verified")
-            self._check_files(Path(root) / str(epoch), got["files"])
-            return
-        if not manifest.exists():
-            if (self.run_dir / "manifests" / MANIFESTED).exists():  # a kill between the checkpoint and its manifest
-                raise ValueError("it has no manifest (the process stopped between writing the two), so its files "
-                                 "cannot be verified")
-            return  # a run begun by a jaxres without manifests: orbax's own checks only
-        self._check_files(Path(self.manager.directory) / str(epoch), json.loads(manifest.read_text()))
-
-    @staticmethod
-    def _check_files(step_dir: Path, files: dict[str, str]) -> None:
-        for name, digest in files.items():
-            path = step_dir / name
-            if not path.is_file():
-                raise ValueError(f"{name} is missing")
-            if _sha256(path) != digest:
-                raise ValueError(f"{name} differs from what was written")
 
     def wait(self) -> None:
         """Block until every save has reached the disk (saves are synchronous: nothing to wait for)."""
@@ -354,7 +366,7 @@ class Checkpointer:
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
         for epoch in reversed(self.epochs()):
             try:
-                self._verify(epoch)
+                self.manifests.verify(Path(self.manager.directory) / str(epoch), epoch)
                 with quiet_orbax():
                     restored = self.manager.restore(epoch, args=ocp.args.Composite(
                         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -372,8 +384,7 @@ class Checkpointer:
         return None
 
     def _quarantine(self, epoch: int) -> Path:
-        dst = self._move_aside(Path(self.manager.directory) / str(epoch), str(epoch),
-                               self.run_dir / "manifests" / f"{epoch}.json")
+        dst = self._move_aside(Path(self.manager.directory) / str(epoch), str(epoch), self.manifests.path(epoch))
         self.manager.close()
         self._open()  # re-read the steps on disk
         return dst

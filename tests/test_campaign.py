@@ -107,37 +107,37 @@ def test_the_committed_results_rebuild_their_report_and_claims(study, tmp_path):
     _check_report_from_copy(folder, tmp_path)
 
 
-def _tables_after(text: str, marker: str) -> list[dict[tuple[str, int], list[str]]]:
-    """Each markdown table whose header line contains marker, as {(model, seed): cells}; the seed is the
-    "seed" column's."""
+def _tables_after(text: str, marker: str) -> list[dict[tuple[str, str, int], list[str]]]:
+    """Each markdown table whose header line contains marker, as {(dataset, model, seed): cells}."""
     lines, tables = text.splitlines(), []
     for k, ln in enumerate(lines):
         if ln.startswith("|") and marker in ln:
             header = [c.strip() for c in ln.strip("|").split("|")]
-            assert "seed" in header, ln  # every row names its run
+            assert {"dataset", "model", "seed"} <= set(header), ln  # every row names its run
             rows = {}
             for row in lines[k + 2:]:
                 if not row.startswith("|"):
                     break
                 cells = [c.strip() for c in row.strip("|").split("|")]
-                rows[cells[0], int(cells[header.index("seed")])] = cells
+                rows[tuple(cells[header.index(c)] for c in ("dataset", "model")) + (int(cells[header.index("seed")]),)] = cells
             tables.append(rows)
     return tables
 
 
 def test_the_readme_and_docs_seed_cpu_tables_are_the_committed_runs():
-    """The CIFAR-10 runs quoted in README.md and docs/results.md are the committed results files' numbers, with
-    at least the seed-0 pair in each (a run the campaign commits later may wait for its row)."""
+    """The runs quoted in README.md and docs/results.md are the committed results files' numbers, with at least
+    the CIFAR-10 seed-0 pair in each (a run the campaign commits later may wait for its row)."""
     tables = [t for name in ("README.md", "docs/results.md")
               for t in _tables_after((ROOT / name).read_text(), "chosen on the test set")]
     assert len(tables) == 2
-    runs = sorted((RESULTS / "seed_cpu").glob("cifar10_*/results.json"))
+    runs = sorted((RESULTS / "seed_cpu").glob("*/results.json"))
     assert runs
     for table in tables:
         quoted = 0
         for run in runs:
             r = json.loads(run.read_text())
-            key, final = (r["config"]["model"]["name"], r["config"]["seed"]), r["final"]
+            dataset = {"cifar10": "CIFAR-10", "mnist": "MNIST"}[r["config"]["data"]["name"]]
+            key, final = (dataset, r["config"]["model"]["name"], r["config"]["seed"]), r["final"]
             if key not in table:
                 continue
             cells = table[key]
@@ -147,4 +147,4 @@ def test_the_readme_and_docs_seed_cpu_tables_are_the_committed_runs():
             assert any(c.startswith(f"{best:.4f}") for c in cells), key
             quoted += 1
         assert quoted == len(table)  # no row without a committed run behind it
-        assert {("seed_cnn", 0), ("seed_resnet", 0)} <= table.keys()
+        assert {("CIFAR-10", "seed_cnn", 0), ("CIFAR-10", "seed_resnet", 0)} <= table.keys()
