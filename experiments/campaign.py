@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -141,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out, results = Path(args.out), Path(args.results)
     queue = QUEUE[:args.limit] if args.limit is not None else QUEUE
     if args.dry_run:
-        for entry in queue:
-            print(" ".join(command(*entry, args)))
+        try:
+            for entry in queue:
+                print(" ".join(command(*entry, args)), flush=True)
+        except BrokenPipeError:  # the reader stopped early (``| head``): what it read is the queue, not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 0
     results.mkdir(parents=True, exist_ok=True)
     child: list[subprocess.Popen] = []

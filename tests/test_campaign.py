@@ -1,6 +1,7 @@
 """experiments.campaign (the seed_cpu protocol as a queue over sessions) and the results committed under results/."""
 import csv
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -29,6 +30,19 @@ def test_the_queue_is_issue_34s_order_with_the_compute_settings_fixed(capsys):
     for ln in lines:  # one study, one folder, the same fixed settings, no report per run
         assert "--study seed_cpu" in ln and "--out o" in ln and "--no-report" in ln
         assert all(f"--set {s}" in ln for s in campaign.COMPUTE)
+
+
+
+def test_a_dry_run_whose_reader_stops_ends_quietly():
+    """`campaign --dry-run | head -1` gave a BrokenPipeError traceback: a reader that stops early is no error."""
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line, as head has after its first
+    try:
+        done = subprocess.run([sys.executable, "-m", "experiments.campaign", "--out", "o", "--results", "r",
+                               "--dry-run"], cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def _claims(folder: Path) -> list[dict]:
