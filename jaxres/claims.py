@@ -110,11 +110,13 @@ def _verdict(est: stats.Estimate, threshold: float) -> tuple[str, str]:
     if est.ci is None:
         return "not resolved", f"fewer than {stats.MIN_SEEDS} seeds: no interval"
     lo, hi = est.ci
+    # No spread (every seed the same convergence epoch): the interval is the mean itself, which the why says.
+    flat = " (no spread across seeds: the interval is the mean itself)" if est.df is None else ""
     if lo > threshold:
-        return "holds", f"interval above {threshold:g}"
+        return "holds", f"interval above {threshold:g}{flat}"
     if hi < threshold:
-        return "contradicted", f"interval below {threshold:g}"
-    return "not resolved", f"interval spans {threshold:g}"
+        return "contradicted", f"interval below {threshold:g}{flat}"
+    return "not resolved", f"interval spans {threshold:g}{flat}"
 
 
 def _both(verdicts: list[tuple[str, str]]) -> tuple[str, str]:

@@ -65,6 +65,13 @@ def test_claims_about_each_model_and_convergence():
     assert c2["verdict"] == "holds" and c2["ci_a"][0] > 0.98 and c2["ci_b"][0] > 0.98
     c3, = rows_of(results, "C3")
     assert c3["estimate"] > 0 and c3["verdict"] == "holds"           # the CNN needs more epochs
+    assert "no spread" not in c3["why"] + c2["why"]                 # the CNN converged at epoch 5 or 6
+    # every seed converges at the same epoch (5 and 2): the interval is the point, and the why says so
+    same = [run("seed_resnet", s, fit + [0.99] * 3, [0.6] * 6) for s in range(3)]
+    same += [run("seed_cnn", s, slow, [0.55] * 6) for s in range(3)]
+    c3, = rows_of(same, "C3")
+    assert c3["ci"] == (3, 3) and c3["verdict"] == "holds"
+    assert c3["why"] == "interval above 0 (no spread across seeds: the interval is the mean itself)"
     assert (c3["seed_a"], c3["seed_b"]) == (80, 50)
     c4, = rows_of(results, "C4")                                     # gaps of 0.39 and 0.44: overfits
     assert c4["verdict"] == "holds"
