@@ -30,6 +30,7 @@ CASES = [  # (model, input shape HWC, norm)
     ("seed_resnet", (28, 28, 1), "none"),
     ("seed_resnet", (32, 32, 3), "none"),
     ("resnet20", (32, 32, 3), "batch"),
+    ("resnet56", (32, 32, 3), "batch"),
 ]
 WORKERS = ("jaxres-default-flags", "jaxres-xla", "jaxres", "pytorch", "keras-tf")
 # jaxres: as shipped (on CPU, convolutions through oneDNN); jaxres-xla: XLA's convolutions with
@@ -360,7 +361,8 @@ def _available(kind: str) -> str | None:
 
 
 class Worker:
-    def __init__(self, kind: str, batch: int, dtype: str = "float32"):
+    def __init__(self, kind: str, batch: int, dtype: str = "float32", cpus: str | None = None):
+        """``cpus``: pin the worker to these CPUs (``taskset -c``), as a campaign job with one core would be."""
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", JAXRES_BENCH_DTYPE=dtype)
         if kind == "jaxres-default-flags":
             env["JAXRES_CPU_FAST_PATH"] = "0"
@@ -382,7 +384,8 @@ class Worker:
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
         self.kind = kind
         python = str(CURRENT_ONEDNN_PYTHON) if kind == "jaxres-onednn-current" else sys.executable
-        self.proc = subprocess.Popen([python, "-m", "benchmarks.step_time", "--worker", kind,
+        pin = ["taskset", "-c", cpus] if cpus else []
+        self.proc = subprocess.Popen([*pin, python, "-m", "benchmarks.step_time", "--worker", kind,
                                       "--batch", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=env, cwd=ROOT)
 
@@ -419,7 +422,7 @@ def main(argv=None) -> int:
                         "the same rounds (parameters stay float32; PyTorch uses autocast, Keras mixed_bfloat16)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per framework and case (>= 20)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the steps are split into")
-    p.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))),
+    p.add_argument("--cases", default="0,1,2,3,4",  # resnet56 (5) on request: 3x resnet20's step
                    help="indices into: " + "; ".join(f"{i}={m} {'x'.join(map(str, s))} norm={n}"
                                                       for i, (m, s, n) in enumerate(CASES)))
     p.add_argument("--frameworks", default=",".join(WORKERS),

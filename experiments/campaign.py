@@ -1,14 +1,13 @@
-"""The seed protocol at full data on a CPU, as a queue of runs that lasts several sessions.
+"""Named campaigns: a study preset's runs as an ordered queue that lasts several sessions on a CPU.
 
-    nice python -m experiments.campaign --raw-dir ../shared/datasets --out /work/campaign/seed_cpu \\
-        --results results/seed_cpu [--commit]
+    nice python -m experiments.campaign --campaign depth_full_cpu --raw-dir ../shared/datasets \\
+        --out /work/campaign/depth_full_cpu --results results/depth_full_cpu [--commit]
 
-Each entry of ``QUEUE`` is one run of the ``seed_cpu`` study (full splits, 30 CIFAR-10 / 10 MNIST epochs,
-batch 128, Adam 1e-3, no normalization, no augmentation), trained one at a time, in order, by the ordinary
-command line (``python -m experiments.compare ... --no-report``) on one shared ``--out``, with the compute
-settings fixed once for the whole campaign (``COMPUTE``): runs with other settings would not pool in
-the report. An interrupted campaign is resumed by the same command: finished runs are not trained
-again, the interrupted one continues at its last save inside an epoch.
+A campaign (``CAMPAIGNS``) is a preset plus an order: each entry of its queue is one run of the preset, trained
+by the ordinary command line (``python -m experiments.compare ... --no-report``) on one shared ``--out``, with
+the compute settings fixed once for the whole campaign (runs with other settings would not pool in the
+report). An interrupted campaign is resumed by the same command: finished runs are not trained again, the
+interrupted one continues at its last save inside an epoch.
 
 As soon as a run has finished, its small files (``config.json``, ``results.json``, ``layer_norms.npz``)
 are copied to ``--results`` (a folder of the repository, so that they survive a change of machine) and the
@@ -18,36 +17,68 @@ report is rebuilt there (``--report-only``: summary, curves, claims, report.md, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-STUDY = "seed_cpu"
-# The order of issue 34: CIFAR-10 seed 0 of the seed's pair and the plain twin first, then the seeds that give
-# the claims their intervals, then MNIST's seeds (its seed 0 first: the earlier seed-0 rows ran other settings).
-QUEUE: tuple[tuple[str, str, int], ...] = (
-    ("cifar10", "seed_cnn", 0), ("cifar10", "seed_resnet", 0), ("cifar10", "seed_plain_twin", 0),
-    ("cifar10", "seed_cnn", 1), ("cifar10", "seed_resnet", 1), ("cifar10", "seed_cnn", 2),
-    ("cifar10", "seed_resnet", 2), ("cifar10", "seed_plain_twin", 1), ("cifar10", "seed_plain_twin", 2),
-    ("mnist", "seed_cnn", 0), ("mnist", "seed_resnet", 0), ("mnist", "seed_cnn", 1), ("mnist", "seed_resnet", 1),
-    ("mnist", "seed_cnn", 2), ("mnist", "seed_resnet", 2),
-)
-# Fixed for every run (docs/benchmarks.md: the fastest validated float32 path on the CPUs these sessions get;
-# bfloat16 would need AVX512_BF16 on every machine the campaign resumes on).
+Entry = tuple[str, str, int]  # dataset, model, seed
+
+
+@dataclasses.dataclass(frozen=True)
+class Campaign:
+    """A study preset's runs in the order they are trained, and the compute settings fixed for all of them."""
+
+    study: str
+    queue: tuple[Entry, ...]
+    compute: tuple[str, ...]  # --set KEY=VALUE for every run
+    about: str
+
+
+# Fixed for every seed_cpu run (docs/benchmarks.md: the fastest validated float32 path on the CPUs these sessions
+# get; bfloat16 would need AVX512_BF16 on every machine the campaign resumes on).
 COMPUTE = ("compute.precision=float32", "compute.conv=onednn")
+_HE = ("resnet20", "resnet56", "plain20", "plain56")
+CAMPAIGNS: dict[str, Campaign] = {
+    # issue 34: CIFAR-10 seed 0 of the seed's pair and the plain twin first, then the seeds that give the claims
+    # their intervals, then MNIST's seeds (its seed 0 first: the earlier seed-0 rows ran other settings).
+    "seed_cpu": Campaign("seed_cpu", (
+        ("cifar10", "seed_cnn", 0), ("cifar10", "seed_resnet", 0), ("cifar10", "seed_plain_twin", 0),
+        ("cifar10", "seed_cnn", 1), ("cifar10", "seed_resnet", 1), ("cifar10", "seed_cnn", 2),
+        ("cifar10", "seed_resnet", 2), ("cifar10", "seed_plain_twin", 1), ("cifar10", "seed_plain_twin", 2),
+        ("mnist", "seed_cnn", 0), ("mnist", "seed_resnet", 0), ("mnist", "seed_cnn", 1),
+        ("mnist", "seed_resnet", 1), ("mnist", "seed_cnn", 2), ("mnist", "seed_resnet", 2)), COMPUTE,
+        "the seed study at full data: 9 CIFAR-10 runs (30 epochs), then 6 MNIST runs (10 epochs)"),
+    # issue 47: seed 0 of the four 20/56-layer networks (the first depth verdicts), then seeds 1 and 2 (their
+    # intervals), then the seed's "deeper networks" at one seed. The preset fixes float32 and oneDNN itself.
+    "depth_full_cpu": Campaign("depth_full_cpu", tuple(
+        ("cifar10", m, s) for s in (0, 1, 2) for m in _HE) + (("cifar10", "resnet110", 0), ("cifar10", "plain110", 0)),
+        (), "He et al.'s degradation experiment at full data, 30 epochs: resnet20, resnet56, plain20, plain56 at "
+            "seeds 0, 1, 2, then resnet110 and plain110 at seed 0"),
+}
 COPIED = ("config.json", "results.json", "layer_norms.npz")
 MAX_COPIED_BYTES = 20 << 20  # layer_norms.npz is copied only when smaller
 
 
-def command(dataset: str, model: str, seed: int, args: argparse.Namespace) -> list[str]:
+# run in a fresh interpreter (it loads JAX): prints what was loaded, or why not, exit status 1 where it failed
+ONEDNN_PROBE = "from jaxres import onednn; ok, why = onednn.load(); print(why); raise SystemExit(0 if ok else 1)"
+
+
+class CampaignError(Exception):
+    """Bad arguments or a machine the campaign cannot run on: one line, exit status 2."""
+
+
+def command(entry: Entry, args: argparse.Namespace) -> list[str]:
     """The ordinary command line that trains one entry of the queue."""
+    dataset, model, seed = entry
     cmd = [sys.executable, "-m", "experiments.compare", "--study", args.study, "--datasets", dataset,
            "--models", model, "--seeds", str(seed), "--out", str(args.out), "--no-report"]
-    for s in COMPUTE:
+    for s in args.compute:
         cmd += ["--set", s]
     if args.raw_dir:
         cmd += ["--raw-dir", args.raw_dir]
@@ -56,25 +87,26 @@ def command(dataset: str, model: str, seed: int, args: argparse.Namespace) -> li
     return cmd
 
 
-def run_name(dataset: str, model: str, seed: int, args: argparse.Namespace) -> str:
+def run_name(entry: Entry, args: argparse.Namespace) -> str:
     """The run folder's name the entry's command trains (``jaxres.config.run_name``; no JAX is started)."""
     from experiments import compare
     from jaxres import config
 
-    cli = compare.build_parser().parse_args(command(dataset, model, seed, args)[3:])
+    cli = compare.build_parser().parse_args(command(entry, args)[3:])
     return config.run_name(compare.make_study(cli).runs()[0])
 
 
 def _finished(path: Path) -> bool:
     try:
         r = json.loads(path.read_text())
-        return bool(r["history"] and r["history"][-1]["epoch"] >= r["config"]["epochs"] or r.get("diverged"))
+        return bool(r["history"] and r["history"][-1]["epoch"] >= r["config"]["epochs"] or r.get("diverged")
+                    or r.get("stopped_early"))
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return False
 
 
 def finished_runs(out: Path) -> dict[str, Path]:
-    """run name -> folder, for every run in ``out`` whose results.json says it trained to its last epoch."""
+    """run name -> folder, for every run in ``out`` whose results.json says it trained to its end."""
     return {path.parent.name: path.parent for path in sorted(out.glob("*/results.json")) if _finished(path)}
 
 
@@ -111,23 +143,83 @@ def commit(results: Path, message: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.campaign", description=__doc__.split("\n\n")[0])
+    p.add_argument("--campaign", default="seed_cpu", choices=list(CAMPAIGNS),
+                   help="the named queue: " + "; ".join(f"{n}: {c.about}" for n, c in CAMPAIGNS.items()))
     p.add_argument("--out", required=True, help="the study folder the runs train in (checkpoints: keep it "
                    "outside the repository)")
     p.add_argument("--results", required=True, help="where each finished run's small files and the report go "
-                   "(a folder of the repository, e.g. results/seed_cpu)")
+                   "(a folder of the repository, e.g. results/<campaign>)")
     p.add_argument("--raw-dir", help="folder with <dataset>/<original files> (default $JAXRES_RAW_DIR)")
-    p.add_argument("--study", default=STUDY, help=f"the study preset whose runs are queued (default {STUDY})")
-    p.add_argument("--limit", type=int, help="train only the first N entries of the queue")
+    p.add_argument("--study", help="train the queue's entries from this study preset instead of the campaign's "
+                   "own (tests use tiny)")
+    p.add_argument("--limit", type=int, help="train only the first N entries of the queue (N >= 1)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each on its own CPU with one OpenMP "
+                   "thread (docs/benchmarks.md: 2 finishes a pair of He et al.'s runs about 1.2x sooner than 1 on a "
+                   "2-core machine); keep it the same when resuming: a run's last digits depend on its threads")
     p.add_argument("--commit", action="store_true", help="git-commit the results folder after each finished run")
     p.add_argument("--dry-run", action="store_true", help="print the queue's commands, and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-def _keep_new(args: argparse.Namespace, results: Path, before: set[str]) -> None:
-    """Keep every run that finished since ``before`` (or is not kept yet) in ``results``, rebuild the report,
-    and commit it where asked."""
-    new = {n: d for n, d in finished_runs(args.out).items() if n not in before or not (results / n).exists()}
+def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[Entry]]:
+    """The parsed arguments, checked (CampaignError), and the queue they select."""
+    args = _parser().parse_args(argv)
+    from jaxres import config
+
+    camp = CAMPAIGNS[args.campaign]
+    args.study = args.study or camp.study
+    args.compute = camp.compute
+    try:
+        config.get_study(args.study)
+    except config.ConfigError as e:
+        raise CampaignError(f"--study: {e}") from None
+    if args.limit is not None and args.limit < 1:
+        raise CampaignError(f"--limit {args.limit}: give the number of entries to train, 1 to {len(camp.queue)}")
+    cpus = len(os.sched_getaffinity(0))
+    if not 1 <= args.jobs <= cpus:
+        raise CampaignError(f"--jobs {args.jobs}: give 1 to {cpus} (the CPUs this process may use)")
+    args.out = Path(args.out)
+    return args, list(camp.queue[:args.limit])
+
+
+def _check_writable(results: Path) -> None:
+    """The results folder exists (made here) and takes files: checked before any training, not after it."""
+    if results.exists() and not results.is_dir():
+        raise CampaignError(f"--results {results} is a file; name a folder (e.g. results/<campaign>)")
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / ".campaign-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise CampaignError(f"--results {results} is not writable ({e.strerror or e}); fix its permissions or "
+                            "name another folder") from None
+
+
+def _check_backend(args: argparse.Namespace, results: Path) -> None:
+    """Where the runs need oneDNN (compute.conv=onednn), it loads here: checked once, before the first entry."""
+    from experiments import compare
+
+    cli = compare.build_parser().parse_args(command(CAMPAIGNS[args.campaign].queue[0], args)[3:])
+    if compare.make_study(cli).runs()[0].compute.conv != "onednn":
+        return
+    probe = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True)
+    if probe.returncode:
+        why = ((probe.stdout + probe.stderr).strip().splitlines() or ["no reason given"])[-1]
+        raise CampaignError(f"the campaign's runs use compute.conv=onednn, which is unavailable here ({why}); build "
+                            "the extension (make install, with g++ and oneDNN), or train these runs with another "
+                            f"backend into another --results folder than {results}, so that they do not pool")
+
+
+def _keep_new(args: argparse.Namespace, results: Path) -> None:
+    """Keep every run that finished in ``--out`` and is not kept yet, or kept from an older results.json, in
+    ``results``; rebuild the report, and commit it where asked."""
+    new = {}
+    for name, run_dir in finished_runs(args.out).items():
+        kept = results / name / "results.json"
+        if not kept.is_file() or kept.read_bytes() != (run_dir / "results.json").read_bytes():
+            new[name] = run_dir
     for name, run_dir in new.items():
         keep(run_dir, results)
         print(f"campaign: {name} finished; kept in {results / name}")
@@ -137,41 +229,83 @@ def _keep_new(args: argparse.Namespace, results: Path, before: set[str]) -> None
             commit(results, f"results/{results.name}: " + ", ".join(sorted(new)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    args.out, results = Path(args.out), Path(args.results)
-    queue = QUEUE[:args.limit] if args.limit is not None else QUEUE
-    if args.dry_run:
-        try:
-            for entry in queue:
-                print(" ".join(command(*entry, args)), flush=True)
-        except BrokenPipeError:  # the reader stopped early (``| head``): what it read is the queue, not an error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-        return 0
-    results.mkdir(parents=True, exist_ok=True)
-    child: list[subprocess.Popen] = []
+def _dry_run(queue: list[Entry], args: argparse.Namespace) -> int:
+    try:
+        for entry in queue:
+            print(" ".join(command(entry, args)), flush=True)
+    except BrokenPipeError:  # the reader stopped early (``| head``): what it read is the queue, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+    return 0
 
-    def forward(signum, _frame):  # the run saves the step under way and exits; the campaign then stops
-        for c in child:
-            c.send_signal(signum)
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, queue = _arguments(argv)
+        if args.dry_run:
+            return _dry_run(queue, args)
+        results = Path(args.results)
+        _check_writable(results)
+        _check_backend(args, results)
+    except CampaignError as e:
+        print(f"campaign: error: {e}", file=sys.stderr)
+        return 2
+    return _train(queue, args, results)
+
+
+def _start(entry: Entry, name: str, args: argparse.Namespace, slot: int) -> subprocess.Popen:
+    """One entry's run. With ``--jobs`` above 1, pinned to its own CPU with one OpenMP thread, its output in
+    ``OUT/logs/<run>.log`` (runs side by side would interleave their lines)."""
+    if args.jobs == 1:
+        return subprocess.Popen(command(entry, args))
+    cpu = sorted(os.sched_getaffinity(0))[slot]
+    log = args.out / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"campaign: training {name} on CPU {cpu}; its output goes to {log}", flush=True)
+    with open(log, "ab") as f:
+        return subprocess.Popen(command(entry, args), stdout=f, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"),
+                                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+
+
+def _train(queue: list[Entry], args: argparse.Namespace, results: Path) -> int:
+    """Train the queue's entries in order, ``--jobs`` at a time; each finished run is kept as soon as it is. A
+    stop signal is passed to every run under way (each saves its step and exits), and no entry starts after it."""
+    running: dict[subprocess.Popen, tuple[int, Entry, int]] = {}  # run -> (entry's index, entry, slot)
+    stopping: list[int] = []
+
+    def forward(signum, _frame):
+        stopping.append(signum)
+        for proc in running:
+            proc.send_signal(signum)
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(s, forward)
-    for i, entry in enumerate(queue):
-        name = run_name(*entry, args)
-        if _finished(results / name / "results.json") and not (args.out / name).is_dir():
-            print(f"campaign: {name} is already kept in {results / name} (its run folder is not here); skipped")
+    pending, slots, failed = list(enumerate(queue)), list(range(args.jobs)), None
+    while running or (pending and failed is None and not stopping):
+        while pending and slots and failed is None and not stopping:
+            i, entry = pending.pop(0)
+            name = run_name(entry, args)
+            if _finished(results / name / "results.json") and not (args.out / name).is_dir():
+                print(f"campaign: {name} is already kept in {results / name} (its run folder is not here); skipped")
+                continue
+            slot = slots.pop(0)
+            running[_start(entry, name, args, slot)] = (i, entry, slot)
+        done = [proc for proc in running if proc.poll() is not None] if running else []
+        if running and not done:
+            time.sleep(1.0)
             continue
-        before = set(finished_runs(args.out))
-        proc = subprocess.Popen(command(*entry, args))
-        child[:] = [proc]
-        status = proc.wait()
-        child.clear()
-        _keep_new(args, results, before)
-        if status not in (0, 1):  # 1: the run diverged (kept, marked); anything else stops the campaign
-            print(f"campaign: stopped at entry {i + 1} of {len(queue)} ({' '.join(map(str, entry))}), exit "
-                  f"status {status}; run the same command to continue", file=sys.stderr)
-            return status if status > 0 else 128 - status
+        for proc in done:
+            i, entry, slot = running.pop(proc)
+            slots.append(slot)
+            _keep_new(args, results)
+            if proc.returncode not in (0, 1) and failed is None:  # 1: diverged (kept, marked); else stop
+                failed = (i, entry, proc.returncode)
+    if failed is not None or stopping:
+        i, entry, status = failed or (None, None, 128 + stopping[0])
+        where = f"at entry {i + 1} of {len(queue)} ({' '.join(map(str, entry))}), exit status {status}" if entry \
+            else f"by signal {signal.Signals(stopping[0]).name}"
+        print(f"campaign: stopped {where}; run the same command to continue", file=sys.stderr)
+        return status if status > 0 else 128 - status
     print(f"campaign: all {len(queue)} runs of the queue are done; report in {results}")
     return 0
 

@@ -1,4 +1,5 @@
-"""experiments.campaign (the seed_cpu protocol as a queue over sessions) and the results committed under results/."""
+"""experiments.campaign (named queues of runs over sessions: seed_cpu, depth_full_cpu) and the results committed
+under results/."""
 import csv
 import json
 import os
@@ -30,6 +31,73 @@ def test_the_queue_is_issue_34s_order_with_the_compute_settings_fixed(capsys):
     for ln in lines:  # one study, one folder, the same fixed settings, no report per run
         assert "--study seed_cpu" in ln and "--out o" in ln and "--no-report" in ln
         assert all(f"--set {s}" in ln for s in campaign.COMPUTE)
+
+
+def _entries(lines: list[str]) -> list[tuple[str, str, int]]:
+    return [(ln.split("--datasets ")[1].split()[0], ln.split("--models ")[1].split()[0],
+             int(ln.split("--seeds ")[1].split()[0])) for ln in lines]
+
+
+def test_the_depth_queue_is_issue_47s_order_on_its_own_preset(capsys):
+    assert campaign.main(["--campaign", "depth_full_cpu", "--out", "o", "--results", "r", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    four = ["resnet20", "resnet56", "plain20", "plain56"]
+    assert _entries(lines) == [("cifar10", m, s) for s in (0, 1, 2) for m in four] + [
+        ("cifar10", "resnet110", 0), ("cifar10", "plain110", 0)]
+    assert all("--study depth_full_cpu" in ln and "--no-report" in ln for ln in lines)
+    from jaxres import config
+
+    runs = config.get_study("depth_full_cpu").runs()
+    names = {config.run_name(r) for r in runs}
+    args, queue = campaign._arguments(["--campaign", "depth_full_cpu", "--out", "o", "--results", "r"])
+    assert {campaign.run_name(e, args) for e in queue} <= names  # every entry is one of the preset's runs
+    cfg = runs[0]  # the protocol of issue 47, read back from the preset
+    assert (cfg.data.name, cfg.data.train_subset, cfg.data.test_subset, cfg.data.augment, cfg.data.preprocess) == (
+        "cifar10", None, None, True, "standardize")
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay,
+            cfg.data.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
+    assert (cfg.schedule.name, cfg.schedule.warmup_steps, cfg.schedule.decay_steps, cfg.schedule.final_fraction,
+            cfg.epochs) == ("cosine", 2 * 390, None, 0.0, 30)
+    assert (cfg.compute.precision, cfg.compute.conv) == ("float32", "onednn")
+    assert {r.model.name for r in runs} == {f"{k}{d}" for k in ("plain", "resnet") for d in (20, 56, 110)}
+    assert {r.model.shortcut for r in runs} == {None}  # the presets' own: option A for resnet, none for plain
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--study", "bogus"], "unknown study 'bogus'"),
+    (["--study", "bogus", "--dry-run"], "unknown study 'bogus'"),
+    (["--limit", "-1"], "--limit -1"),
+    (["--limit", "0", "--dry-run"], "--limit 0"),
+    (["--jobs", "0"], "--jobs 0"),
+    (["--jobs", "999"], "--jobs 999"),
+])
+def test_bad_campaign_arguments_are_one_line(argv, message, tmp_path, capsys):
+    """Issue 49, case 6: a bad --study gave a traceback (and --dry-run printed the queue); --limit -1 queued 14."""
+    assert campaign.main(["--out", str(tmp_path / "o"), "--results", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_results_folder_that_cannot_take_files_is_refused_before_training(tmp_path, capsys):
+    """Issue 49, case 6: --results naming a file gave FileExistsError, an unwritable one a PermissionError after a
+    run had trained."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for results, message in ((blocker, "is a file"), (blocker / "sub", "is not writable")):
+        assert campaign.main(["--out", str(tmp_path / "o"), "--results", str(results), "--limit", "1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()  # nothing trained
+
+
+def test_a_machine_without_onednn_is_told_what_to_do_before_the_first_entry(tmp_path, capsys, monkeypatch):
+    """Issue 49, case 5: every entry failed with "backend 'onednn' is unavailable", then "run the same command"."""
+    monkeypatch.setattr(campaign, "ONEDNN_PROBE", "print('no extension here'); raise SystemExit(1)")
+    assert campaign.main(["--out", str(tmp_path / "o"), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no extension here" in err and "make install" in err and "another --results" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 
@@ -82,25 +150,32 @@ def _check_report_from_copy(results: Path, tmp: Path) -> None:
         assert claims_here >= {"C1", "C2", "C3"} | ({"C4"} if row["dataset"] == "cifar10" else set())  # C4: CIFAR-10
 
 
-def test_a_finished_run_is_kept_in_the_results_folder_and_reported_from_it_alone(tmp_path):
-    """Two tiny runs: each one's config, results and layer norms copied as it finishes, the report rebuilt."""
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_finished_run_is_kept_in_the_results_folder_and_reported_from_it_alone(tmp_path, jobs):
+    """Two tiny runs, one after the other or side by side (--jobs 2: a CPU and one OpenMP thread each, output in
+    OUT/logs): each one's config, results and layer norms copied as it finishes, the report rebuilt."""
     if not (RAW / "cifar10").is_dir():
         pytest.skip(f"no CIFAR-10 files in {RAW}")
+    if len(os.sched_getaffinity(0)) < jobs:
+        pytest.skip(f"--jobs {jobs} needs {jobs} CPUs")
     from jaxres import onednn
 
     if not onednn.load()[0]:  # the campaign fixes compute.conv=onednn
         pytest.skip(f"oneDNN unavailable: {onednn.load()[1]}")
     out, results = tmp_path / "runs", tmp_path / "results" / "tiny"
     proc = subprocess.run([sys.executable, "-m", "experiments.campaign", "--study", "tiny", "--limit", "2",
-                           "--out", str(out), "--results", str(results), "--raw-dir", str(RAW), "--no-progress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+                           "--jobs", str(jobs), "--out", str(out), "--results", str(results), "--raw-dir", str(RAW),
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     kept = sorted(p.name for p in results.iterdir() if p.is_dir())
     assert [k.split("_seed0")[0] for k in kept] == ["cifar10_seed_cnn", "cifar10_seed_resnet"]
     for k in kept:
         assert sorted(f.name for f in (results / k).iterdir()) == sorted(campaign.COPIED)
-        compute = json.loads((results / k / "results.json").read_text())["config"]["compute"]
-        assert (compute["precision"], compute["conv"]) == ("float32", "onednn")
+        r = json.loads((results / k / "results.json").read_text())
+        assert (r["config"]["compute"]["precision"], r["config"]["compute"]["conv"]) == ("float32", "onednn")
+        if jobs == 2:  # its own CPU, one thread, its own log
+            assert "1 OpenMP threads" in r["environment"]["conv_backend_note"], r["environment"]
+            assert "epoch 1" in (out / "logs" / f"{k}.log").read_text()
     assert (results / "claims.csv").is_file() and (results / "report.md").is_file()
     _check_report_from_copy(results, tmp_path / "copy")
     # on another machine the run folders are gone: the runs kept in results/ are not trained again

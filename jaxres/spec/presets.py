@@ -25,18 +25,27 @@ def _seed_protocol(name: str, description: str, epochs: dict[str, int], train_su
 
 
 HE_DEPTHS = (20, 32, 44, 56, 110)
+DEPTH_STEPS_PER_EPOCH = 50000 // 128  # CIFAR-10's training split in batches of 128, the last partial one dropped
+# The depth campaign's arithmetic, the same for every run so they pool (docs/benchmarks.md, "A campaign on two
+# cores": the faster choice on the AVX2 EPYC that runs most sessions).
+DEPTH_FULL_CPU_COMPUTE = ComputeConfig(precision="float32", conv="onednn")
 
 
-def _depth_protocol(name: str, description: str, depths: Sequence[int], epochs: int, boundaries: tuple[int, int],
-                    train_subset: int | None = None, test_subset: int | None = None,
-                    seeds: tuple[int, ...] = (0, 1, 2)) -> Study:
+def _piecewise(*boundaries: int) -> ScheduleConfig:
+    return ScheduleConfig(name="piecewise", boundaries=boundaries, factor=0.1)
+
+
+def _depth_protocol(name: str, description: str, depths: Sequence[int], epochs: int,
+                    schedule: ScheduleConfig, train_subset: int | None = None, test_subset: int | None = None,
+                    seeds: tuple[int, ...] = (0, 1, 2), compute: ComputeConfig = ComputeConfig()) -> Study:
     """He et al. (2015), section 4.2: plain and residual CIFAR-10 networks of several depths, batch norm,
-    SGD momentum 0.9, lr 0.1 divided by 10 at two boundaries, weight decay 1e-4 (on every parameter, as
-    Caffe / fb.resnet.torch do), 4-pixel pad + crop + flip, per-channel standardization, batch 128."""
+    option-A shortcuts, SGD momentum 0.9 at lr 0.1, weight decay 1e-4 (on every parameter, as Caffe /
+    fb.resnet.torch do), 4-pixel pad + crop + flip, per-channel standardization, batch 128; the schedule
+    is the protocol's (theirs: /10 at two boundaries)."""
     base = RunConfig(data=DataConfig(name="cifar10", preprocess="standardize", augment=True,
                                      train_subset=train_subset, test_subset=test_subset),
                      optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4),
-                     schedule=ScheduleConfig(name="piecewise", boundaries=boundaries, factor=0.1), epochs=epochs)
+                     schedule=schedule, compute=compute, epochs=epochs)
     names = tuple(f"{kind}{d}" for kind in ("plain", "resnet") for d in depths)
     return Study(name=name, description=description, base=base, axes=(("model.name", names), ("seed", seeds)))
 
@@ -65,12 +74,21 @@ STUDIES: dict[str, Study] = {
         "depth", "He et al. 2015's CIFAR-10 degradation experiment (their Fig. 6, Table 6): plain and resnet at "
         "depths 20, 32, 44, 56, 110, batch norm, SGD momentum 0.9, lr 0.1 /10 at 32k and 48k steps, weight decay "
         "1e-4, pad-crop-flip, per-channel standardization, batch 128, 164 epochs of 390 steps (63,960 of their "
-        "64k iterations); seeds 0, 1, 2. A GPU job: experiments/gpu_depth.sh", HE_DEPTHS, 164, (32000, 48000)),
+        "64k iterations); seeds 0, 1, 2. A GPU job: experiments/gpu_depth.sh", HE_DEPTHS, 164,
+        _piecewise(32000, 48000)),
     "depth_cpu": _depth_protocol(
         "depth_cpu", "the depth study reduced to about an hour on a 2-core CPU: depths 20, 32, 56, the first "
         "12,800 training images (100 steps per epoch) and 2,000 test images, 10 epochs = 1,000 steps, the "
         "schedule scaled with it (lr /10 at 500 and 750, as 32k and 48k of 64k); seed 0",
-        (20, 32, 56), 10, (500, 750), 12800, 2000, seeds=(0,)),
+        (20, 32, 56), 10, _piecewise(500, 750), 12800, 2000, seeds=(0,)),
+    "depth_full_cpu": _depth_protocol(
+        "depth_full_cpu", "He et al.'s degradation experiment at full data within a 2-core CPU's reach: depths 20, "
+        "56, 110, all 50,000 / 10,000 CIFAR-10 images, 30 epochs (11,700 steps, under a fifth of their 64k), so "
+        "the schedule is a budgeted one: lr 0.1 after a linear warm-up over the first 2 epochs (780 steps), "
+        "cosine decay to zero over the run; otherwise as depth; float32 through oneDNN, fixed so every run "
+        "pools; seeds 0, 1, 2 (experiments.campaign --campaign depth_full_cpu runs it over sessions)",
+        (20, 56, 110), 30, ScheduleConfig(name="cosine", warmup_steps=2 * DEPTH_STEPS_PER_EPOCH),
+        compute=DEPTH_FULL_CPU_COMPUTE),
     "norm_opt": Study(
         "norm_opt", "normalization x optimizer on the seed networks at the quick scale (3,072 / 2,000 CIFAR-10 "
         "images, 3 epochs): norm none, batch, group, layer; adam 1e-3, adamw 1e-3 (decay 0.01), sgd 0.01 "
