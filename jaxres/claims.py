@@ -106,7 +106,8 @@ def settings(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, lis
     return out
 
 
-def _verdict(est: stats.Estimate, threshold: float) -> tuple[str, str]:
+def verdict_of(est: stats.Estimate, threshold: float) -> tuple[str, str]:
+    """(verdict, why) of a claim that the estimate is above ``threshold``: by where its interval lies."""
     if est.ci is None:
         return "not resolved", f"fewer than {stats.MIN_SEEDS} seeds: no interval"
     lo, hi = est.ci
@@ -135,7 +136,7 @@ def _difference(threshold: float, sign: int = 1) -> Callable[[list[float], list[
     """The columns of a claim about a difference of means: b - a (``sign`` 1) or a - b (-1), Welch's interval."""
     def est_fn(xa, xb):
         est = stats.welch(xb, xa) if sign == 1 else stats.welch(xa, xb)
-        verdict, why = _verdict(est, threshold)
+        verdict, why = verdict_of(est, threshold)
         return {"estimate": est.value, "ci": est.ci, "interval": _ci(est), "verdict": verdict, "why": why}
     return est_fn
 
@@ -144,7 +145,7 @@ def _each(threshold: float) -> Callable[[list[float], list[float]], dict[str, An
     """The columns of a claim that each model's mean passes ``threshold``: one interval per model."""
     def est_fn(xa, xb):
         ests = [stats.mean_interval(x) for x in (xa, xb)]
-        verdict, why = _both([_verdict(e, threshold) for e in ests])
+        verdict, why = _both([verdict_of(e, threshold) for e in ests])
         return {"estimate": None, "ci": None, "ci_a": ests[0].ci, "ci_b": ests[1].ci,
                 "interval": f"{_ci(ests[0]) or '-'} / {_ci(ests[1]) or '-'}", "verdict": verdict, "why": why}
     return est_fn
@@ -185,7 +186,7 @@ def claims(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 rows.append({"claim": claim, "dataset": dataset, "setting": where, "a": other, "b": resnet,
                              "statistic": statistic, "test": test, "n_a": len(xa), "n_b": len(xb),
                              "ours_a": statistics.fmean(xa), "ours_b": statistics.fmean(xb),
-                             "seed_a": seed_value(seed_a), "seed_b": seed_value(seed_b), **est_fn(xa, xb)})
+                             "published_a": seed_value(seed_a), "published_b": seed_value(seed_b), **est_fn(xa, xb)})
     return rows
 
 
@@ -231,8 +232,8 @@ def claims_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["claim"], r["dataset"], *([_setting_label(r["setting"], varying)] if varying else []),
-                 f"{r['a']} vs {r['b']}", r["statistic"], _num(r["ours_a"]), _num(r["ours_b"]), _num(r["seed_a"]),
-                 _num(r["seed_b"]), r["test"], "" if r["estimate"] is None else f"{r['estimate']:+.4f}",
+                 f"{r['a']} vs {r['b']}", r["statistic"], _num(r["ours_a"]), _num(r["ours_b"]), _num(r["published_a"]),
+                 _num(r["published_b"]), r["test"], "" if r["estimate"] is None else f"{r['estimate']:+.4f}",
                  r["interval"], f"{r['n_a']}/{r['n_b']}", f"**{r['verdict']}**", r["why"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -242,7 +243,7 @@ def claims_csv(rows: list[dict[str, Any]]) -> str:
     """The claims rows as CSV; ``setting`` holds, as JSON, only the keys in which the rows' settings differ (``{}``
     for a study of one setting: the report lists the settings every run shares)."""
     varying = _varying([r["setting"] for r in rows])
-    fields = ["claim", "dataset", "setting", "a", "b", "statistic", "ours_a", "ours_b", "seed_a", "seed_b", "test",
+    fields = ["claim", "dataset", "setting", "a", "b", "statistic", "ours_a", "ours_b", "published_a", "published_b", "test",
               "estimate", "ci_low", "ci_high", "ci_a", "ci_b", "n_a", "n_b", "verdict", "why"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
@@ -276,21 +277,22 @@ def convergence_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def section(results: list[dict[str, Any]], out_dir: Path) -> tuple[list[str], list[Path]]:
-    """The report's "Claims" section and ``claims.csv`` (none where no run pairs a ResNet with its
+def write_csv(rows: list[dict[str, Any]], out_dir: Path) -> Path:
+    """``claims.csv``: every claim row of a report (the seed's claims, the depth claims), written atomically."""
+    path = Path(out_dir) / "claims.csv"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(claims_csv(rows))
+    tmp.replace(path)
+    return path
+
+
+def section(results: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The report's "Claims" section and its rows (for ``claims.csv``; none where no run pairs a ResNet with its
     comparison network), and the convergence table of every seed network."""
     rows = claims(results)
     conv = [r for r in convergence_rows(results) if r["model"] in {m for pair in PAIRS for m in pair}]
-    if not rows and not conv:
-        return [], []
     lines = []
-    written = []
     if rows:
-        path = Path(out_dir) / "claims.csv"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(claims_csv(rows))
-        tmp.replace(path)
-        written.append(path)
         lines += ["## The seed's claims", "",
                   "Each claim of the seed study, for its pair of networks (`seed_cnn` vs `seed_resnet`) and for "
                   "jaxres's own (`seed_plain_twin` vs `seed_resnet`: only the shortcuts differ), as a verdict. "
@@ -306,4 +308,4 @@ def section(results: list[dict[str, Any]], out_dir: Path) -> tuple[list[str], li
                   "points of the run's best (bounded by the run's length). The best epoch is chosen on the "
                   "validation split where the runs hold one out (`data.validation`); chosen on the test set, its "
                   "test accuracy is an optimistic number, not a result.", "", convergence_markdown(conv)]
-    return lines, written
+    return lines, rows

@@ -129,7 +129,7 @@ def test_a_dataset_declares_its_folder(tmp_path, monkeypatch):
 
 def test_presets_declare_their_architecture():
     """Family, depth, widths and the residual twin are facts of the entry; the report groups by them."""
-    from jaxres import report
+    from jaxres.report import depth
 
     for name, p in catalog.PRESETS.items():
         assert p.name == name and p.family in ("seed", "he") and p.depth > 0 and p.widths
@@ -137,11 +137,11 @@ def test_presets_declare_their_architecture():
             twin = catalog.PRESETS[p.twin]
             assert twin.twin == name and twin.residual != p.residual and twin.depth == p.depth
     assert catalog.PRESETS["seed_cnn"].depth == 6 and catalog.PRESETS["resnet110"].depth == 110
-    assert report._depth_of("resnet56") == ("resnet", 56) and report._depth_of("seed_resnet") is None
+    assert depth._depth_of("resnet56") == ("resnet", 56) and depth._depth_of("seed_resnet") is None
     wide = dataclasses.replace(catalog.PRESETS["resnet20"], name="wide_resnet20", widths=(64, 128, 256))
     catalog.PRESETS["wide_resnet20"] = wide  # a name without its depth in a form the report could parse ...
     try:
-        assert report._depth_of("wide_resnet20") == ("resnet", 20)  # ... still has its facts
+        assert depth._depth_of("wide_resnet20") == ("resnet", 20)  # ... still has its facts
     finally:
         del catalog.PRESETS["wide_resnet20"]
 

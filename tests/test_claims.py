@@ -41,7 +41,7 @@ def test_each_verdict_of_a_difference():
     est = stats.welch([0.60, 0.61, 0.62], [0.55, 0.56, 0.57])
     assert r["estimate"] == pytest.approx(0.05) and r["ci"] == pytest.approx(est.ci)
     assert r["verdict"] == "holds" and r["ci"][0] > 0
-    assert (r["seed_a"], r["seed_b"]) == (0.5569, 0.6067) and (r["n_a"], r["n_b"]) == (3, 3)
+    assert (r["published_a"], r["published_b"]) == (0.5569, 0.6067) and (r["n_a"], r["n_b"]) == (3, 3)
     # contradicted: the CNN is better
     contra = [run("seed_cnn", s, [0.99], [0.65 + s / 100]) for s in range(3)]
     contra += [run("seed_resnet", s, [0.99], [0.60 + s / 100]) for s in range(3)]
@@ -72,7 +72,7 @@ def test_claims_about_each_model_and_convergence():
     c3, = rows_of(same, "C3")
     assert c3["ci"] == (3, 3) and c3["verdict"] == "holds"
     assert c3["why"] == "interval above 0 (no spread across seeds: the interval is the mean itself)"
-    assert (c3["seed_a"], c3["seed_b"]) == (80, 50)
+    assert (c3["published_a"], c3["published_b"]) == (80, 50)
     c4, = rows_of(results, "C4")                                     # gaps of 0.39 and 0.44: overfits
     assert c4["verdict"] == "holds"
     # one model below the threshold contradicts a claim about each
@@ -94,7 +94,7 @@ def test_the_plain_twin_pair_and_settings_are_kept_apart():
     assert pairs == {(a, p) for a in ("seed_cnn", "seed_plain_twin") for p in ("float32", "bfloat16")}
     assert all(r["n_a"] == 2 and r["n_b"] == 2 for r in rows)        # never pooled over precisions
     twin = next(r for r in rows if r["claim"] == "C1" and r["a"] == "seed_plain_twin")
-    assert twin["estimate"] == pytest.approx(0.2) and twin["seed_a"] is None
+    assert twin["estimate"] == pytest.approx(0.2) and twin["published_a"] is None
     text = claims.claims_markdown(rows)
     assert "compute.precision=bfloat16" in text and "seed_plain_twin vs seed_resnet" in text
     diverged = results + [dict(run("seed_cnn", 5, [0.1], [0.1]), diverged={"epoch": 1, "step": 3})]

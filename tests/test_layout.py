@@ -117,7 +117,8 @@ JAX = {"jax", "jaxlib", "flax", "optax", "orbax"}
 SPEC = {"jaxres.catalog", "jaxres.config", "jaxres.spec", "jaxres.spec.values", "jaxres.spec.sections",
         "jaxres.spec.keys", "jaxres.spec.env", "jaxres.spec.identity", "jaxres.spec.study", "jaxres.spec.presets"}
 KERNELS = {"jaxres.conv", "jaxres.norms", "jaxres.onednn", "jaxres.winograd", "jaxres.cpu"}
-ANALYSIS = {"jaxres.report", "jaxres.claims", "jaxres.stats"}
+ANALYSIS = {"jaxres.report", "jaxres.report.runs", "jaxres.report.tables", "jaxres.report.figures", "jaxres.report.depth",
+            "jaxres.claims", "jaxres.stats"}
 # The layers, flat in one package (the commit that made jaxres/spec/ says why): each may import only what is
 # listed here, wherever in a module the import is written.
 LAYERS = {

@@ -104,8 +104,8 @@ def test_a_run_saved_before_a_key_existed_pools_with_one_saved_after_at_its_defa
     assert len(report.summary_rows(results)) == 2
 
 
-def depth_run(model, seed, train_errs, test_errs, lr=0.1, batch=100):
-    """A results.json of He et al.'s networks: per-epoch train/test error (%), 10 steps per epoch."""
+def history_run(model, seed, train_errs, test_errs, lr=0.1, batch=100):
+    """A results.json with per-epoch train/test error (%), 10 steps per epoch."""
     history = [{"epoch": e + 1, "train_accuracy": 1 - tr / 100, "test_accuracy": 1 - te / 100,
                 "train_examples": 10 * batch} for e, (tr, te) in enumerate(zip(train_errs, test_errs))]
     return {"run": f"cifar10_{model}_seed{seed}",
@@ -115,37 +115,13 @@ def depth_run(model, seed, train_errs, test_errs, lr=0.1, batch=100):
             "wall_time_s": 1.0, "diverged": None}
 
 
-def test_depth_table_pairs_plain_and_resnet_per_depth_beside_he_et_al(tmp_path):
-    results = [depth_run("plain20", s, [50, 20], [40, 25 + s]) for s in (0, 1)]
-    results += [depth_run("plain56", 0, [60, 30], [55, 35]), depth_run("resnet20", 0, [45, 15], [35, 20]),
-                depth_run("resnet56", 0, [40, 10], [30, 18]), depth_run("seed_cnn", 0, [1, 1], [1, 1])]
-    groups = report.depth_groups(results)
-    assert set(groups) == {("cifar10", k, n) for k in ("plain", "resnet") for n in (20, 56)}
-    assert report._iterations(groups[("cifar10", "plain", 56)][0]) == [10, 20]
-    table = report.depth_markdown(groups).splitlines()
-    row20 = next(line for line in table if line.startswith("| cifar10 | 20 |"))
-    # plain20: train 20, 20 -> 20.00 ± 0.00; test 25, 26 -> 25.50 ± 0.71; He et al. 8.75
-    assert [c.strip() for c in row20.split("|")[3:-1]] == ["20.00 ± 0.00", "25.50 ± 0.71", "15.00", "20.00", "8.75"]
-    assert "| cifar10 | 56 | 30.00 | 35.00 | 10.00 | 18.00 | 6.97 |" in table
-    lines, figures = report.depth_section(results, tmp_path)
-    assert [p.name for p in figures] == ["depth_curves_cifar10.png", "depth_error_cifar10.png"]
-    assert all(p.stat().st_size > 10_000 for p in figures) and "JPEG" in " ".join(lines)
-
-
-def test_depth_section_needs_one_setting_and_two_depths(tmp_path):
-    one_depth = [depth_run("plain20", 0, [50], [40]), depth_run("resnet20", 0, [45], [35])]
-    assert report.depth_section(one_depth, tmp_path) == ([], [])
-    mixed = [depth_run("plain20", 0, [50], [40]), depth_run("plain56", 0, [50], [40], lr=0.01)]
-    assert report.depth_groups(mixed) == {}  # another lr: the depths are not comparable, no figure
-
-
 def test_runs_that_differ_in_more_than_the_model_get_one_panel_per_setting(tmp_path):
     """norm_opt-like: a norm axis and a tied optimizer axis (name and lr together) over two models."""
     results = []
     for norm in ("none", "batch"):
         for name, lr in (("adam", 0.001), ("sgd", 0.01)):
             for model in ("seed_cnn", "seed_resnet"):
-                r = depth_run(model, 0, [50, 40], [45, 42], lr=lr)
+                r = history_run(model, 0, [50, 40], [45, 42], lr=lr)
                 r["config"]["model"]["norm"], r["config"]["optimizer"]["name"] = norm, name
                 results.append(r)
     columns = report.varying_keys(results)

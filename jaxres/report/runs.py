@@ -1,0 +1,75 @@
+"""The runs a report is made of: every finished run's ``results.json`` below a folder (``load_results``), the run
+folders that have none yet (``unfinished_runs``), and how runs are grouped: by every config key except the seed and
+the keys that change no number (``GROUP_EXCLUDE``); the keys that differ between groups become columns.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import warnings
+from pathlib import Path
+from typing import Any
+
+from jaxres.config import POOLED, flatten, with_defaults
+from jaxres.results import results_problem  # results.json's layout, defined once
+
+
+GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
+FIXED_COLUMNS = ("data.name", "model.name", "epochs")
+
+
+def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every finished run's results.json below ``out_dir``, in a stable order, its config with the keys it
+    predates at their defaults (``jaxres.config.with_defaults``: a run saved before ``data.validation`` existed
+    pools with one saved after); unreadable or damaged ones (``jaxres.results.results_problem``) are skipped
+    with a one-line warning each."""
+    runs = []
+    for p in sorted(Path(out_dir).glob("*/results.json")):
+        try:
+            r = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            problem = f"unreadable ({type(e).__name__})"
+        else:
+            problem = results_problem(r)
+        if problem is not None:
+            warnings.warn(f"skipping {p}: {problem}; rerun the study to rebuild it", stacklevel=2)
+            continue
+        runs.append({**r, "config": with_defaults(r["config"])})
+    return runs
+
+
+def unfinished_runs(out_dir: str | Path, results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(run, why) for every run folder below ``out_dir`` that was started (it has its ``config.json``) but is not
+    among ``results`` (``load_results``): interrupted, still training elsewhere, or its results.json damaged."""
+    done = {r["run"] for r in results}
+    missing = []
+    for folder in sorted(p.parent for p in Path(out_dir).glob("*/config.json")):
+        if folder.name in done:
+            continue
+        epochs = [int(m.stem) for m in (folder / "manifests").glob("*.json") if m.stem.isdigit()]
+        saved = f"saved up to epoch {max(epochs)}" if epochs else "no epoch saved yet"
+        why = ("results.json damaged" if (folder / "results.json").exists() else "not finished") + f" ({saved})"
+        missing.append((folder.name, why))
+    return missing
+
+
+def group_key(flat: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in flat.items() if k not in GROUP_EXCLUDE}, sort_keys=True)
+
+
+def varying_keys(results: list[dict[str, Any]]) -> list[str]:
+    """Config keys (dotted) whose values differ between runs, seed excluded, in config order."""
+    flats = [flatten(r["config"]) for r in results]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [k for k in keys if k not in GROUP_EXCLUDE
+            and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def value_text(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else str(v)

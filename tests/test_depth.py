@@ -1,0 +1,158 @@
+"""He et al.'s degradation experiment in the report (jaxres.report.depth): the table, the claims D1-D5 and G1-G2
+with their intervals, the figures, from results files alone."""
+import csv
+import json
+import statistics
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from jaxres import stats
+from jaxres.report import depth, write_report
+from jaxres.results import SCHEMA
+
+
+def depth_run(model, seed, train_errs, test_errs, lr=0.1, batch=100):
+    """A results.json of He et al.'s networks: per-epoch train/test error (%), 10 steps per epoch."""
+    history = [{"epoch": e + 1, "train_accuracy": 1 - tr / 100, "test_accuracy": 1 - te / 100,
+                "train_examples": 10 * batch} for e, (tr, te) in enumerate(zip(train_errs, test_errs))]
+    return {"run": f"cifar10_{model}_seed{seed}",
+            "config": {"data": {"name": "cifar10", "batch_size": batch}, "model": {"name": model},
+                       "optimizer": {"lr": lr}, "epochs": len(history), "seed": seed},
+            "history": history, "final": {**history[-1], "train_examples": 1000, "test_examples": 50},
+            "wall_time_s": 1.0, "diverged": None}
+
+
+# final (train, test) error per network and seed: plain56 degrades, the shortcuts fix it, and more so at 56
+FINAL = {"plain20": [(5.0, 10.0), (5.5, 10.4), (4.6, 9.8)], "plain56": [(9.0, 14.0), (9.8, 14.6), (8.9, 13.5)],
+         "resnet20": [(4.0, 9.0), (4.3, 9.2), (3.9, 8.7)], "resnet56": [(2.0, 7.5), (2.4, 7.1), (2.1, 7.3)]}
+
+
+def _study(seeds=(0, 1, 2), extra=()):
+    runs = [depth_run(m, s, [50, v[s][0]], [45, v[s][1]]) for m, v in FINAL.items() for s in seeds]
+    return runs + list(extra)
+
+
+def test_depth_table_pairs_plain_and_resnet_per_depth_beside_he_et_al(tmp_path):
+    results = [depth_run("plain20", s, [50, 20], [40, 25 + s]) for s in (0, 1)]
+    results += [depth_run("plain56", 0, [60, 30], [55, 35]), depth_run("resnet20", 0, [45, 15], [35, 20]),
+                depth_run("resnet56", 0, [40, 10], [30, 18]), depth_run("seed_cnn", 0, [1, 1], [1, 1])]
+    groups = depth.depth_groups(results)
+    assert set(groups) == {("cifar10", k, n) for k in ("plain", "resnet") for n in (20, 56)}
+    assert depth._iterations(groups[("cifar10", "plain", 56)][0]) == [10, 20]
+    table = depth.depth_markdown(groups).splitlines()
+    row20 = next(line for line in table if line.startswith("| cifar10 | 20 |"))
+    # plain20: train 20, 20 -> 20.00 ± 0.00 over 2 seeds; test 25, 26 -> 25.50 ± 0.71; He et al. ≈9.5 and 8.75
+    assert [c.strip() for c in row20.split("|")[3:-1]] == ["20.00 ± 0.00 (2)", "25.50 ± 0.71 (2)", "15.00 (1)",
+                                                          "20.00 (1)", "≈9.5", "8.75"]
+    assert "| cifar10 | 56 | 30.00 (1) | 35.00 (1) | 10.00 (1) | 18.00 (1) | ≈13.5 | 6.97 |" in table
+    lines, rows, figures = depth.depth_section(results, tmp_path)
+    assert [p.name for p in figures] == ["depth_curves_cifar10.png", "depth_error_cifar10.png"]
+    assert all(p.stat().st_size > 10_000 for p in figures) and "JPEG" in " ".join(lines)
+    assert rows and {r["verdict"] for r in rows} == {"not resolved"}  # one seed somewhere: values, no verdict
+
+
+def test_depth_section_needs_one_setting_and_two_depths(tmp_path):
+    one_depth = [depth_run("plain20", 0, [50], [40]), depth_run("resnet20", 0, [45], [35])]
+    assert depth.depth_section(one_depth, tmp_path) == ([], [], [])
+    mixed = [depth_run("plain20", 0, [50], [40]), depth_run("plain56", 0, [50], [40], lr=0.01)]
+    assert depth.depth_groups(mixed) == {}  # another lr: the depths are not comparable, no figure
+
+
+def test_a_contrast_of_two_groups_is_welchs_interval_and_of_four_the_satterthwaite_one():
+    a, b, c, d = [1.0, 2.0, 4.0], [0.5, 0.7, 0.2, 0.4], [3.0, 3.5, 2.9], [1.0, 1.1, 1.6]
+    two, welch = stats.contrast([a, b], [1, -1]), stats.welch(a, b)
+    assert two.value == pytest.approx(welch.value) and two.df == pytest.approx(welch.df)
+    assert two.ci == pytest.approx(welch.ci)
+    four = stats.contrast([a, b, c, d], [1, -1, -1, 1])
+    v = [statistics.variance(x) / len(x) for x in (a, b, c, d)]
+    df = sum(v) ** 2 / sum(
+        x * x / (len(g) - 1) for x, g in zip(v, (a, b, c, d)))
+    half = sps.t.ppf(0.975, df) * sum(v) ** 0.5
+    value = statistics.fmean(a) - statistics.fmean(b) - statistics.fmean(c) + statistics.fmean(d)
+    assert four.value == pytest.approx(value) and four.df == pytest.approx(df)
+    assert four.ci == pytest.approx((value - half, value + half))
+    assert stats.contrast([a, [1.0]], [1, -1]).ci is None  # one seed: no interval
+
+
+def test_the_depth_claims_are_the_differences_of_the_networks_errors_with_verdicts(tmp_path):
+    rows = {r["claim"]: r for r in depth.claims(depth.depth_groups(_study()))}
+    assert list(rows) == ["D1", "D2", "D3 (test)", "D3 (train)", "D4 (train)", "D4 (test)", "D5 (train)", "D5 (test)"]
+    err = {m: {s: [v[i][k] for i in range(3)] for k, s in enumerate(("train", "test"))} for m, v in FINAL.items()}
+    mean = lambda m, s: statistics.fmean(err[m][s])  # noqa: E731
+    assert rows["D1"]["estimate"] == pytest.approx(mean("plain56", "train") - mean("plain20", "train"))
+    assert rows["D1"]["ci"] == pytest.approx(stats.welch(err["plain56"]["train"], err["plain20"]["train"]).ci)
+    assert rows["D3 (test)"]["estimate"] == pytest.approx(mean("resnet20", "test") - mean("resnet56", "test"))
+    gap = lambda d, s: mean(f"plain{d}", s) - mean(f"resnet{d}", s)  # noqa: E731
+    assert rows["D5 (test)"]["estimate"] == pytest.approx(gap(56, "test") - gap(20, "test"))
+    assert rows["D5 (test)"]["ours_a"] == pytest.approx(gap(56, "test"))
+    assert rows["D5 (test)"]["a"] == "plain56 − resnet56" and rows["D5 (test)"]["b"] == "plain20 − resnet20"
+    assert all(r["verdict"] == "holds" for r in rows.values()), [(k, r["interval"]) for k, r in rows.items()]
+    # He et al.'s values where they give one: Table 6 for the ResNets; the plain nets' test error read off Fig. 6
+    assert (rows["D3 (test)"]["published_a"], rows["D3 (test)"]["published_b"]) == (8.75, 6.97)
+    assert rows["D1"]["published_a"] is None and rows["D2"]["published_a"] == 13.5
+    # the other way round, the same numbers contradict the claim
+    flipped = {m: v for m, v in FINAL.items()} | {"plain56": FINAL["plain20"], "plain20": FINAL["plain56"]}
+    runs = [depth_run(m, s, [50, v[s][0]], [45, v[s][1]]) for m, v in flipped.items() for s in range(3)]
+    assert {r["claim"]: r for r in depth.claims(depth.depth_groups(runs))}["D1"]["verdict"] == "contradicted"
+
+
+def test_110_layers_at_one_seed_get_values_and_no_claims(tmp_path):
+    extra = [depth_run("resnet110", 0, [50, 3.0], [45, 7.0]), depth_run("plain110", 0, [50, 20.0], [45, 25.0])]
+    lines, rows, _ = depth.depth_section(_study(extra=extra), tmp_path)
+    assert not any("110" in r["a"] + r["b"] for r in rows)
+    assert any(ln.startswith("| cifar10 | 110 | 20.00 (1) | 25.00 (1) | 3.00 (1) | 7.00 (1) |")
+               for ln in "\n".join(lines).splitlines())
+
+
+def _write_study(folder, runs, decay):
+    """Each run's results.json and a layer_norms.npz: 3 convolutions, whose gradient shrinks toward the input by
+    ``decay[model]`` per layer."""
+    names = ["stem", "stem_norm", "stage0_block0/conv0", "stage0_block0/norm0", "stage0_block0/conv1", "head"]
+    for r in runs:
+        d = folder / r["run"]
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({**r, "schema": SCHEMA, "environment": {}}))
+        steps = np.arange(0, 20, 2)
+        k = decay[r["config"]["model"]["name"]] * (1 + 0.05 * r["config"]["seed"])
+        grad = np.stack([np.full(len(steps), 1.0 / k ** (2 - i)) for i in (0, 0, 1, 1, 2, 2)], axis=1)
+        grad = grad * np.exp(-0.01 * steps)[:, None]
+        np.savez(d / "layer_norms.npz", names=np.array(names), steps=steps, grad=grad, param=np.ones_like(grad),
+                 update=grad)
+
+
+def test_gradients_within_the_layers_are_a_figure_a_table_and_claims(tmp_path):
+    _write_study(tmp_path, _study(), {"plain20": 1.5, "resnet20": 1.1, "plain56": 10.0, "resnet56": 1.2})
+    written = write_report(tmp_path)
+    assert (tmp_path / "depth_grads_cifar10.png") in written
+    report = (tmp_path / "report.md").read_text()
+    assert "### Gradients within the layers (cifar10)" in report and "depth_grads_cifar10.png" in report
+    with open(tmp_path / "claims.csv") as f:
+        rows = {r["claim"]: r for r in csv.DictReader(f)}
+    assert {"D1", "D5 (test)", "G1", "G2"} <= rows.keys()
+    # log10(last / first) = 2 log10(k) at each seed's k: plain56's is about 2, resnet56's about 0.16
+    assert float(rows["G1"]["ours_a"]) == pytest.approx(statistics.fmean(2 * np.log10(10 * (1 + 0.05 * s))
+                                                                          for s in range(3)))
+    assert rows["G1"]["verdict"] == rows["G2"]["verdict"] == "holds"
+    fig = depth.depth_grads_figure({f"{k}56": [depth.layer_series(r, tmp_path) for r in _study()
+                                               if r["config"]["model"]["name"] == f"{k}56"] for k in ("plain", "resnet")},
+                                   "cifar10")
+    first = fig.axes[0].get_lines()[0]  # plain56's first convolution, the geometric mean over seeds, in epochs
+    assert first.get_xdata()[0] == pytest.approx(0.1) and first.get_ydata()[0] == pytest.approx(
+        statistics.fmean(-2 * np.log10(10 * (1 + 0.05 * s)) for s in range(3)))
+
+
+def test_depth_figures_draw_epochs_seed_bands_and_interval_bars():
+    groups = depth.depth_groups(_study())
+    curves = depth.depth_curves_figure(groups, "cifar10")
+    left, right = curves.axes
+    assert left.get_title() == "plain networks" and right.get_title() == "resnet networks"
+    assert list(left.get_lines()[0].get_xdata()) == [1, 2]  # epochs
+    assert len(left.collections) == 4  # a band per depth and split: three seeds each
+    bars = depth.depth_error_figure(groups, "cifar10")
+    train_ax = bars.axes[0]
+    plain = next(c for c in train_ax.containers if "plain" in c.get_label())
+    est = stats.mean_interval([v[0] for v in FINAL["plain56"]])
+    segs = plain[2][0].get_segments()  # the vertical bars: 95% interval around the mean
+    assert segs[1][:, 1] == pytest.approx(est.ci)
