@@ -58,7 +58,7 @@ def test_the_depth_queue_is_issue_47s_order_on_its_own_preset(capsys):
             cfg.data.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
     assert (cfg.schedule.name, cfg.schedule.warmup_steps, cfg.schedule.decay_steps, cfg.schedule.final_fraction,
             cfg.epochs) == ("cosine", 2 * 390, None, 0.0, 30)
-    assert (cfg.compute.precision, cfg.compute.conv) == ("float32", "onednn")
+    assert (cfg.compute.precision, cfg.compute.conv, cfg.compute.overlap_grads) == ("float32", "onednn", False)
     assert {r.model.name for r in runs} == {f"{k}{d}" for k in ("plain", "resnet") for d in (20, 56, 110)}
     assert {r.model.shortcut for r in runs} == {None}  # the presets' own: option A for resnet, none for plain
 

@@ -156,3 +156,16 @@ def test_depth_figures_draw_epochs_seed_bands_and_interval_bars():
     est = stats.mean_interval([v[0] for v in FINAL["plain56"]])
     segs = plain[2][0].get_segments()  # the vertical bars: 95% interval around the mean
     assert segs[1][:, 1] == pytest.approx(est.ci)
+
+
+def test_the_report_says_how_the_schedule_deviates_from_he_et_al():
+    """Issue 47: 30 epochs of cosine after a 2-epoch warm-up, not 64k steps with /10 at 32k and 48k: said."""
+    r = depth_run("plain20", 0, [50] * 30, [40] * 30, batch=128)
+    r["history"] = [dict(h, train_examples=49920) for h in r["history"]]  # 390 steps an epoch
+    r["config"]["schedule"] = {"name": "cosine", "warmup_steps": 780, "final_fraction": 0.0}
+    line = depth.protocol_line(r)
+    assert "deviation" in line and "11,700 steps (18% of theirs)" in line and "warm-up over 780 steps" in line
+    assert "cosine decay to zero" in line and "budgeted" in line
+    r["config"]["schedule"] = {"name": "piecewise", "boundaries": [32000, 48000], "factor": 0.1}
+    r["history"] = r["history"] * 6  # 70,200 steps
+    assert depth.protocol_line(r).startswith("Schedule: He et al.'s own")

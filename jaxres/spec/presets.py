@@ -27,8 +27,10 @@ def _seed_protocol(name: str, description: str, epochs: dict[str, int], train_su
 HE_DEPTHS = (20, 32, 44, 56, 110)
 DEPTH_STEPS_PER_EPOCH = 50000 // 128  # CIFAR-10's training split in batches of 128, the last partial one dropped
 # The depth campaign's arithmetic, the same for every run so they pool (docs/benchmarks.md, "A campaign on two
-# cores": the faster choice on the AVX2 EPYC that runs most sessions).
-DEPTH_FULL_CPU_COMPUTE = ComputeConfig(precision="float32", conv="onednn")
+# cores"): float32 through oneDNN, each convolution's two gradients one after the other: the campaign trains two
+# runs at once on one thread each (--jobs 2), where they cannot overlap, and on the AVX2 EPYC that runs most
+# sessions one after the other is as fast or faster with one run on both threads too.
+DEPTH_FULL_CPU_COMPUTE = ComputeConfig(precision="float32", conv="onednn", overlap_grads=False)
 
 
 def _piecewise(*boundaries: int) -> ScheduleConfig:
