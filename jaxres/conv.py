@@ -168,8 +168,10 @@ def _describe_direct(name: str, precision: str) -> str:
         if precision not in onednn.dtypes():
             what += (f"; {precision} convolutions in XLA: this CPU has no oneDNN {precision} (it needs "
                      "AVX512_BF16), so the step is slower than float32 here")
-        at_once = settings().overlap_grads and onednn.grads_at_once()
+        at_once = overlap_grads(settings()) and onednn.grads_at_once()
         what += "; input and kernel gradients " + ("at once, one thread each" if at_once else "one after the other")
+        if settings().overlap_grads == "auto":
+            what += f" (compute.overlap_grads=auto: {'' if _avx512() else 'no '}AVX-512 here)"
         if not settings().fuse_add:
             what += "; shortcut addition in XLA"
     return f"{name} ({what})" if name == "onednn" or not ok else name
@@ -320,7 +322,20 @@ _onednn_conv.defvjp(_onednn_conv_fwd, _onednn_conv_bwd, symbolic_zeros=True)
 
 def _overlap() -> bool:
     """compute.overlap_grads as the forward pass is traced (the backward rule is traced after the model's block)."""
-    return settings().overlap_grads
+    return overlap_grads(settings())
+
+
+def overlap_grads(compute: ComputeConfig) -> bool:
+    """Whether the two gradients are asked at once: ``compute.overlap_grads``, where "auto" follows the CPU (at once
+    with AVX-512, where it measured as fast or faster; one after the other on AVX2, where that did)."""
+    return compute.overlap_grads if isinstance(compute.overlap_grads, bool) else _avx512()
+
+
+@functools.cache
+def _avx512() -> bool:
+    from jaxres import cpu
+
+    return "avx512f" in cpu.host()["isa"]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

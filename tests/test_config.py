@@ -49,6 +49,7 @@ def test_values_from_strings_take_the_fields_type(key, text, value):
     ("data.test_subset", "-9700", r"data.test_subset=-9700 must be >= 1 and <= 10000"),
     ("data.train_subset", "0", r"data.train_subset=0 must be >= 1"),
     ("data.augment", "maybe", r"data.augment='maybe' must be true or false"),
+    ("compute.overlap_grads", "maybe", r"compute.overlap_grads='maybe' is not one of true, false or auto"),
     ("data.name", "imagenet", r"data.name='imagenet' is not one of mnist, fashion_mnist, cifar10, cifar100"),
     ("model.name", "resnet21", r"model.name='resnet21' is not one of seed_cnn"),
     ("model.shortcut", "projection", r"model.shortcut does not apply to seed_cnn"),

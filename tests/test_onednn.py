@@ -136,6 +136,22 @@ def test_the_input_gradient_is_computed_only_where_it_is_needed(monkeypatch):
         assert both in str(jax.make_jaxpr(jax.grad(f, (0, 1, 2)))(x, w, b))
 
 
+@pytest.mark.parametrize("avx512", [True, False])
+def test_overlap_grads_auto_follows_the_cpu(avx512, monkeypatch):
+    """compute.overlap_grads=auto (the default): both gradients in one call with AVX-512, one after the other
+    without it (the faster order measured on each CPU kind), and the run's backend note says which and why."""
+    monkeypatch.setenv(conv.OVERLAP_ENV, "auto")
+    monkeypatch.setattr(conv, "_avx512", lambda: avx512)
+    x, w, b = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 4, 8)), jnp.arange(8.0)
+    f = lambda x, w, b: conv.conv_bias_act(x, w, b, (1, 1), "SAME", relu=True).sum()
+    jaxpr = str(jax.make_jaxpr(jax.grad(f, (0, 1, 2)))(x, w, b))
+    assert ("conv_bias_backward" in jaxpr) == avx512 and ("input_grad" in jaxpr) == (not avx512)
+    note = conv.describe()
+    assert f"compute.overlap_grads=auto: {'' if avx512 else 'no '}AVX-512 here" in note
+    if not onednn.grads_at_once() or not avx512:
+        assert "one after the other" in note
+
+
 @pytest.mark.parametrize("overlap", ["1", "0"], ids=["at-once", "one-after-the-other"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[3]}to{c[4]}-s{c[6]}-{c[5][0]}x{c[5][1]}" for c in CASES])
 def test_both_gradient_modes_equal_lax(case, overlap, monkeypatch):

@@ -147,7 +147,10 @@ class ComputeConfig(Section):
     precision: Literal[PRECISIONS] = "float32"
     conv: Literal[CONV_BACKENDS] = "auto"   # auto: onednn on CPU where it loaded, else xla-swapped; xla off the CPU
     fuse_add: bool = True               # oneDNN adds a residual block's shortcut before the ReLU (else XLA does)
-    overlap_grads: bool = True          # oneDNN computes input and kernel gradients in one call (at once on 2 threads)
+    # oneDNN computes a convolution's input and kernel gradients at once, one thread each (with exactly 2 OpenMP
+    # threads), or one after the other on all threads. "auto": at once only where the CPU has AVX-512, the faster
+    # order on each CPU kind measured (docs/benchmarks.md); the order used is in each run's conv_backend_note.
+    overlap_grads: bool | Literal["auto"] = "auto"
     onednn_norm: bool = True            # batch norm through oneDNN where the convolutions are
     fast_path: bool = True              # CPU: XLA's convolutions away from YNNPACK (an XLA flag); off: conv=auto means xla
     keep_memory: bool = True            # CPU: glibc keeps freed memory (speed only: not part of the identity)

@@ -71,7 +71,8 @@ def _explain(cls: type[Section], error: Mapping[str, Any], values: Mapping[str, 
     hint = field.annotation
     choices = _choices(hint)
     if choices and isinstance(value, str):
-        return f"{full}={value!r} is not one of {', '.join(choices)}"
+        either = "true, false or " if _accepts(hint, bool) else ""
+        return f"{full}={value!r} is not one of {either}{', '.join(choices)}"
     if error["type"] == "finite_number":
         return f"{full}={value!r} must be a finite number"
     bounds = _bounds(field.metadata)
@@ -137,8 +138,8 @@ def parse(text: str, hint: Any) -> Any:
     choices = _choices(hint)
     if text.lower() == "null" or (text.lower() == "none" and "none" not in choices):
         return None  # "none" is a value of model.norm and model.shortcut: there only "null" means None
-    if choices:
-        return text  # a name: the field says whether it is one of its choices
+    if choices and (text in choices or not _accepts(hint, bool)):
+        return text  # a name: the field says whether it is one of its choices (true/false where it takes those too)
     if text.lower() in ("true", "false", "yes", "no", "on", "off") or (_accepts(hint, bool) and text in ("0", "1")):
         return text.lower() in ("true", "yes", "on", "1")
     try:
