@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -97,12 +96,11 @@ def run_name(entry: Entry, args: argparse.Namespace) -> str:
 
 
 def _finished(path: Path) -> bool:
-    try:
-        r = json.loads(path.read_text())
-        return bool(r["history"] and r["history"][-1]["epoch"] >= r["config"]["epochs"] or r.get("diverged")
-                    or r.get("stopped_early"))
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return False
+    from jaxres import results
+
+    r, problem = results.read(path)
+    return problem is None and bool(r["history"][-1]["epoch"] >= r["config"]["epochs"] or r.get("diverged")
+                                    or r.get("stopped_early"))
 
 
 def finished_runs(out: Path) -> dict[str, Path]:

@@ -10,8 +10,9 @@ for every run, ``--sweep KEY=V1,V2`` for a new axis (``--list-keys`` shows every
 Each run writes OUT/<run>/results.json (run names come from the config: ``jaxres.config.run_name``);
 the summary, curves and report are rebuilt from those files alone. A finished run is not trained
 again; an interrupted one continues from its last checkpoint. Exit status: 0 when every run
-finished, 1 when a run diverged (the others still run), 2 for bad input, 3 when ``--report-only`` leaves out
-runs of the folder that are not finished (the report names them).
+finished, 1 when a run diverged (the others still run), 2 for bad input, 3 when the study is not complete: a
+run is being trained by another process, or ``--report-only`` leaves out runs of the folder that are not finished
+(both name them).
 """
 from __future__ import annotations
 
@@ -288,17 +289,23 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _report_only(folder: str) -> int:
+    """The report rebuilt from the folder's results files; exit status 3 where runs started there are left out
+    (unfinished, training elsewhere, or damaged), named, also where no run has finished at all."""
     from jaxres import report
 
     if not folder.strip():
         raise UsageError("--report-only needs the folder of a study")
-    for path in report.write_report(folder):
-        print(f"wrote {path}")
-    with warnings.catch_warnings():  # a damaged file was named once, by the report
-        warnings.simplefilter("ignore")
-        unfinished = report.unfinished_runs(folder, report.load_results(folder))
+    finished = report.load_results(folder)  # a damaged file is named here, once
+    unfinished = report.unfinished_runs(folder, finished)
+    if finished:
+        for path in report.write_report(folder, finished):
+            print(f"wrote {path}")
+    elif not unfinished:
+        raise FileNotFoundError(f"no finished runs (*/results.json) and no started run in {folder}")
     if unfinished:
-        print(f"compare: the report leaves out {len(unfinished)} unfinished run(s): "
+        what = (f"the report leaves out {len(unfinished)} unfinished run(s)" if finished else
+                f"no report: no run has finished ({len(unfinished)} started)")
+        print(f"compare: {what}: "
               + "; ".join(f"{run}: {why}" for run, why in unfinished)
               + "; run the study's command again to finish them", file=sys.stderr)
         return 3
@@ -327,6 +334,10 @@ def _writable(folder: str) -> Path:
     if not folder.strip():
         raise UsageError("--out needs a folder (an empty one would write the study into the current directory)")
     out = Path(folder)
+    from jaxres.runner import unwritable_name
+
+    if why := unwritable_name(out):
+        raise UsageError(f"--out {why}")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write_test.{os.getpid()}"
@@ -374,30 +385,26 @@ def _finish(outcomes: list[dict[str, Any]], out: Path, args: argparse.Namespace,
         print("\n" + (out / "summary.md").read_text().rstrip())  # the study's final table, as in summary.md
     diverged = [o for o in outcomes if o.get("diverged")]
     print(f"{len(outcomes) - len(skipped)} of {len(outcomes)} runs done in {seconds:.0f} s")
-    if skipped:
-        print(f"note: {len(skipped)} run(s) are being trained by another process and are not in a report "
-              f"yet; when they finish: python -m experiments.compare --report-only {out}")
+    if skipped:  # the study is not complete: said on stderr, exit status 3 as --report-only's for unfinished runs
+        print(f"compare: {len(skipped)} run(s) are being trained by another process and are not in a report "
+              f"yet: {', '.join(o['run'] for o in skipped)}; when they finish: python -m experiments.compare "
+              f"--report-only {out}", file=sys.stderr)
     if diverged:
         print(f"compare: {len(diverged)} run(s) diverged: " + "; ".join(
             f"{o['run']} at step {o['diverged']['step']} (epoch {o['diverged']['epoch']})" for o in diverged)
             + f"; see {out / 'summary.md'}", file=sys.stderr)
         return 1
-    return 0
+    return 3 if skipped else 0
 
 
 def _rewrite_lost_results(outcomes: list[dict[str, Any]], out: Path) -> None:
     """The results.json of a run this study finished that is gone or damaged by the study's end (deleted while
     another run trained): written again from this process's copy, with one line, so the report has every run."""
-    import json
-
     from jaxres import results
 
     for o in outcomes:
         path = out / o["run"] / results.RESULTS
-        try:
-            problem = results.results_problem(json.loads(path.read_text()))
-        except (OSError, ValueError) as e:
-            problem = "gone" if isinstance(e, FileNotFoundError) else f"unreadable ({type(e).__name__})"
+        problem = results.read(path)[1]
         if problem is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             results.write(path, o)

@@ -102,8 +102,20 @@ def settings(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, lis
             continue
         flat = flatten(r["config"])
         setting = json.dumps({k: v for k, v in flat.items() if k not in EXCLUDE}, sort_keys=True)
-        out[setting][flat["model.name"]].append(convergence(r["history"]))
+        out[setting][flat["model.name"]].append({**convergence(r["history"]), "seed": flat["seed"]})
     return out
+
+
+def missing_seeds(seeds: dict[str, list[int]]) -> str:
+    """Where the models of a claim have not all finished the same seeds (a run left out as damaged, or not done
+    yet), which seeds each lacks, as a clause for the claim's why; "" where none lacks any."""
+    every = sorted({s for got in seeds.values() for s in got})
+    lacking = {m: [s for s in every if s not in got] for m, got in seeds.items()}
+    lacking = {m: miss for m, miss in lacking.items() if miss}
+    if not lacking:
+        return ""
+    return ("; on fewer seeds than the study ran (" + ", ".join(map(str, every)) + "): " + "; ".join(
+        f"{m} lacks seed{'s' if len(miss) > 1 else ''} {', '.join(map(str, miss))}" for m, miss in lacking.items()))
 
 
 def verdict_of(est: stats.Estimate, threshold: float) -> tuple[str, str]:
@@ -181,12 +193,15 @@ def claims(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if other not in by_model or resnet not in by_model:
                 continue
             seed_a, seed_b = published.get(other, {}), published.get(resnet, {})
+            lacking = missing_seeds({m: [c["seed"] for c in by_model[m]] for m in (other, resnet)})
             for claim, statistic, test, values, seed_value, est_fn in _claims_of(dataset, other, resnet):
                 xa, xb = [values(c) for c in by_model[other]], [values(c) for c in by_model[resnet]]
+                est = est_fn(xa, xb)
                 rows.append({"claim": claim, "dataset": dataset, "setting": where, "a": other, "b": resnet,
                              "statistic": statistic, "test": test, "n_a": len(xa), "n_b": len(xb),
                              "ours_a": statistics.fmean(xa), "ours_b": statistics.fmean(xb),
-                             "published_a": seed_value(seed_a), "published_b": seed_value(seed_b), **est_fn(xa, xb)})
+                             "published_a": seed_value(seed_a), "published_b": seed_value(seed_b),
+                             **est, "why": est["why"] + lacking})
     return rows
 
 

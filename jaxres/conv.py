@@ -174,7 +174,17 @@ def _describe_direct(name: str, precision: str) -> str:
             what += f" (compute.overlap_grads=auto: {'' if _avx512() else 'no '}AVX-512 here)"
         if not settings().fuse_add:
             what += "; shortcut addition in XLA"
+    if name != "onednn" and precision == "bfloat16" and jax.default_backend() == "cpu" and not _bf16_cpu():
+        # oneDNN's own note says this where it runs; every other backend says it too (issue 49)
+        return (f"{name} ({what}; " if not ok else f"{name} (") + ("bfloat16 on a CPU without AVX512_BF16: it gains "
+                                                                  "nothing here, and is slower than float32)")
     return f"{name} ({what})" if name == "onednn" or not ok else name
+
+
+def _bf16_cpu() -> bool:
+    from jaxres import cpu
+
+    return "avx512_bf16" in cpu.host()["isa"]
 
 
 def enabled() -> bool:

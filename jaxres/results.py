@@ -48,11 +48,7 @@ def finished(path: Path, cfg_dict: dict) -> dict | None:
     its results would be overwritten by those of an earlier epoch."""
     if not path.exists():
         return None
-    try:
-        done = json.loads(path.read_text())
-        problem = results_problem(done)
-    except ValueError as e:
-        problem = f"unreadable ({type(e).__name__})"
+    done, problem = read(path)
     if problem is not None:
         print(f"warning: {path} is damaged: {problem}; the run is rebuilt from its checkpoints", file=sys.stderr)
         return None
@@ -71,7 +67,8 @@ def too_few_epochs(workdir: Path, trained: int, asked: int):
 
 def results_problem(r: Any) -> str | None:
     """What makes ``r`` (a results.json, parsed) unusable, in words; None where it is a finished run's results
-    of this SCHEMA."""
+    of this SCHEMA whose config is one this jaxres can run (a model or dataset it does not know, a value out of
+    range: the file was edited or damaged, and pooling it would change a verdict)."""
     if not isinstance(r, dict):
         return "not a JSON object"
     if r.get("schema") != SCHEMA:
@@ -82,7 +79,51 @@ def results_problem(r: Any) -> str | None:
         wrong = ["history"]
     if not wrong and not r["history"]:
         return "its history is empty"
-    return f"{', '.join(wrong)} missing or of the wrong type" if wrong else None
+    if wrong:
+        return f"{', '.join(wrong)} missing or of the wrong type"
+    try:
+        config.from_dict(r["config"])
+    except config.ConfigError as e:
+        return f"its config is not one this jaxres can run ({e})"
+    return None
+
+
+def how_it_ended(r: dict[str, Any]) -> str:
+    """A finished run's end in words, its epochs trained first: "8 epochs, test accuracy 0.9874", "stopped early
+    after epoch 3 of 8 (...)", "3 epochs, diverged at step 12 (epoch 1)"."""
+    asked, trained = r["config"]["epochs"], len(r["history"])
+    if r.get("diverged"):
+        return f"{asked} epochs, diverged at step {r['diverged']['step']} (epoch {r['diverged']['epoch']})"
+    acc = f"test accuracy {r['final']['test_accuracy']:.4f}"
+    stop = r.get("stopped_early")
+    if stop:
+        return (f"stopped early after epoch {stop['epoch']} of {asked}: no better validation accuracy for "
+                f"{stop['patience']} epochs after epoch {stop['best_epoch']}; {acc}")
+    return f"{trained} epochs, {acc}"
+
+
+class NotStrictJSON(ValueError):
+    """A results.json with a bare NaN or Infinity: jaxres writes strict JSON (``write``), so it was edited or
+    damaged; Python's json module would read it without a word."""
+
+
+def _bare(name: str) -> float:
+    raise NotStrictJSON(f"it holds a bare {name}, which jaxres never writes (strict JSON): edited or damaged")
+
+
+def read(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A results.json parsed strictly, and what makes it unusable in words (``results_problem``); one of the two
+    is None. Every reader of results files reads them through this."""
+    try:
+        r = json.loads(Path(path).read_text(), parse_constant=_bare)
+    except FileNotFoundError:
+        return None, "gone"
+    except NotStrictJSON as e:
+        return None, str(e)
+    except (OSError, ValueError) as e:
+        return None, f"unreadable ({type(e).__name__})"
+    problem = results_problem(r)
+    return (r, None) if problem is None else (None, problem)
 
 
 def json_safe(obj: Any) -> Any:

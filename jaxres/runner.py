@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -42,6 +43,9 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
     for what, value in (("workdir", workdir), ("raw_dir", raw_dir), ("tensorboard_dir", tensorboard_dir)):
         if not (value is None and what != "workdir" or isinstance(value, (str, os.PathLike)) and str(value).strip()):
             raise _config_error(f"{what} must be a folder (a str or a path), got {value!r}")
+    for what, value in (("workdir", workdir), ("tensorboard_dir", tensorboard_dir)):
+        if value is not None and (why := unwritable_name(value)):
+            raise _config_error(f"{what} {why}")
     for what, value in (("data_dir", data_dir), ("study", study)):
         if value is not None and not isinstance(value, str):
             raise _config_error(f"{what} must be a str, got {value!r}")
@@ -95,6 +99,7 @@ def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
     check_arguments(opts.keep, opts.devices)
     name = config.run_name(cfg)
     primary = jax.process_index() == 0  # with several processes, process 0 alone writes and prints
+    new_folder = not workdir.exists()
     lock = _acquire(checkpoint.RunLock(workdir), name, primary, opts.log)
     if lock is None:
         return {"run": name, "skipped": f"{name} is held by another process"}
@@ -105,9 +110,7 @@ def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
                 say(f"{name}: took over the lock left by {lock.took_over} (that process is gone)")
             done = results.finished(workdir / results.RESULTS, config.to_dict(cfg))
             if done is not None:
-                how = (f"diverged at step {done['diverged']['step']}" if done.get("diverged")
-                       else f"test accuracy {done['final']['test_accuracy']:.4f}")
-                say(f"{name}: finished earlier ({cfg.epochs} epochs, {how}); not trained again")
+                say(f"{name}: finished earlier ({results.how_it_ended(done)}); not trained again")
                 return done
             result = _train(cfg, workdir, opts, name, primary, say)
             if primary:
@@ -115,6 +118,8 @@ def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
             return result
     finally:
         lock.release()
+        if new_folder and primary and [p.name for p in workdir.iterdir()] == [".lock"]:
+            shutil.rmtree(workdir, ignore_errors=True)  # rejected before anything was written: leave no folder
 
 
 def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: Callable[[str], None]) -> dict[str, Any]:
@@ -212,6 +217,17 @@ def setup(compute=None) -> dict[str, str]:
     from jaxres import cpu
 
     return cpu.setup(compute)
+
+
+def unwritable_name(path: str | os.PathLike) -> str | None:
+    """Why a folder of this name cannot hold checkpoints (orbax writes UTF-8 paths: a name that is not valid
+    UTF-8 fails at the first save, after a whole epoch), or None. Checked before anything is trained."""
+    try:
+        str(Path(path).absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"{os.fsdecode(path)!r} is not valid UTF-8, and the checkpoints (orbax) can only be written under "
+                "UTF-8 paths; choose a name in UTF-8")
+    return None
 
 
 def check_arguments(keep: int, devices: int | None, names: tuple[str, str] = ("keep", "devices")) -> None:

@@ -388,9 +388,10 @@ def test_a_results_file_of_the_wrong_shape_is_skipped_and_rebuilt(raw_dir, tmp_p
     for junk, problem in JUNK_RESULTS:
         path.write_text(junk)
         capsys.readouterr()
-        assert compare.main(["--report-only", str(out)]) == 2  # the only run is skipped: nothing to report
-        err = capsys.readouterr().err
+        assert compare.main(["--report-only", str(out)]) == 3  # the only run is skipped: nothing to report, and
+        err = capsys.readouterr().err                             # it is named, as where other runs are reported
         assert f"skipping {path}: {problem}; rerun the study to rebuild it" in err and "Traceback" not in err
+        assert f"no report: no run has finished (1 started): {path.parent.name}: results.json damaged" in err
         assert compare.main(argv(raw_dir, out, epochs=1)) == 0
         assert f"warning: {path} is damaged: {problem}; the run is rebuilt from its checkpoints" in (
             capsys.readouterr().err)
@@ -455,13 +456,16 @@ def test_a_study_whose_only_run_is_held_elsewhere_says_so(raw_dir, tmp_path, cap
     name = capsys.readouterr().out.strip().splitlines()[-1].split()[0]
     lock = checkpoint.RunLock(out / name).acquire()  # another process holds the run
     try:
-        assert compare.main(argv(raw_dir, out, epochs=1)) == 0
+        assert compare.main(argv(raw_dir, out, epochs=1)) == 3  # issue 49: was 0, the note on stdout only
+        assert compare.main(["--report-only", str(out)]) == 3  # the report names it as trained now
     finally:
         lock.release()
     printed = capsys.readouterr()
     assert "is being trained by pid" in printed.out and "no finished runs" not in printed.err + printed.out
-    assert f"when they finish: python -m experiments.compare --report-only {out}" in printed.out
-    assert printed.err == ""
+    err = printed.err.strip().splitlines()
+    assert len(err) == 2 and f"are being trained by another process and are not in a report yet: {name}" in err[0]
+    assert f"when they finish: python -m experiments.compare --report-only {out}" in err[0]
+    assert f"{name}: being trained now by pid {os.getpid()}" in err[1] and "no run has finished" in err[1]
 
 
 def _can_mount_read_only(scratch: Path) -> bool:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(not onednn.load()[0], reason=f"oneDNN unavailabl
 @pytest.fixture(autouse=True)
 def use_onednn(monkeypatch):
     monkeypatch.setenv(conv.ENV, "onednn")
+    monkeypatch.setenv(conv.OVERLAP_ENV, "1")  # both gradients in one call (the default, auto, follows the CPU)
 
 
 def close(a, b, tol=1e-5):
@@ -200,8 +201,7 @@ for g, r in zip(f(conv.conv_general_dilated)(x, w), f(lax.conv_general_dilated)(
 @pytest.mark.parametrize("threads", ["1", "2", pytest.param("3", marks=pytest.mark.slow)])
 def test_both_gradients_at_once_on_any_number_of_threads(threads):
     """Two OpenMP threads: the two gradients at once, one thread each; one or three: one after the other."""
-    env = dict(os.environ, OMP_NUM_THREADS=threads, **{conv.ENV: "onednn"})
-    env.pop(conv.OVERLAP_ENV, None)  # the default
+    env = dict(os.environ, OMP_NUM_THREADS=threads, **{conv.ENV: "onednn", conv.OVERLAP_ENV: "1"})
     out = subprocess.run([sys.executable, "-c", OVERLAP_THREADS], capture_output=True, text=True, cwd=ROOT,
                          timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

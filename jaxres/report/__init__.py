@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxres import claims, stats
+from jaxres import results as results_mod
 from jaxres.config import flatten
 from jaxres.report.depth import depth_section
 from jaxres.report.figures import (curves_figure, facets, facets_figure, layer_heatmap_figure, layer_lines_figure,
@@ -37,10 +38,11 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_report(out_dir: str | Path) -> list[Path]:
-    """summary.md, summary.csv, curves_<dataset>.png and report.md from the results files in ``out_dir``."""
+def write_report(out_dir: str | Path, results: list[dict[str, Any]] | None = None) -> list[Path]:
+    """summary.md, summary.csv, curves_<dataset>.png and report.md from the results files in ``out_dir`` (``results``:
+    those files as ``load_results`` read them, where the caller has)."""
     out_dir = Path(out_dir)
-    results = load_results(out_dir)
+    results = load_results(out_dir) if results is None else results
     if not results:
         raise FileNotFoundError(f"no finished runs (*/results.json) in {out_dir}")
     rows = summary_rows(results)
@@ -52,7 +54,7 @@ def write_report(out_dir: str | Path) -> list[Path]:
     layer_figures = plot_layer_norms(results, out_dir, columns)
     written += curves + faceted + layer_figures
     lines = _opening(results, datasets, columns) + ["## Final accuracies", "", summary_markdown(rows, columns)]
-    lines += _diverged_lines(results) + _difference_sections(rows, results, columns)
+    lines += _diverged_lines(results) + _stopped_early_lines(results) + _difference_sections(rows, results, columns)
     claim_lines, claim_rows = claims.section(results)
     depth_lines, depth_rows, depth_figures = depth_section(results, out_dir)
     if claim_rows or depth_rows:
@@ -100,6 +102,15 @@ def _unfinished_lines(unfinished: list[tuple[str, str]]) -> list[str]:
             "Started in this folder but without finished results, so nothing above includes them; run the "
             "study's command again to finish them (each resumes from its last save), then rebuild this report.", ""
             ] + [f"- {run}: {why}" for run, why in unfinished]
+
+
+def _stopped_early_lines(results: list[dict[str, Any]]) -> list[str]:
+    stopped = [r for r in results if r.get("stopped_early") and not r.get("diverged")]
+    if not stopped:
+        return []
+    return ["## Runs that stopped early", "",
+            "Early stopping (`patience`) ended these runs before their last epoch; their final numbers are those "
+            "of the epoch they stopped at.", ""] + [f"- {r['run']}: {results_mod.how_it_ended(r)}." for r in stopped] + [""]
 
 
 def _diverged_lines(results: list[dict[str, Any]]) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from jaxres import catalog, stats
-from jaxres.claims import verdict_of
+from jaxres.claims import missing_seeds, verdict_of
 from jaxres.config import flatten
 from jaxres.report.figures import _conv_layers, _legend, _marks, _pyplot, _save, _whole_ticks
 from jaxres.report.runs import GROUP_EXCLUDE, mean_std
@@ -130,6 +130,8 @@ def _row(claim: str, dataset: str, split: str, a: tuple[tuple[str, int], ...], b
     weights = [w for side, sign in zip((a, b), (1, -1)) for w in ((sign,) if len(side) == 1 else (sign, -sign))]
     est = stats.contrast([x for side in sides for x in side], weights)
     verdict, why = verdict_of(est, 0.0)
+    why += missing_seeds({f"{k}{n}": [r["config"]["seed"] for r in groups[(dataset, k, n)] if not r.get("diverged")]
+                          for k, n in a + b})
 
     def name(side):
         return " − ".join(f"{k}{n}" for k, n in side)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxres.config import POOLED, flatten, with_defaults
-from jaxres.results import results_problem  # results.json's layout, defined once
+from jaxres.results import read  # results.json's layout and its checks, defined once
 
 
 GROUP_EXCLUDE = POOLED  # pooled over: the seed, and the keys that change no number (jaxres.config)
@@ -21,16 +21,12 @@ FIXED_COLUMNS = ("data.name", "model.name", "epochs")
 def load_results(out_dir: str | Path) -> list[dict[str, Any]]:
     """Every finished run's results.json below ``out_dir``, in a stable order, its config with the keys it
     predates at their defaults (``jaxres.config.with_defaults``: a run saved before ``data.validation`` existed
-    pools with one saved after); unreadable or damaged ones (``jaxres.results.results_problem``) are skipped
+    pools with one saved after); unreadable or damaged ones (``jaxres.results.read``: not strict JSON, another layout, a config this jaxres
+    cannot run) are skipped
     with a one-line warning each."""
     runs = []
     for p in sorted(Path(out_dir).glob("*/results.json")):
-        try:
-            r = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
-            problem = f"unreadable ({type(e).__name__})"
-        else:
-            problem = results_problem(r)
+        r, problem = read(p)
         if problem is not None:
             warnings.warn(f"skipping {p}: {problem}; rerun the study to rebuild it", stacklevel=2)
             continue
@@ -43,12 +39,16 @@ def unfinished_runs(out_dir: str | Path, results: list[dict[str, Any]]) -> list[
     among ``results`` (``load_results``): interrupted, still training elsewhere, or its results.json damaged."""
     done = {r["run"] for r in results}
     missing = []
-    for folder in sorted(p.parent for p in Path(out_dir).glob("*/config.json")):
+    folders = sorted(Path(out_dir).iterdir()) if Path(out_dir).is_dir() else []
+    started = [p for p in folders if p.is_dir() and ((p / "config.json").exists() or _training_now(p))]
+    for folder in started:
         if folder.name in done:
             continue
         epochs = [int(m.stem) for m in (folder / "manifests").glob("*.json") if m.stem.isdigit()]
         saved = f"saved up to epoch {max(epochs)}" if epochs else "no epoch saved yet"
-        why = ("results.json damaged" if (folder / "results.json").exists() else "not finished") + f" ({saved})"
+        holder = _training_now(folder)
+        why = ("results.json damaged" if (folder / "results.json").exists() else
+               f"being trained now by {holder}" if holder else "not finished") + f" ({saved})"
         missing.append((folder.name, why))
     return missing
 
@@ -73,3 +73,21 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def value_text(v: Any) -> str:
     return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+def _training_now(folder: Path) -> str | None:
+    """Who holds the run's lock (``jaxres.checkpoint.RunLock``: a ``flock`` on RUN/.lock), or None where no
+    process trains it now."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(folder / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+    return None

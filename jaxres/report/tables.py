@@ -35,7 +35,10 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         config = json.loads(key)
         dataset, model = config["data.name"], config["model.name"]
         pub = DATASETS[dataset].published.get(model, {}) if dataset in DATASETS else {}
+        stopped = [r for r in ok if r.get("stopped_early")]
         rows.append({"config": config, "dataset": dataset, "model": model, "epochs": config["epochs"],
+                     "epochs_trained": sorted({len(r.get("history") or ()) or config["epochs"] for r in ok}),
+                     "stopped_early": len(stopped),
                      "seeds": len(runs), "diverged": len(runs) - len(ok),
                      "train_acc_mean": tr[0], "train_acc_std": tr[1], "test_acc_mean": te[0], "test_acc_std": te[1],
                      "validation_acc_mean": va[0], "validation_acc_std": va[1],
@@ -53,6 +56,17 @@ def _fmt(mean: float | None, std: float | None, n: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
+def epochs_text(row: dict[str, Any]) -> str:
+    """A summary row's epochs: the count asked, or the counts trained where a run stopped early ("3 of 8, 1 of 3
+    seeds stopped early")."""
+    trained = row.get("epochs_trained") or [row["epochs"]]
+    if not row.get("stopped_early"):
+        return str(row["epochs"])
+    span = str(trained[0]) if len(trained) == 1 else f"{trained[0]}-{trained[-1]}"
+    n = row["seeds"] - row["diverged"]
+    return f"{span} of {row['epochs']}, {row['stopped_early']} of {n} seed{'s' if n > 1 else ''} stopped early"
+
+
 def summary_markdown(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     """Final train/test accuracy per group, ours beside the seed study's; ``columns``: the config
     keys that differ between rows (besides dataset and model)."""
@@ -68,7 +82,7 @@ def summary_markdown(rows: list[dict[str, Any]], columns: list[str] | None = Non
         n = r["seeds"] - r["diverged"]
         pub = lambda k: "" if r[k] is None else f"{r[k]:g}"
         cells = [r["dataset"], r["model"], *(value_text(r["config"].get(c)) for c in columns), str(r["seeds"]),
-                 str(r["epochs"]), _fmt(r["train_acc_mean"], r["train_acc_std"], n),
+                 epochs_text(r), _fmt(r["train_acc_mean"], r["train_acc_std"], n),
                  _fmt(r["test_acc_mean"], r["test_acc_std"], n),
                  *([_fmt(r["validation_acc_mean"], r["validation_acc_std"], n) if r["validation_acc_mean"] is not None
                     else "", _fmt(r["best_val_test_acc_mean"], r["best_val_test_acc_std"], n)
