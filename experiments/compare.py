@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _study_flags(s, config, catalog) -> None:
-    s.add_argument("--study", "--protocol", dest="study", choices=list(config.STUDIES), default="quick",
-                   help="the study preset (default quick; --protocol is the older name)")
+    s.add_argument("--study", "--protocol", dest="study", default="quick", metavar="PRESET|FILE.py[:ARG]",
+                   help="the study: a preset (default quick; listed below), or a study file whose get_study() (or "
+                        "get_study(ARG)) returns a jaxres Study (docs/studies.md); --protocol is the older name")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set a config key for every run, e.g. optimizer.name=sgd, schedule.boundaries=[32000,48000]")
     s.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
@@ -125,7 +126,7 @@ def make_study(args: argparse.Namespace):
     """The study the command line asks for: the preset, then the flags, then --set, then --sweep."""
     from jaxres import config
 
-    study = config.get_study(args.study).with_env()  # $JAXRES_CONV ... (config.COMPUTE_ENV); flags override them
+    study = config.study_from(args.study).with_env()  # $JAXRES_CONV ... (config.COMPUTE_ENV); flags override them
     for flag, key in SET_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -142,14 +143,14 @@ def make_study(args: argparse.Namespace):
     return study
 
 
-def run_one(cfg, study_name: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_one(cfg, study: Any, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Train one run of the study in OUT/<run name> (``jaxres.run``), TensorBoard events in OUT/tensorboard."""
     from jaxres import config, runner
 
     name = config.run_name(cfg)
     return runner.run(cfg, out / name, raw_dir=args.raw_dir, data_dir=args.data_dir, keep=args.keep,
-                      devices=args.devices, progress=not args.no_progress, study=study_name,
-                      tensorboard_dir=out / "tensorboard" / name)
+                      devices=args.devices, progress=not args.no_progress, study=study.name,
+                      study_source=study.source, tensorboard_dir=out / "tensorboard" / name)
 
 
 def _check_inputs(runs: list, args: argparse.Namespace) -> None:
@@ -365,7 +366,7 @@ def _train_study(study: Any, args: argparse.Namespace) -> int:
     outcomes = []
     for cfg in runs:
         errors.raise_if_stopped()  # a stop asked for after the last run's last step (its results written)
-        outcomes.append(run_one(cfg, study.name, out, args))
+        outcomes.append(run_one(cfg, study, out, args))
     import jax
 
     if jax.process_index() > 0:  # process 0 writes the report and says how the study went

@@ -19,6 +19,7 @@ that involve several keys, such as a batch larger than the data, when the study 
 """
 
 from jaxres.spec.env import COMPUTE_ENV, env_overrides, from_env, with_env
+from jaxres.spec.files import is_study_file, load_study_file, study_from
 from jaxres.spec.identity import (NAMED_OPTIMIZER_SETTINGS, NOT_IDENTITY, OPTIMIZER_SETTINGS, POOLED, differences,
                                   identity, run_name, with_defaults)
 from jaxres.spec.keys import flatten, from_dict, get, keys, replace, to_dict
@@ -32,5 +33,5 @@ __all__ = ["COMPUTE_ENV", "CONV_BACKENDS", "DECAY_ON", "HE_DEPTHS", "MAX_SEED", 
            "NORM_OPT_OPTIMIZERS", "NOT_IDENTITY", "OPTIMIZERS", "OPTIMIZER_SETTINGS", "PARALLEL", "POOLED", "PRECISIONS",
            "SCHEDULES", "SEED_DATASETS", "SEED_MODELS", "STUDIES", "ComputeConfig", "ConfigError", "DataConfig",
            "ModelConfig", "OptimizerConfig", "RunConfig", "ScheduleConfig", "Section", "Study", "differences",
-           "env_overrides", "flatten", "from_dict", "from_env", "get", "get_study", "identity", "keys", "replace",
-           "run_name", "to_dict", "with_defaults", "with_env"]
+           "env_overrides", "flatten", "from_dict", "from_env", "get", "get_study", "identity", "is_study_file", "keys",
+           "load_study_file", "replace", "run_name", "study_from", "to_dict", "with_defaults", "with_env"]

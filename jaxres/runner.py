@@ -26,7 +26,7 @@ from typing import Any
 
 
 def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir: str | None = None, keep: int = 2,
-        devices: int | None = None, progress: bool = True, study: str = "",
+        devices: int | None = None, progress: bool = True, study: str = "", study_source: dict | None = None,
         tensorboard_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``cfg`` in ``workdir`` (its run folder) and return its results.
 
@@ -49,9 +49,12 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
     for what, value in (("data_dir", data_dir), ("study", study)):
         if value is not None and not isinstance(value, str):
             raise _config_error(f"{what} must be a str, got {value!r}")
+    if study_source is not None and not isinstance(study_source, Mapping):
+        raise _config_error(f"study_source must be a dict (Study.source), got {study_source!r}")
     if not callable(log):
         raise _config_error(f"log must be a function taking one str, got {log!r}")
-    opts = RunOptions(raw_dir, data_dir, keep, devices, bool(progress), study, tensorboard_dir, log)
+    opts = RunOptions(raw_dir, data_dir, keep, devices, bool(progress), study, tensorboard_dir, log,
+                      dict(study_source) if study_source else None)
     with errors.stops_at_step_boundaries():  # a stop signal ends the run at a step boundary, that step saved
         return _run(cfg, Path(workdir), opts)
 
@@ -86,6 +89,7 @@ class RunOptions:
     study: str = ""
     tensorboard_dir: str | Path | None = None
     log: Callable[[str], None] = print
+    study_source: dict[str, Any] | None = None  # where a study file defined the run (``Study.source``)
 
 
 def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
@@ -164,7 +168,8 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     if len(fit.history) > cfg.epochs:  # resumed from a checkpoint past the end asked for
         raise results.too_few_epochs(workdir, len(fit.history), cfg.epochs)
     history = fit.history
-    return {"schema": results.SCHEMA, "run": name, "study": opts.study, "config": config.to_dict(cfg),
+    return {"schema": results.SCHEMA, "run": name, "study": opts.study, "study_source": opts.study_source,
+            "config": config.to_dict(cfg),
             "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
             "history": history, "final": history[-1], "best": stopping.best_epoch(history), "diverged": fit.diverged,
             "stopped_early": fit.stopped_early,

@@ -86,13 +86,21 @@ def _opening(results: list[dict[str, Any]], datasets: list[str], columns: list[s
     shared = {k: v for k, v in flatten(results[0]["config"]).items() if k not in columns and k != "seed"}
     envs = {json.dumps({k: r["environment"].get(k) for k in ("jax", "flax", "backend", "device_count",
                                                                "device_kind", "conv_backend")}) for r in results}
-    studies = sorted({r.get("study") or "custom" for r in results})
+    studies = sorted({(r.get("study") or "custom") + _source_text(r.get("study_source")) for r in results})
     return [f"# jaxres study: {', '.join(datasets)}", "",
             f"Study preset(s): {', '.join(studies)}. Train accuracy is the running mean over each epoch's steps "
             "(as Keras reports it); test accuracy is over every example of the test split used.", "",
             "Settings shared by every run: " + ", ".join(f"`{k}={value_text(v)}`" for k, v in shared.items()) + ".", "",
             "Environment: " + "; ".join(
                 ", ".join(f"{k} {v}" for k, v in json.loads(e).items()) for e in sorted(envs)) + ".", ""]
+
+
+def _source_text(source: dict[str, Any] | None) -> str:
+    """Where a study file defined a run: " (study file PATH:ARG, sha256 0123456789ab)"; "" for a preset."""
+    if not source:
+        return ""
+    arg = f":{source['arg']}" if source.get("arg") is not None else ""
+    return f" (study file {source['file']}{arg}, sha256 {source['sha256'][:12]})"
 
 
 def _unfinished_lines(unfinished: list[tuple[str, str]]) -> list[str]:

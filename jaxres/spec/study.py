@@ -32,6 +32,8 @@ class Study:
     base: RunConfig = RunConfig()
     axes: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
     epochs_by_dataset: tuple[tuple[str, int], ...] | None = None
+    # where a study file defined it ({"file", "sha256", "arg"}, ``jaxres.config.load_study_file``); each run records it
+    source: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)
 
     def _without(self, key: str) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
         """The axes with ``key`` taken out (from a tied axis too: its other keys stay tied)."""
