@@ -28,7 +28,7 @@ and recorded in every ``results.json``):
 
 The run config's compute section chooses (``compute.conv``: auto, onednn, xla-swapped, xla, winograd;
 ``compute.fast_path=false`` makes auto mean ``xla``; ``compute.fuse_add``, ``compute.overlap_grads``), with
-the environment variables of ``jaxres.spec.env.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. This module keeps
+the environment variables of ``jaxres.config.env.COMPUTE_ENV`` (``JAXRES_CONV=xla`` ...) as overrides. This module keeps
 no settings of its own: a model built from a run config (``models.from_config``) carries its compute section and
 traces with it (``traced_with``, a context variable), so its numerics follow its config whatever the process
 traced before, and ``jaxres.run`` traces the run's header and steps the same way; a model built without one
@@ -49,8 +49,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxres.spec.env import COMPUTE_ENV, from_env
-from jaxres.spec.sections import ComputeConfig
+from jaxres.config.env import COMPUTE_ENV, from_env
+from jaxres.config.sections import ComputeConfig
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 BACKENDS = ("onednn", "xla-swapped", "xla", "winograd")
@@ -63,7 +63,7 @@ _traced: contextvars.ContextVar[ComputeConfig | None] = contextvars.ContextVar("
 def settings() -> ComputeConfig:
     """The compute settings of what is traced now: the innermost ``traced_with``'s (a model built from a run
     config carries its compute section), else the defaults with the environment's overrides
-    (``jaxres.spec.env.from_env``), read when a function is traced."""
+    (``jaxres.config.env.from_env``), read when a function is traced."""
     traced = _traced.get()
     return traced if traced is not None else from_env()
 

@@ -35,9 +35,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from jaxres.spec.env import COMPUTE_ENV, from_env
-from jaxres.spec.sections import ComputeConfig
-from jaxres.spec.values import ConfigError
+from jaxres.config.env import COMPUTE_ENV, from_env
+from jaxres.config.sections import ComputeConfig
+from jaxres.config.values import ConfigError
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 FLAG_NAME = FLAG.split("=")[0].lstrip("-")
@@ -144,7 +144,7 @@ def host() -> dict[str, object]:
 
 def setup(compute: ComputeConfig | None = None) -> dict[str, str]:
     """Apply ``compute.fast_path`` and ``compute.keep_memory`` (default: the defaults with the environment's
-    overrides, ``jaxres.spec.env.from_env``) once per process, before JAX starts its backend; a later call changes
+    overrides, ``jaxres.config.env.from_env``) once per process, before JAX starts its backend; a later call changes
     nothing. What was done, in words (also in every ``results.json``). A later call that asks for another
     ``fast_path`` is one ConfigError line: the XLA flag cannot change once set (run it in a fresh process)."""
     global _applied

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxres import conv
-from jaxres.spec.env import COMPUTE_ENV
+from jaxres.config.env import COMPUTE_ENV
 
 from jaxres.catalog import NORMS  # noqa: E402 - the normalizations make_norm builds
 ENV = COMPUTE_ENV["onednn_norm"]  # compute.onednn_norm=false: flax's batch norm in XLA on onednn too

@@ -114,17 +114,18 @@ def _path(module: str) -> Path:
 
 
 JAX = {"jax", "jaxlib", "flax", "optax", "orbax"}
-SPEC = {"jaxres.catalog", "jaxres.config", "jaxres.spec", "jaxres.spec.values", "jaxres.spec.sections",
-        "jaxres.spec.keys", "jaxres.spec.env", "jaxres.spec.identity", "jaxres.spec.study", "jaxres.spec.presets"}
+SPEC = {"jaxres.catalog", "jaxres.config", *(f"jaxres.config.{m}" for m in ("values", "sections", "keys", "env",
+                                                                             "identity", "study", "presets", "files"))}
 KERNELS = {"jaxres.conv", "jaxres.norms", "jaxres.onednn", "jaxres.winograd", "jaxres.cpu"}
 ANALYSIS = {"jaxres.report", "jaxres.report.runs", "jaxres.report.tables", "jaxres.report.figures", "jaxres.report.depth",
             "jaxres.claims", "jaxres.stats"}
-# The layers, flat in one package (the commit that made jaxres/spec/ says why): each may import only what is
+# The layers (jaxres/config/, jaxres/report/ and jaxres/data/ are packages; the rest is flat, and the commit that
+# made jaxres/spec/, now jaxres/config/, says why): each may import only what is
 # listed here, wherever in a module the import is written.
 LAYERS = {
     "jaxres.config": SPEC,  # what a run is: no model, no JAX
-    **{k: KERNELS | {"jaxres.catalog", "jaxres.spec.env", "jaxres.spec.sections", "jaxres.spec.values",
-                     "jaxres.spec.keys"} for k in KERNELS},  # the arithmetic: the compute section only
+    **{k: KERNELS | {"jaxres.catalog", "jaxres.config.env", "jaxres.config.sections", "jaxres.config.values",
+                     "jaxres.config.keys"} for k in KERNELS},  # the arithmetic: the compute section only
     **{a: ANALYSIS | SPEC | {"jaxres.results", "jaxres.stopping", "jaxres.errors"} for a in ANALYSIS},  # results only
 }
 

@@ -11,7 +11,7 @@ import pydantic
 from pydantic import Field
 
 from jaxres import catalog
-from jaxres.spec.values import ConfigError, Int, Number, Section, Steps, names_of
+from jaxres.config.values import ConfigError, Int, Number, Section, Steps, names_of
 
 OPTIMIZERS = tuple(catalog.OPTIMIZERS)
 SCHEDULES = tuple(catalog.SCHEDULES)

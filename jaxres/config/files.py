@@ -16,9 +16,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from jaxres.spec.presets import STUDIES, get_study
-from jaxres.spec.study import Study
-from jaxres.spec.values import ConfigError
+from jaxres.config.presets import STUDIES, get_study
+from jaxres.config.study import Study
+from jaxres.config.values import ConfigError
 
 
 def is_study_file(text: str) -> bool:

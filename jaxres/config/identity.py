@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from jaxres import catalog
-from jaxres.spec.keys import flatten, to_dict
-from jaxres.spec.sections import RunConfig
+from jaxres.config.keys import flatten, to_dict
+from jaxres.config.sections import RunConfig
 
 # observe, schedule or save: change no number
 NOT_IDENTITY = ("layer_norms_every", "parallel", "checkpoint_every_steps", "checkpoint_every_minutes",

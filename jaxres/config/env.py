@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from jaxres.spec.keys import set_nested
-from jaxres.spec.sections import ComputeConfig, RunConfig
-from jaxres.spec.values import ConfigError
+from jaxres.config.keys import set_nested
+from jaxres.config.sections import ComputeConfig, RunConfig
+from jaxres.config.values import ConfigError
 
 # compute key -> the environment variable that overrides it (read in one place: ``from_env``)
 COMPUTE_ENV = {"precision": "JAXRES_PRECISION", "conv": "JAXRES_CONV", "fuse_add": "JAXRES_CONV_FUSE_ADD",

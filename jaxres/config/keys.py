@@ -6,8 +6,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from jaxres.spec.sections import RunConfig
-from jaxres.spec.values import ConfigError, Section, parse, section_of
+from jaxres.config.sections import RunConfig
+from jaxres.config.values import ConfigError, Section, parse, section_of
 
 def keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     """Every settable dotted key of a config class, in field order."""

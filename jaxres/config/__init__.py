@@ -1,5 +1,8 @@
-"""Run and study configuration: frozen, typed sections and the named study presets (the public face of
-``jaxres.spec``, where each part lives in one module: values, sections, keys, env, identity, study, presets).
+"""Run and study configuration, without JAX: frozen, typed sections and the named study presets; import from here.
+Each part lives in one module of this package: ``values`` (``ConfigError``, value types, parsing), ``sections``
+(``RunConfig`` and its parts), ``keys`` (dotted keys, dicts), ``env`` (the compute overrides from the environment),
+``identity`` (checkpoint identity, run names, the keys that change no number), ``study`` (axes), ``presets``
+(``STUDIES``) and ``files`` (study files). They import only ``jaxres.catalog`` and one another (tests/test_layout.py).
 
 A *run* is one ``RunConfig``: everything that decides its numbers (data, model, optimizer,
 schedule, epochs, seed). Everything downstream derives from that one object: the checkpoint
@@ -18,16 +21,16 @@ that involve several keys, such as a batch larger than the data, when the study 
     for run in study.runs(): print(config.run_name(run))
 """
 
-from jaxres.spec.env import COMPUTE_ENV, env_overrides, from_env, with_env
-from jaxres.spec.files import is_study_file, load_study_file, study_from
-from jaxres.spec.identity import (NAMED_OPTIMIZER_SETTINGS, NOT_IDENTITY, OPTIMIZER_SETTINGS, POOLED, differences,
+from jaxres.config.env import COMPUTE_ENV, env_overrides, from_env, with_env
+from jaxres.config.files import is_study_file, load_study_file, study_from
+from jaxres.config.identity import (NAMED_OPTIMIZER_SETTINGS, NOT_IDENTITY, OPTIMIZER_SETTINGS, POOLED, differences,
                                   identity, run_name, with_defaults)
-from jaxres.spec.keys import flatten, from_dict, get, keys, replace, to_dict
-from jaxres.spec.presets import HE_DEPTHS, NORM_OPT_OPTIMIZERS, SEED_DATASETS, SEED_MODELS, STUDIES, get_study
-from jaxres.spec.sections import (CONV_BACKENDS, DECAY_ON, MAX_SEED, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES,
+from jaxres.config.keys import flatten, from_dict, get, keys, replace, to_dict
+from jaxres.config.presets import HE_DEPTHS, NORM_OPT_OPTIMIZERS, SEED_DATASETS, SEED_MODELS, STUDIES, get_study
+from jaxres.config.sections import (CONV_BACKENDS, DECAY_ON, MAX_SEED, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES,
                                   ComputeConfig, DataConfig, ModelConfig, OptimizerConfig, RunConfig, ScheduleConfig)
-from jaxres.spec.study import Study
-from jaxres.spec.values import ConfigError, Section
+from jaxres.config.study import Study
+from jaxres.config.values import ConfigError, Section
 
 __all__ = ["COMPUTE_ENV", "CONV_BACKENDS", "DECAY_ON", "HE_DEPTHS", "MAX_SEED", "NAMED_OPTIMIZER_SETTINGS",
            "NORM_OPT_OPTIMIZERS", "NOT_IDENTITY", "OPTIMIZERS", "OPTIMIZER_SETTINGS", "PARALLEL", "POOLED", "PRECISIONS",

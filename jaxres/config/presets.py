@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jaxres.spec.sections import ComputeConfig, DataConfig, OptimizerConfig, RunConfig, ScheduleConfig
-from jaxres.spec.study import Study
-from jaxres.spec.values import ConfigError
+from jaxres.config.sections import ComputeConfig, DataConfig, OptimizerConfig, RunConfig, ScheduleConfig
+from jaxres.config.study import Study
+from jaxres.config.values import ConfigError
 
 SEED_MODELS = ("seed_cnn", "seed_resnet", "seed_plain_twin")
 SEED_DATASETS = ("mnist", "cifar10")

@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jaxres import catalog
-from jaxres.spec.env import env_overrides, from_env
-from jaxres.spec.identity import run_name
-from jaxres.spec.keys import check_key, get, set_nested
-from jaxres.spec.sections import RunConfig
-from jaxres.spec.values import ConfigError
+from jaxres.config.env import env_overrides, from_env
+from jaxres.config.identity import run_name
+from jaxres.config.keys import check_key, get, set_nested
+from jaxres.config.sections import RunConfig
+from jaxres.config.values import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Study:
