@@ -65,7 +65,8 @@ def _study_flags(s, config, catalog) -> None:
     s.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="make a config key an axis of the study, e.g. optimizer.lr=0.1,0.01 (repeatable); keys "
                         "that move together: optimizer.name,optimizer.lr=adam,0.001;sgd,0.1")
-    s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(catalog.PRESETS)}")
+    s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(catalog.PRESETS)}, or "
+                                    "import paths (package.module:name) of a jaxres.catalog.Network (docs/studies.md)")
     s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(catalog.DATASETS)}")
     s.add_argument("--seeds", help="sweep seed: comma-separated integers (the root of every random stream)")
     s.add_argument("--epochs", type=int, help="set epochs for every dataset (replaces the study's per-dataset epochs)")
@@ -157,9 +158,14 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
     """Everything that can be checked before a file is written: data files, devices, --keep."""
     import jax
 
-    from jaxres import conv, data, runner
+    from jaxres import catalog, conv, data, runner
 
     runner.check_arguments(args.keep, args.devices, ("--keep", "--devices"))  # jaxres.run's own checks
+    for name in sorted({cfg.model.name for cfg in runs} - set(catalog.PRESETS)):  # a user's network: importable?
+        try:
+            catalog.network(name)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     for name in {cfg.compute.conv for cfg in runs} - {"auto"}:
         try:
             conv._check(name)

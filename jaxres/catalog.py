@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 KINDS = ("format", "model", "norm", "kernel_init", "optimizer", "schedule")
@@ -157,6 +158,69 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _seed_resnet("seed_resnet", True), _seed_resnet("seed_plain_twin", False),
     *(_he(d, True) for d in (20, 32, 44, 56, 110)), *(_he(d, False) for d in (20, 32, 44, 56, 110)),
 )}
+
+
+# ---------------------------------------------------------------------------- a user's networks
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")  # package.module:name
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A network a user declares beside its code, named in a config by its import path (``model.name=
+    "package.module:name"``, as Kauldron and Lightning's CLI name classes), so nothing is registered by editing
+    jaxres. ``builder(num_classes)`` returns a Flax Linen module whose ``__call__(x, train)`` gives logits, or
+    ``builder`` is a Flax NNX ``Module`` class taking ``(num_classes, rngs=...)`` (its ``__call__(x, train)``),
+    bridged by ``flax.nnx.bridge.ToLinen``. Its facts are declared, never read off a name: whether it has
+    shortcuts, the import path of its twin (the same layers with the shortcuts the other way; ``""``: none),
+    its family and depth. They are written into every run's results.json, so reports need neither this code nor
+    JAX. ``name``: what reports call it (default: its import path); a built-in preset's name is refused."""
+
+    builder: Callable[..., Any]
+    residual: bool
+    twin: str = ""
+    family: str = "user"
+    depth: int = 0
+    name: str = ""
+
+
+def is_import_path(name: str) -> bool:
+    return bool(IMPORT_PATH.match(name))
+
+
+def network(path: str) -> Network:
+    """The ``Network`` at ``path`` ("package.module:name"), imported now; a ValueError line for anything else."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - the user's module: why it does not import, in one line
+        raise ValueError(f"model.name={path!r}: cannot import {module_name} ({type(e).__name__}: {e}); is its folder "
+                         "on sys.path (PYTHONPATH, or beside the study file)?") from None
+    if not hasattr(module, attribute):
+        raise ValueError(f"model.name={path!r}: {module_name} has no {attribute!r}")
+    entry = getattr(module, attribute)
+    if not isinstance(entry, Network):
+        what = "a class" if isinstance(entry, type) else f"a {type(entry).__name__}"
+        raise ValueError(f"model.name={path!r} is {what}, not a jaxres.catalog.Network: declare one beside it, e.g. "
+                         f"net = Network(builder={attribute if isinstance(entry, type) else '...'}, residual=False), "
+                         f"and name {module_name}:net")
+    if entry.name in PRESETS:
+        raise ValueError(f"model.name={path!r} calls itself {entry.name!r}, the name of a built-in preset; give it "
+                         "another name (Network(name=...)), so that reports cannot mix the two")
+    if entry.twin and not is_import_path(entry.twin):
+        raise ValueError(f"model.name={path!r}: its twin {entry.twin!r} is not an import path (package.module:name)")
+    return entry
+
+
+def model_facts(name: str) -> dict[str, Any]:
+    """What reports need to know of a model, from the catalog or the user's declaration (imported): written into
+    results.json, so a report needs neither the user's code nor JAX."""
+    if name in PRESETS:
+        p = PRESETS[name]
+        return {"name": name, "family": p.family, "depth": p.depth, "residual": p.residual, "twin": p.twin,
+                "kind": p.kind}
+    n = network(name)
+    return {"name": n.name or name, "family": n.family, "depth": n.depth, "residual": n.residual, "twin": n.twin,
+            "kind": "resnet" if n.residual else "plain"}
 
 
 # ---------------------------------------------------------------------------- optimizers and schedules

@@ -40,6 +40,7 @@ from typing import Any
 from jaxres import stats
 from jaxres.config import POOLED, flatten
 from jaxres.catalog import DATASETS, PRESETS
+from jaxres.results import model_facts
 from jaxres.stopping import best_epoch
 
 
@@ -185,11 +186,13 @@ def _claims_of(dataset: str, other: str, resnet: str) -> list[tuple]:
 def claims(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per claim, pair, dataset and setting where both models of the pair have finished runs."""
     rows = []
+    facts = {r["config"]["model"]["name"]: f for r in results if (f := model_facts(r))}
+    twins = tuple((f["twin"], m) for m, f in facts.items() if f["residual"] and f["twin"] and m not in PRESETS)
     for setting, by_model in settings(results).items():
         where = json.loads(setting)
         dataset = where["data.name"]
         published = DATASETS[dataset].published if dataset in DATASETS else {}
-        for other, resnet in PAIRS:
+        for other, resnet in PAIRS + twins:  # the seed's pairs, and each user network against its declared twin
             if other not in by_model or resnet not in by_model:
                 continue
             seed_a, seed_b = published.get(other, {}), published.get(resnet, {})

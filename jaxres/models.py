@@ -339,6 +339,8 @@ def build(spec: Any, num_classes: int, precision: str = "float32", compute: Any 
     spec.check()
     if precision not in PRECISIONS:
         raise ConfigError(f"compute.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if spec.name not in catalog.PRESETS:
+        return user_network(spec.name, num_classes)
     kw: dict[str, Any] = {"dtype": jnp.dtype(precision), "num_classes": num_classes}
     kw.update({k: getattr(spec, k) for k in ("norm", "shortcut", "kernel_init") if getattr(spec, k) is not None})
     if spec.zero_init_residual:
@@ -346,6 +348,49 @@ def build(spec: Any, num_classes: int, precision: str = "float32", compute: Any 
     if compute is not None:
         kw["compute"] = compute
     return get_model(spec.name, **kw)
+
+
+def user_network(path: str, num_classes: int) -> nn.Module:
+    """The Linen module of a user's ``jaxres.catalog.Network`` (``model.name="package.module:name"``): its builder's
+    module, or, for a Flax NNX class, that class bridged to Linen (``flax.nnx.bridge.ToLinen``)."""
+    from flax import nnx
+    from flax.core import FrozenDict
+    from flax.nnx import bridge
+
+    try:
+        entry = catalog.network(path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if isinstance(entry.builder, type) and issubclass(entry.builder, nnx.Module):
+        return UserNetwork(bridge.ToLinen(entry.builder, kwargs=FrozenDict(num_classes=num_classes)))  # hashable
+    module = entry.builder(num_classes=num_classes)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"model.name={path!r}: its builder returned a {type(module).__name__}, not a Flax Linen "
+                          "module (or declare a Flax NNX Module class as the builder)")
+    return UserNetwork(module)
+
+
+class UserNetwork(nn.Module):
+    """A user's module behind jaxres's calling convention: ``(x, train, axis_name)`` -> float32 logits, where the
+    user's takes ``(x, train)`` (the batch-norm axis of several devices is jaxres's own blocks' concern)."""
+
+    inner: nn.Module
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, axis_name: str | None = None):
+        return jnp.asarray(self.inner(x, train=train), jnp.float32)
+
+
+def plain_twin_of(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """The builder of the same network without its shortcuts, for a network made of jaxres's residual blocks
+    (``ResNet``): the same layers and parameters, ``shortcut="none"``. Declare it as the residual one's twin."""
+    def build(num_classes: int) -> nn.Module:
+        module = builder(num_classes=num_classes)
+        if not isinstance(module, ResNet):
+            raise ConfigError(f"plain_twin_of: the network is a {type(module).__name__}, not made of jaxres's "
+                              "residual blocks (jaxres.models.ResNet); declare its plain twin yourself")
+        return module.clone(shortcut="none")
+    return build
 
 
 def from_config(cfg: Any, num_classes: int) -> nn.Module:

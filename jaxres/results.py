@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxres import config
+from jaxres import catalog, config
 
 RESULTS = "results.json"
 SCHEMA = 2
@@ -100,6 +100,16 @@ def how_it_ended(r: dict[str, Any]) -> str:
         return (f"stopped early after epoch {stop['epoch']} of {asked}: no better validation accuracy for "
                 f"{stop['patience']} epochs after epoch {stop['best_epoch']}; {acc}")
     return f"{trained} epochs, {acc}"
+
+
+def model_facts(r: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's model facts (kind, twin, family, depth): as its results.json recorded them (``model_facts``: a
+    user's network is described there, so reports need neither its code nor JAX), else the catalog's for a preset
+    (runs saved before facts were recorded); None for an unknown name."""
+    if r.get("model_facts"):
+        return r["model_facts"]
+    name = r["config"]["model"]["name"]
+    return catalog.model_facts(name) if name in catalog.PRESETS else None
 
 
 class NotStrictJSON(ValueError):

@@ -130,7 +130,7 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     """Read the data, build the model and its state, print the run header, train, and return the results."""
     import jax
 
-    from jaxres import checkpoint, config, data, errors, metrics, models, optim, results, stopping, train
+    from jaxres import catalog, checkpoint, config, data, errors, metrics, models, optim, results, stopping, train
 
     streams = train.Streams.from_seed(cfg.seed)
     n_dev = opts.devices or jax.local_device_count()  # on each process
@@ -171,6 +171,7 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     return {"schema": results.SCHEMA, "run": name, "study": opts.study, "study_source": opts.study_source,
             "config": config.to_dict(cfg),
             "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
+            "model_facts": catalog.model_facts(cfg.model.name),
             "history": history, "final": history[-1], "best": stopping.best_epoch(history), "diverged": fit.diverged,
             "stopped_early": fit.stopped_early,
             "wall_time_s": sum(h["epoch_time_s"] for h in history), "environment": environment(cfg.compute.precision)}
@@ -188,7 +189,8 @@ def _header(cfg, name: str, model, n_params: int, ds, n_dev: int) -> str:
     unusual = [f"{what} {status}" for what, status in (("fast path", cpu.fast_path_status()),
                                                          ("kept memory", cpu.memory_status())) if status != "applied"]
     cpu_note = f", CPU setup: {', '.join(unusual)}" if jax.default_backend() == "cpu" and unusual else ""
-    return (f"{name}: {cfg.data.name} {cfg.model.name} (norm {model.norm}), {n_params:,} params, "
+    norm = f" (norm {model.norm})" if "norm" in getattr(model, "__dataclass_fields__", {}) else ""
+    return (f"{name}: {cfg.data.name} {cfg.model.name}{norm}, {n_params:,} params, "
             f"{ds.global_sizes['train']} train / {ds.global_sizes['test']} test examples, {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} of "
             f"{ds.steps_per_epoch} steps, {cfg.optimizer.name} lr {cfg.optimizer.lr:g} ({cfg.schedule.name}), "
             f"{how}, {_compute_note(cfg.compute)}, conv {conv.brief(cfg.compute.precision)}{cpu_note}, "

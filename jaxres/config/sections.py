@@ -63,17 +63,31 @@ class ModelConfig(Section):
     """A preset of ``jaxres.models`` (``jaxres.catalog.PRESETS``) and its knobs; None keeps the preset's own."""
 
     prefix: ClassVar[str] = "model."
-    name: names_of(catalog.PRESETS) = "seed_cnn"
+    # a preset (jaxres.catalog.PRESETS), or the import path of a user's jaxres.catalog.Network ("package.module:name";
+    # imported when the run is built, so that --dry-run and --report-only import no user code and no JAX)
+    name: str = "seed_cnn"
     norm: names_of(catalog.NORMS) | None = None  # None: the preset's own ("none" for the seed networks,
                                                  # "batch" for He et al.'s resnet20 ... plain110)
     zero_init_residual: bool = False
     shortcut: names_of(catalog.SHORTCUTS) | None = None
     kernel_init: names_of(catalog.KERNEL_INITS) | None = None
 
+    @pydantic.field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in catalog.PRESETS and not catalog.is_import_path(name):
+            raise ConfigError(f"model.name={name!r} is not one of {', '.join(catalog.PRESETS)}, nor the import path "
+                              "(package.module:name) of a jaxres.catalog.Network")
+        return name
+
     def check(self) -> None:
-        preset = catalog.PRESETS[self.name]
-        for key in ("shortcut", "zero_init_residual"):
-            if getattr(self, key) not in (None, False) and preset.module != "ResNet":
+        preset = catalog.PRESETS.get(self.name)
+        for key in ("norm", "shortcut", "zero_init_residual", "kernel_init"):
+            if preset is None and getattr(self, key) not in (None, False):
+                raise ConfigError(f"model.{key} does not apply to {self.name}: a user's network takes its settings "
+                                  "from its own builder")
+            if key in ("shortcut", "zero_init_residual") and getattr(self, key) not in (None, False) \
+                    and preset.module != "ResNet":
                 raise ConfigError(f"model.{key} does not apply to {self.name} (it has no residual blocks)")
 
 

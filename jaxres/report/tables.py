@@ -10,10 +10,11 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from jaxres import catalog, stats
+from jaxres import stats
 from jaxres.catalog import DATASETS
 from jaxres.config import flatten
 from jaxres.report.runs import FIXED_COLUMNS, group_key, mean_std, value_text
+from jaxres.results import model_facts
 from jaxres.stopping import best_epoch
 
 
@@ -117,6 +118,7 @@ def differences(rows: list[dict[str, Any]], results: list[dict[str, Any]], key: 
     for r in results:
         if not r.get("diverged"):
             accs[group_key(flatten(r["config"]))].append(r["final"]["test_accuracy"])
+    residual = {r["config"]["model"]["name"]: f["residual"] for r in results if (f := model_facts(r))}
     by_rest: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_rest[json.dumps({k: v for k, v in row["config"].items() if k != key}, sort_keys=True)].append(row)
@@ -124,7 +126,7 @@ def differences(rows: list[dict[str, Any]], results: list[dict[str, Any]], key: 
     for group in by_rest.values():
         for i, first in enumerate(group):
             for second in group[i + 1:]:
-                a, b = _oriented(key, first, second)
+                a, b = _oriented(key, first, second, residual)
                 xa, xb = accs[group_key(a["config"])], accs[group_key(b["config"])]
                 if not xa or not xb:
                     continue
@@ -137,13 +139,13 @@ def differences(rows: list[dict[str, Any]], results: list[dict[str, Any]], key: 
     return out
 
 
-def _oriented(key: str, first: dict[str, Any], second: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _oriented(key: str, first: dict[str, Any], second: dict[str, Any],
+              residual: dict[str, bool]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Rows (a, b) of a difference a - b: between models, the residual network first, as the claims orient
-    theirs (resnet - cnn); otherwise in the order of the summary."""
-    if key == "model.name":
-        residual = [bool(getattr(catalog.PRESETS.get(r["config"].get(key)), "residual", False)) for r in (first, second)]
-        if residual == [False, True]:
-            return second, first
+    theirs (resnet - cnn), by the models' facts (``residual``: name -> has shortcuts); otherwise in the order of
+    the summary."""
+    if key == "model.name" and [residual.get(r["config"].get(key), False) for r in (first, second)] == [False, True]:
+        return second, first
     return first, second
 
 
