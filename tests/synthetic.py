@@ -65,3 +65,14 @@ def write_all(root: Path) -> Path:
     write_mnist(root)
     write_cifar10(root)
     return Path(root)
+
+
+def history_result(model, seed, train_errs, test_errs, lr=0.1, batch=100):
+    """A results.json of CIFAR-10 runs as the report reads it: per-epoch train/test error (%), 10 steps an epoch."""
+    history = [{"epoch": e + 1, "train_accuracy": 1 - tr / 100, "test_accuracy": 1 - te / 100,
+                "train_examples": 10 * batch} for e, (tr, te) in enumerate(zip(train_errs, test_errs))]
+    return {"run": f"cifar10_{model}_seed{seed}",
+            "config": {"data": {"name": "cifar10", "batch_size": batch}, "model": {"name": model},
+                       "optimizer": {"lr": lr}, "epochs": len(history), "seed": seed},
+            "history": history, "final": {**history[-1], "train_examples": 1000, "test_examples": 50},
+            "wall_time_s": 1.0, "diverged": None}

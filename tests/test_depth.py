@@ -11,17 +11,7 @@ from scipy import stats as sps
 from jaxres import stats
 from jaxres.report import depth, write_report
 from jaxres.results import SCHEMA
-
-
-def depth_run(model, seed, train_errs, test_errs, lr=0.1, batch=100):
-    """A results.json of He et al.'s networks: per-epoch train/test error (%), 10 steps per epoch."""
-    history = [{"epoch": e + 1, "train_accuracy": 1 - tr / 100, "test_accuracy": 1 - te / 100,
-                "train_examples": 10 * batch} for e, (tr, te) in enumerate(zip(train_errs, test_errs))]
-    return {"run": f"cifar10_{model}_seed{seed}",
-            "config": {"data": {"name": "cifar10", "batch_size": batch}, "model": {"name": model},
-                       "optimizer": {"lr": lr}, "epochs": len(history), "seed": seed},
-            "history": history, "final": {**history[-1], "train_examples": 1000, "test_examples": 50},
-            "wall_time_s": 1.0, "diverged": None}
+from synthetic import history_result
 
 
 # final (train, test) error per network and seed: plain56 degrades, the shortcuts fix it, and more so at 56
@@ -30,14 +20,14 @@ FINAL = {"plain20": [(5.0, 10.0), (5.5, 10.4), (4.6, 9.8)], "plain56": [(9.0, 14
 
 
 def _study(seeds=(0, 1, 2), extra=()):
-    runs = [depth_run(m, s, [50, v[s][0]], [45, v[s][1]]) for m, v in FINAL.items() for s in seeds]
+    runs = [history_result(m, s, [50, v[s][0]], [45, v[s][1]]) for m, v in FINAL.items() for s in seeds]
     return runs + list(extra)
 
 
 def test_depth_table_pairs_plain_and_resnet_per_depth_beside_he_et_al(tmp_path):
-    results = [depth_run("plain20", s, [50, 20], [40, 25 + s]) for s in (0, 1)]
-    results += [depth_run("plain56", 0, [60, 30], [55, 35]), depth_run("resnet20", 0, [45, 15], [35, 20]),
-                depth_run("resnet56", 0, [40, 10], [30, 18]), depth_run("seed_cnn", 0, [1, 1], [1, 1])]
+    results = [history_result("plain20", s, [50, 20], [40, 25 + s]) for s in (0, 1)]
+    results += [history_result("plain56", 0, [60, 30], [55, 35]), history_result("resnet20", 0, [45, 15], [35, 20]),
+                history_result("resnet56", 0, [40, 10], [30, 18]), history_result("seed_cnn", 0, [1, 1], [1, 1])]
     groups = depth.depth_groups(results)
     assert set(groups) == {("cifar10", k, n) for k in ("plain", "resnet") for n in (20, 56)}
     assert depth._iterations(groups[("cifar10", "plain", 56)][0]) == [10, 20]
@@ -54,9 +44,9 @@ def test_depth_table_pairs_plain_and_resnet_per_depth_beside_he_et_al(tmp_path):
 
 
 def test_depth_section_needs_one_setting_and_two_depths(tmp_path):
-    one_depth = [depth_run("plain20", 0, [50], [40]), depth_run("resnet20", 0, [45], [35])]
+    one_depth = [history_result("plain20", 0, [50], [40]), history_result("resnet20", 0, [45], [35])]
     assert depth.depth_section(one_depth, tmp_path) == ([], [], [])
-    mixed = [depth_run("plain20", 0, [50], [40]), depth_run("plain56", 0, [50], [40], lr=0.01)]
+    mixed = [history_result("plain20", 0, [50], [40]), history_result("plain56", 0, [50], [40], lr=0.01)]
     assert depth.depth_groups(mixed) == {}  # another lr: the depths are not comparable, no figure
 
 
@@ -94,12 +84,12 @@ def test_the_depth_claims_are_the_differences_of_the_networks_errors_with_verdic
     assert rows["D1"]["published_a"] is None and rows["D2"]["published_a"] == 13.5
     # the other way round, the same numbers contradict the claim
     flipped = {m: v for m, v in FINAL.items()} | {"plain56": FINAL["plain20"], "plain20": FINAL["plain56"]}
-    runs = [depth_run(m, s, [50, v[s][0]], [45, v[s][1]]) for m, v in flipped.items() for s in range(3)]
+    runs = [history_result(m, s, [50, v[s][0]], [45, v[s][1]]) for m, v in flipped.items() for s in range(3)]
     assert {r["claim"]: r for r in depth.claims(depth.depth_groups(runs))}["D1"]["verdict"] == "contradicted"
 
 
 def test_110_layers_at_one_seed_get_values_and_no_claims(tmp_path):
-    extra = [depth_run("resnet110", 0, [50, 3.0], [45, 7.0]), depth_run("plain110", 0, [50, 20.0], [45, 25.0])]
+    extra = [history_result("resnet110", 0, [50, 3.0], [45, 7.0]), history_result("plain110", 0, [50, 20.0], [45, 25.0])]
     lines, rows, _ = depth.depth_section(_study(extra=extra), tmp_path)
     assert not any("110" in r["a"] + r["b"] for r in rows)
     assert any(ln.startswith("| cifar10 | 110 | 20.00 (1) | 25.00 (1) | 3.00 (1) | 7.00 (1) |")
@@ -160,7 +150,7 @@ def test_depth_figures_draw_epochs_seed_bands_and_interval_bars():
 
 def test_the_report_says_how_the_schedule_deviates_from_he_et_al():
     """Issue 47: 30 epochs of cosine after a 2-epoch warm-up, not 64k steps with /10 at 32k and 48k: said."""
-    r = depth_run("plain20", 0, [50] * 30, [40] * 30, batch=128)
+    r = history_result("plain20", 0, [50] * 30, [40] * 30, batch=128)
     r["history"] = [dict(h, train_examples=49920) for h in r["history"]]  # 390 steps an epoch
     r["config"]["schedule"] = {"name": "cosine", "warmup_steps": 780, "final_fraction": 0.0}
     line = depth.protocol_line(r)

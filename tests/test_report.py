@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from jaxres import report
+from synthetic import history_result
 
 
 def result(model, seed, test_acc, lr=0.001, diverged=None):
@@ -104,24 +105,13 @@ def test_a_run_saved_before_a_key_existed_pools_with_one_saved_after_at_its_defa
     assert len(report.summary_rows(results)) == 2
 
 
-def history_run(model, seed, train_errs, test_errs, lr=0.1, batch=100):
-    """A results.json with per-epoch train/test error (%), 10 steps per epoch."""
-    history = [{"epoch": e + 1, "train_accuracy": 1 - tr / 100, "test_accuracy": 1 - te / 100,
-                "train_examples": 10 * batch} for e, (tr, te) in enumerate(zip(train_errs, test_errs))]
-    return {"run": f"cifar10_{model}_seed{seed}",
-            "config": {"data": {"name": "cifar10", "batch_size": batch}, "model": {"name": model},
-                       "optimizer": {"lr": lr}, "epochs": len(history), "seed": seed},
-            "history": history, "final": {**history[-1], "train_examples": 1000, "test_examples": 50},
-            "wall_time_s": 1.0, "diverged": None}
-
-
 def test_runs_that_differ_in_more_than_the_model_get_one_panel_per_setting(tmp_path):
     """norm_opt-like: a norm axis and a tied optimizer axis (name and lr together) over two models."""
     results = []
     for norm in ("none", "batch"):
         for name, lr in (("adam", 0.001), ("sgd", 0.01)):
             for model in ("seed_cnn", "seed_resnet"):
-                r = history_run(model, 0, [50, 40], [45, 42], lr=lr)
+                r = history_result(model, 0, [50, 40], [45, 42], lr=lr)
                 r["config"]["model"]["norm"], r["config"]["optimizer"]["name"] = norm, name
                 results.append(r)
     columns = report.varying_keys(results)
