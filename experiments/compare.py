@@ -183,6 +183,9 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
     for cfg in runs:
         if cfg.data.source == "device":
             data.raw_files(cfg.data.name, args.raw_dir)
+        if catalog.is_user_data(cfg.data.name):  # a user's arrays: read and checked whole, their sizes known now
+            d = data.info(cfg.data.name)
+            cfg.data.check(d.num_train, d.num_test)
         for what, b in (("data.batch_size", cfg.data.batch_size), ("data.eval_batch_size", cfg.data.eval_batch_size)):
             if b % n_dev:
                 raise UsageError(f"{what}={b} is not a multiple of the {n_dev} devices used; choose a multiple "

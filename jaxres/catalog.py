@@ -64,6 +64,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     # 1 label byte + 3072 pixel bytes per record
     Format("cifar100-binary", "jaxres.data.formats:read_cifar100", ("cifar-100-binary.tar.gz",)),
     # coarse + fine label bytes + 3072 pixel bytes
+    Format("npz", "jaxres.data.formats:read_npz"),
+    # a user's arrays: one .npz with x_train, y_train, x_test, y_test (data.name is its path)
 )}
 
 
@@ -101,6 +103,19 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
                        "seed_resnet": {"train": 0.98926, "test": 0.6067, "converged_epoch": 50}}),
     Dataset("cifar100", "cifar100-binary", (32, 32, 3), 100, 50000, 10000, epochs=100),
 )}
+USER_DATA_SUFFIXES = (".npz",)  # data.name may be the path of such a file: a user's data, its facts read from it
+
+
+def is_user_data(name: str) -> bool:
+    """Whether ``data.name`` names a user's data file rather than a catalog entry."""
+    return name not in DATASETS and name.endswith(USER_DATA_SUFFIXES)
+
+
+def data_label(name: str) -> str:
+    """``data.name`` as it goes into file and folder names: a catalog name, or a user's file's stem."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if is_user_data(name) else name
+
+
 PREPROCESS = ("scale", "standardize")   # x/255 (the seed study's) or per-channel standardization
 SOURCES = ("device", "tfds")            # raw files read with numpy, batched on the device; or tf.data
 

@@ -26,7 +26,9 @@ class DataConfig(Section):
     """Which examples a run sees and how they are batched (``jaxres.data``)."""
 
     prefix: ClassVar[str] = "data."
-    name: names_of(catalog.DATASETS) = "mnist"
+    # a catalog dataset, or the path of a user's arrays (.npz with x_train, y_train, x_test, y_test; its image shape,
+    # classes and sizes read from it when the run is built)
+    name: str = "mnist"
     batch_size: Int = Field(128, ge=1)  # global, over all devices; the seed does not state one
     eval_batch_size: Int = Field(1000, ge=1)
     preprocess: names_of(catalog.PREPROCESS) = "scale"  # x/255 (the seed's choice) or per-channel standardization
@@ -39,17 +41,37 @@ class DataConfig(Section):
     # test split is not used to choose anything.
     validation: Int = Field(0, ge=0)
 
+    @pydantic.field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in catalog.DATASETS and not catalog.is_user_data(name):
+            raise ConfigError(f"data.name={name!r} is not one of {', '.join(catalog.DATASETS)}, nor the path of a "
+                              f"user's arrays ({', '.join(catalog.USER_DATA_SUFFIXES)}: x_train, y_train, x_test, "
+                              "y_test)")
+        return name
+
     @pydantic.model_validator(mode="after")
     def _subsets(self) -> DataConfig:
+        if self.name not in catalog.DATASETS:  # a user's data: its sizes are checked when it is read
+            return self
         info = catalog.DATASETS[self.name]
-        for key, n, size in (("train_subset", self.train_subset, info.num_train),
-                             ("test_subset", self.test_subset, info.num_test)):
-            if n is not None and not 1 <= n <= size:
-                raise ConfigError(f"data.{key}={n!r} must be >= 1 and <= {size}")
+        self._bounds(info.num_train, info.num_test)
         return self
 
-    def check(self) -> None:
-        train = (self.train_subset or catalog.DATASETS[self.name].num_train) - self.validation
+    def _bounds(self, num_train: int, num_test: int) -> None:
+        for key, n, size in (("train_subset", self.train_subset, num_train), ("test_subset", self.test_subset,
+                                                                              num_test)):
+            if n is not None and not 1 <= n <= size:
+                raise ConfigError(f"data.{key}={n!r} must be >= 1 and <= {size}")
+
+    def check(self, num_train: int | None = None, num_test: int | None = None) -> None:
+        """The checks across keys; a user's data is checked once read, with its sizes (``jaxres.data.info``)."""
+        if num_train is None and self.name not in catalog.DATASETS:
+            return
+        if num_train is not None:
+            self._bounds(num_train, num_test)
+        num_train = num_train or catalog.DATASETS[self.name].num_train
+        train = (self.train_subset or num_train) - self.validation
         if train < 1:
             raise ConfigError(f"data.validation={self.validation} holds out every training example of {self.name} "
                               f"(there are {train + self.validation}); hold out fewer")

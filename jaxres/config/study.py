@@ -127,7 +127,8 @@ class Study:
                 for key, value in (zip(k, v) if isinstance(k, tuple) else ((k, v),)):
                     cfg = set_nested(cfg, key, value)
             if self.epochs_by_dataset is not None:  # else the dataset's own (jaxres.catalog.Dataset.epochs)
-                epochs = dict(self.epochs_by_dataset).get(cfg.data.name, catalog.DATASETS[cfg.data.name].epochs)
+                own = catalog.DATASETS[cfg.data.name].epochs if cfg.data.name in catalog.DATASETS else cfg.epochs
+                epochs = dict(self.epochs_by_dataset).get(cfg.data.name, own)
                 cfg = set_nested(cfg, "epochs", epochs)
             out.setdefault(run_name(cfg), cfg.check())
         return list(out.values())

@@ -95,10 +95,81 @@ DatasetInfo = catalog.Dataset
 
 
 def info(name: str) -> catalog.Dataset:
-    """The catalog entry of ``name``; a DataError naming the known datasets otherwise."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name]
+    """The catalog entry of ``name``, or, for a user's arrays (``data.name`` = the path of an .npz), one made from
+    the file: its image shape, classes and split sizes read from the data, never typed twice; a DataError otherwise."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if catalog.is_user_data(name):
+        path = _user_file(name)
+        x, y = _npz_arrays(path, _stamp(path))["train"]
+        test = _npz_arrays(path, _stamp(path))["test"][1]
+        return catalog.Dataset(name, "npz", tuple(x.shape[1:]), int(y.max()) + 1, len(y), len(test), epochs=10)
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or the path of an .npz of arrays")
+
+
+def _user_file(name: str) -> Path:
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise DataError(f"missing {path}: data.name names a user's arrays, an .npz with x_train, y_train, x_test, "
+                        "y_test")
+    return path
+
+
+def _stamp(path: Path) -> tuple:
+    return (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+
+
+NPZ_KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
+
+
+@functools.lru_cache(maxsize=2)
+def _npz_arrays(path: Path, stamp: tuple) -> dict[str, Arrays]:
+    """A user's .npz, read once per file version and checked whole: each problem one DataError naming the file and
+    the fix, before anything is trained."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for keys in NPZ_KEYS.values() for k in keys if k not in f.files]
+            if missing:
+                raise DataError(f"{path} has no {', '.join(missing)}: save it with np.savez(path, x_train=..., "
+                                "y_train=..., x_test=..., y_test=...)")
+            arrays = {split: (f[x], f[y]) for split, (x, y) in NPZ_KEYS.items()}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e} (truncated, or not an .npz? save it again)") from None
+    out = {split: _checked_split(path, split, x, y) for split, (x, y) in arrays.items()}
+    (xtr, ytr), (xte, yte) = out["train"], out["test"]
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"{path}: x_train's images are {xtr.shape[1:]} and x_test's {xte.shape[1:]}; make them one size")
+    if yte.size and ytr.size and yte.max() > ytr.max():
+        raise DataError(f"{path}: y_test has class {int(yte.max())}, which y_train lacks (its classes are "
+                        f"0..{int(ytr.max())}); every test class needs training examples")
+    return out
+
+
+def _checked_split(path: Path, split: str, x: np.ndarray, y: np.ndarray) -> Arrays:
+    xk, yk = NPZ_KEYS[split]
+    if x.ndim == 3:
+        x = x[..., None]  # (N, H, W): one channel
+    if x.ndim != 4:
+        raise DataError(f"{path}: {xk} has shape {x.shape}; give images as (N, H, W) or (N, H, W, C)")
+    if x.dtype != np.uint8:
+        raise DataError(f"{path}: {xk} is {x.dtype}; give uint8 pixels 0..255 (floats in [0, 1]: "
+                        "(x * 255).round().astype(np.uint8))")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: {yk} has shape {y.shape} and dtype {y.dtype}; give one integer label per image")
+    if len(x) != len(y):
+        raise DataError(f"{path}: {xk} has {len(x)} images but {yk} has {len(y)} labels")
+    if not len(y):
+        raise DataError(f"{path}: {xk} is empty")
+    if y.min() < 0:
+        raise DataError(f"{path}: {yk} has label {int(y.min())}; labels are classes 0..C-1")
+    return np.ascontiguousarray(x), y.astype(np.int32)
+
+
+def read_npz(paths: list[Path], split: str) -> Arrays:
+    """A user's arrays (catalog format "npz"): x_<split>, y_<split> of the .npz, checked (``_npz_arrays``)."""
+    return _npz_arrays(paths[0], _stamp(paths[0]))[split]
 
 
 def resolve_raw_dir(raw_dir: str | os.PathLike | None) -> Path | None:
@@ -108,7 +179,10 @@ def resolve_raw_dir(raw_dir: str | os.PathLike | None) -> Path | None:
 
 
 def raw_files(name: str, raw_dir: str | os.PathLike | None) -> list[Path]:
-    """The original files of ``name`` in ``raw_dir``; a DataError saying what to put where if any is missing."""
+    """The original files of ``name`` in ``raw_dir``; a DataError saying what to put where if any is missing. A user's
+    arrays are their own file, wherever it is."""
+    if catalog.is_user_data(name):
+        return [_user_file(name)]
     d = info(name)
     files, folder = d.files, d.dir
     root = resolve_raw_dir(raw_dir)

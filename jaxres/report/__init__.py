@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxres import claims, stats
+from jaxres.catalog import data_label
 from jaxres import results as results_mod
 from jaxres.config import flatten
 from jaxres.report.depth import depth_section
@@ -74,10 +75,10 @@ def _curve_figures(results: list[dict[str, Any]], datasets: list[str], out_dir: 
     the model (one panel per setting)."""
     curves, faceted = [], []
     for d in datasets:
-        curves.append(plot_curves(results, d, out_dir / f"curves_{d}.png", columns))
+        curves.append(plot_curves(results, d, out_dir / f"curves_{data_label(d)}.png", columns))
         _, facet_rows, facet_cols = facets([r for r in results if r["config"]["data"]["name"] == d], columns)
         if len(facet_rows) * len(facet_cols) > 1:
-            faceted.append(plot_facets(results, d, out_dir / f"curves_by_setting_{d}.png", columns))
+            faceted.append(plot_facets(results, d, out_dir / f"curves_by_setting_{data_label(d)}.png", columns))
     return curves, faceted
 
 
@@ -149,7 +150,7 @@ def _difference_sections(rows: list[dict[str, Any]], results: list[dict[str, Any
 
 def _figure_lines(datasets: list[str], faceted: list[Path], layer_figures: list[Path]) -> list[str]:
     lines = ["## Curves", ""] + [f"![{p.stem}]({p.name})" for p in faceted] + [
-        f"![{d}](curves_{d}.png)" for d in datasets] + [""]
+        f"![{d}](curves_{data_label(d)}.png)" for d in datasets] + [""]
     if layer_figures:
         lines += ["## Per-layer gradients", "",
                   "L2 norm of each layer's gradient at the recorded steps (every `layer_norms_every` steps; the "

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxres.catalog import data_label
 from jaxres.config import flatten
 from jaxres.report.runs import FIXED_COLUMNS, value_text
 
@@ -295,5 +296,5 @@ def plot_layer_norms(results: list[dict[str, Any]], out_dir: Path, columns: list
         by_dataset[r["config"]["data"]["name"]].setdefault(label, (label, names, series))
     for dataset, runs in sorted(by_dataset.items()):
         written.append(plot_layer_lines(list(runs.values()), f"{dataset}: gradient norm of the first, middle and "
-                                        "last convolution", out_dir / f"layer_grads_{dataset}.png"))
+                                        "last convolution", out_dir / f"layer_grads_{data_label(dataset)}.png"))
     return written
