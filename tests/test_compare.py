@@ -261,7 +261,7 @@ def test_tied_axes_from_the_command_line(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--models", "seed_cnn,resnet21"], "model.name='resnet21' is not one of seed_cnn"),
     (["--datasets", "imagenet"], "data.name='imagenet' is not one of"),
-    (["--study", "fast"], "argument --study/--protocol: invalid choice: 'fast'"),
+    (["--study", "fast"], "unknown study 'fast'; choose one of seed, "),
     (["--seeds", "1,x"], "seed='x' must be an integer"),
     (["--seeds=-1"], "seed=-1 must be >= 0"),
     (["--seeds", "99999999999999999999"], "seed=99999999999999999999 must be >= 0 and <= 2147483647"),
