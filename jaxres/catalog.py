@@ -66,6 +66,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     # coarse + fine label bytes + 3072 pixel bytes
     Format("npz", "jaxres.data.formats:read_npz"),
     # a user's arrays: one .npz with x_train, y_train, x_test, y_test (data.name is its path)
+    Format("image-folder", "jaxres.data.folders:read_folder"),
+    # a user's images, a folder per class: DIR/train/<class>/*, DIR/test/<class>/* (data.name is DIR)
 )}
 
 
@@ -107,13 +109,22 @@ USER_DATA_SUFFIXES = (".npz",)  # data.name may be the path of such a file: a us
 
 
 def is_user_data(name: str) -> bool:
-    """Whether ``data.name`` names a user's data file rather than a catalog entry."""
-    return name not in DATASETS and name.endswith(USER_DATA_SUFFIXES)
+    """Whether ``data.name`` names a user's data rather than a catalog entry: the path of an .npz, or of a folder of
+    images by class (a path: it holds a "/", e.g. ./pets or /data/pets)."""
+    return name not in DATASETS and (name.endswith(USER_DATA_SUFFIXES) or "/" in name)
+
+
+def user_format(name: str) -> str:
+    """The catalog format of a user's data: "npz" for an .npz, else "image-folder"."""
+    return "npz" if name.endswith(USER_DATA_SUFFIXES) else "image-folder"
 
 
 def data_label(name: str) -> str:
     """``data.name`` as it goes into file and folder names: a catalog name, or a user's file's stem."""
-    return name.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if is_user_data(name) else name
+    if not is_user_data(name):
+        return name
+    last = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return last.rsplit(".", 1)[0] if user_format(name) == "npz" else last
 
 
 PREPROCESS = ("scale", "standardize")   # x/255 (the seed study's) or per-channel standardization

@@ -63,8 +63,18 @@ def write_npz(folder, splits):
                                        for k, a in (("x", x), ("y", y))})
 
 
+def write_image_folder(folder, splits):
+    from PIL import Image
+
+    for split, (x, y) in splits.items():
+        for i, (image, label) in enumerate(zip(x, y)):
+            (folder / split / f"class{label}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / split / f"class{label}" / f"{i:05d}.png")
+
+
 # One writer per file format: a format added to the catalog gets its row here
-WRITERS = {"idx": write_idx, "cifar10-binary": write_cifar10, "cifar100-binary": write_cifar100, "npz": write_npz}
+WRITERS = {"idx": write_idx, "cifar10-binary": write_cifar10, "cifar100-binary": write_cifar100, "npz": write_npz,
+           "image-folder": write_image_folder}
 
 
 def test_a_users_arrays_read_back_as_written(tmp_path):
@@ -75,11 +85,17 @@ def test_a_users_arrays_read_back_as_written(tmp_path):
     for split, (x, y) in splits.items():
         got = catalog.resolve("format", "npz")([tmp_path / "arrays.npz"], split)
         assert np.array_equal(got[0], x) and np.array_equal(got[1], y) and got[1].dtype == np.int32
+    write_image_folder(tmp_path / "folder", splits)  # PNG is lossless: the same pixels, in class order
+    for split, (x, y) in splits.items():
+        got = catalog.resolve("format", "image-folder")([tmp_path / "folder"], split)
+        order = np.argsort(y, kind="stable")
+        assert np.array_equal(got[0], x[order]) and np.array_equal(got[1], y[order])
 
 
 def test_every_format_has_files_a_reader_and_a_writer_here():
     assert set(catalog.FORMATS) == set(WRITERS)
-    assert all(f.files for f in catalog.FORMATS.values() if f.name != "npz")  # a user's arrays: their own path
+    # a user's arrays or image folder: their own path
+    assert all(f.files for f in catalog.FORMATS.values() if f.name not in ("npz", "image-folder"))
     assert {d.format for d in catalog.DATASETS.values()} <= set(catalog.FORMATS)
 
 

@@ -68,3 +68,84 @@ def test_an_unknown_dataset_name_is_one_line_naming_both_doors(capsys):
     assert compare.main(["--study", "tiny", "--datasets", "imagenet", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert "data.name='imagenet' is not one of mnist" in err and ".npz" in err and len(err.splitlines()) == 1
+
+
+def _folder(root, size=(10, 10), mode="RGB", classes=("cat", "dog", "fox"), n=(4, 2)):
+    """DIR/train/<class>/*.png and DIR/test/<class>/*.png, the layout of Keras's image_dataset_from_directory."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in zip(("train", "test"), n):
+        for c in classes:
+            for i in range(count):
+                (root / split / c).mkdir(parents=True, exist_ok=True)
+                shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / split / c / f"{i}.png")
+    return root
+
+
+def _folder_argv(root, out):
+    return ["--study", "tiny", "--datasets", str(root), "--models", "seed_cnn", "--out", str(out), "--no-progress",
+            "--devices", "1", "--batch-size", "4", "--epochs", "1", "--train-subset", "12", "--test-subset", "6"]
+
+
+def test_a_folder_of_images_by_class_trains_and_is_read_once_into_a_checked_cache(tmp_path, monkeypatch):
+    from jaxres.data import folders, formats
+
+    root = _folder(tmp_path / "pets")
+    out = tmp_path / "out"
+    assert compare.main(_folder_argv(root, out)) == 0
+    (result,) = [json.loads(p.read_text()) for p in out.glob("pets_seed_cnn_seed0_*/results.json")]
+    assert result["model"]["num_classes"] == 3 and result["final"]["test_examples"] == 6
+    (cache,) = (root / ".jaxres_cache").glob("*.npz")
+    folders._arrays.cache_clear()
+    monkeypatch.setattr(folders, "_read", lambda *a: pytest.fail("read the images again"))
+    assert formats.info(str(root)).shape == (10, 10, 3)  # the facts, from the cache
+    x, y = folders.folder_arrays(root)["train"]
+    assert x.shape == (12, 10, 10, 3) and sorted(set(y.tolist())) == [0, 1, 2]
+    monkeypatch.undo()
+    # a training image changed: the cache no longer matches the folder, so it is read again into a new one
+    (root / "train" / "cat" / "0.png").write_bytes((root / "train" / "dog" / "1.png").read_bytes())
+    read = []
+    real = folders._read
+    monkeypatch.setattr(folders, "_read", lambda *a: read.append(1) or real(*a))
+    folders._arrays.cache_clear()
+    folders.folder_arrays(root)
+    (new,) = (root / ".jaxres_cache").glob("*.npz")  # the stale cache is gone
+    assert read == [1] and new != cache
+
+
+def test_a_grayscale_folder_keeps_one_channel(tmp_path):
+    from jaxres.data import folders
+
+    root = _folder(tmp_path / "digits", mode="L")
+    assert folders.folder_arrays(root)["train"][0].shape == (12, 10, 10, 1)
+
+
+def _not_an_image(root):
+    _folder(root)
+    (root / "train" / "dog" / "notes.txt").write_text("not a picture")
+
+
+def _mixed_sizes(root):
+    from PIL import Image
+
+    _folder(root)
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(root / "train" / "fox" / "big.png")
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda r: _folder(r) and __import__("shutil").rmtree(r / "test"), "has no test/ folder"),
+    (lambda r: _folder(r) and (r / "train" / "emu").mkdir(), "emu is empty: every class needs images"),
+    (lambda r: _folder(r) and _folder(r, classes=("emu",), n=(0, 1)), "has class folder(s) emu that"),
+    (_not_an_image, "notes.txt is not an image Pillow can read"),
+    (_mixed_sizes, "big.png is 12x12 but"),
+])
+def test_a_bad_image_folder_is_one_line_naming_it_before_training(make, said, tmp_path, capsys):
+    root = tmp_path / "pets"
+    make(root)
+    out = tmp_path / "out"
+    assert compare.main(_folder_argv(root, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

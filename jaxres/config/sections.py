@@ -47,7 +47,7 @@ class DataConfig(Section):
         if name not in catalog.DATASETS and not catalog.is_user_data(name):
             raise ConfigError(f"data.name={name!r} is not one of {', '.join(catalog.DATASETS)}, nor the path of a "
                               f"user's arrays ({', '.join(catalog.USER_DATA_SUFFIXES)}: x_train, y_train, x_test, "
-                              "y_test)")
+                              "y_test) or of a folder of images by class (with a /: ./DIR, DIR/train/<class>/*)")
         return name
 
     @pydantic.model_validator(mode="after")

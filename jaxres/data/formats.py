@@ -100,18 +100,31 @@ def info(name: str) -> catalog.Dataset:
     if name in DATASETS:
         return DATASETS[name]
     if catalog.is_user_data(name):
-        path = _user_file(name)
-        x, y = _npz_arrays(path, _stamp(path))["train"]
-        test = _npz_arrays(path, _stamp(path))["test"][1]
-        return catalog.Dataset(name, "npz", tuple(x.shape[1:]), int(y.max()) + 1, len(y), len(test), epochs=10)
+        splits = user_arrays(name)
+        (x, y), test = splits["train"], splits["test"][1]
+        return catalog.Dataset(name, catalog.user_format(name), tuple(x.shape[1:]), int(y.max()) + 1, len(y),
+                               len(test), epochs=10)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or the path of an .npz of arrays")
+
+
+def user_arrays(name: str) -> dict[str, Arrays]:
+    """Both splits of a user's data (an .npz, or a folder of images by class: ``jaxres.data.folders``), checked."""
+    path = _user_file(name)
+    if catalog.user_format(name) == "npz":
+        return _npz_arrays(path, _stamp(path))
+    from jaxres.data.folders import folder_arrays
+
+    return folder_arrays(path)
 
 
 def _user_file(name: str) -> Path:
     path = Path(name).expanduser()
-    if not path.is_file():
+    if catalog.user_format(name) == "npz" and not path.is_file():
         raise DataError(f"missing {path}: data.name names a user's arrays, an .npz with x_train, y_train, x_test, "
                         "y_test")
+    if catalog.user_format(name) != "npz" and not path.is_dir():
+        raise DataError(f"missing {path}: data.name names a folder of images by class ({path}/train/<class>/*, "
+                        f"{path}/test/<class>/*)")
     return path
 
 
