@@ -1,6 +1,7 @@
 """A user's own data (issue 48): arrays in one .npz (x_train, y_train, x_test, y_test) named by data.name; its image
 shape, classes and sizes read from the data; each bad input one line naming the file and the fix, nothing written."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,15 @@ def _argv(path, out, *extra):
     return ["--study", "tiny", "--datasets", str(path), "--models", "seed_cnn", "--out", str(out), "--no-progress",
             "--devices", "1", "--batch-size", "16", "--epochs", "1", "--train-subset", "64", "--test-subset", "32",
             *extra]
+
+
+def _refused(argv, said, capsys) -> str:
+    """The command is refused in one line saying ``said``, exit 2, and its --out is never made; that line."""
+    assert compare.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and len(err.splitlines()) == 1, err
+    assert not Path(argv[argv.index("--out") + 1]).exists()
+    return err
 
 
 def test_arrays_in_an_npz_train_with_their_facts_read_from_the_data(tmp_path, capsys):
@@ -56,12 +66,8 @@ def _truncated(path):
 def test_bad_arrays_are_one_line_naming_the_file_before_training(damage, said, tmp_path, capsys):
     path = tmp_path / "toy.npz"
     damage(path)
-    out = tmp_path / "out"
-    assert compare.main(_argv(path, out)) == 2
-    err = capsys.readouterr().err.strip()
-    assert said in err and len(err.splitlines()) == 1, err
+    err = _refused(_argv(path, tmp_path / "out"), said, capsys)
     assert "toy.npz" in err or "train_subset" in err
-    assert not out.exists()
 
 
 def test_an_unknown_dataset_name_is_one_line_naming_both_doors(capsys):
@@ -144,8 +150,4 @@ def _mixed_sizes(root):
 def test_a_bad_image_folder_is_one_line_naming_it_before_training(make, said, tmp_path, capsys):
     root = tmp_path / "pets"
     make(root)
-    out = tmp_path / "out"
-    assert compare.main(_folder_argv(root, out)) == 2
-    err = capsys.readouterr().err.strip()
-    assert said in err and len(err.splitlines()) == 1, err
-    assert not out.exists()
+    _refused(_folder_argv(root, tmp_path / "out"), said, capsys)
