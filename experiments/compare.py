@@ -40,7 +40,7 @@ class Parser(argparse.ArgumentParser):
 # flag -> config key; a value given on the command line sets that key for every run
 SET_FLAGS = {"epochs": "epochs", "train_subset": "data.train_subset", "test_subset": "data.test_subset",
              "batch_size": "data.batch_size", "lr": "optimizer.lr", "optimizer": "optimizer.name",
-             "norm": "model.norm", "source": "data.source"}
+             "norm": "model.norm", "source": "data.source", "image_size": "data.image_size"}
 SWEEP_FLAGS = {"models": "model.name", "datasets": "data.name", "seeds": "seed"}
 
 
@@ -67,7 +67,9 @@ def _study_flags(s, config, catalog) -> None:
                         "that move together: optimizer.name,optimizer.lr=adam,0.001;sgd,0.1")
     s.add_argument("--models", help=f"sweep model.name: comma-separated presets, from {', '.join(catalog.PRESETS)}, or "
                                     "import paths (package.module:name) of a jaxres.catalog.Network (docs/studies.md)")
-    s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(catalog.DATASETS)}")
+    s.add_argument("--datasets", help=f"sweep data.name: comma-separated, from {', '.join(catalog.DATASETS)}; any tfds "
+                                      "image-classification dataset by name with --source tfds; the path of an .npz of "
+                                      "arrays or of a folder of images by class (docs/studies.md)")
     s.add_argument("--seeds", help="sweep seed: comma-separated integers (the root of every random stream)")
     s.add_argument("--epochs", type=int, help="set epochs for every dataset (replaces the study's per-dataset epochs)")
     s.add_argument("--train-subset", type=int, help="set data.train_subset: the first N training examples")
@@ -76,6 +78,8 @@ def _study_flags(s, config, catalog) -> None:
     s.add_argument("--lr", type=float, help="set optimizer.lr (peak learning rate)")
     s.add_argument("--optimizer", help=f"set optimizer.name ({', '.join(catalog.OPTIMIZERS)})")
     s.add_argument("--norm", help=f"set model.norm ({', '.join(catalog.NORMS)})")
+    s.add_argument("--image-size", help="set data.image_size: resize a folder's or a tfds dataset's images as they "
+                                        "are read, to N x N (32) or H x W (32,48)")
     s.add_argument("--augment", action="store_true", help="set data.augment=true (pad-crop-flip)")
     s.add_argument("--source", help="set data.source: device (raw files read with numpy, batches made on the "
                                     "device, no TensorFlow) or tfds (tensorflow-datasets + tf.data)")
@@ -183,8 +187,13 @@ def _check_inputs(runs: list, args: argparse.Namespace) -> None:
     for cfg in runs:
         if cfg.data.source == "device":
             data.raw_files(cfg.data.name, args.raw_dir)
-        if catalog.is_user_data(cfg.data.name):  # a user's arrays: read and checked whole, their sizes known now
-            d = data.info(cfg.data.name)
+        if cfg.data.kind in ("npz", "image-folder"):  # a user's data: read and checked whole, its sizes known now
+            d = data.info(cfg.data.name, cfg.data.image_size)
+            cfg.data.check(d.num_train, d.num_test)
+        elif cfg.data.kind == "tfds":  # any tfds dataset by name: its facts from builder.info, checked now
+            from jaxres.data import tfds_source
+
+            d = tfds_source.tfds_info(tfds_source.tfds_builder(cfg.data.name, args.data_dir), cfg.data.image_size)
             cfg.data.check(d.num_train, d.num_test)
         for what, b in (("data.batch_size", cfg.data.batch_size), ("data.eval_batch_size", cfg.data.eval_batch_size)):
             if b % n_dev:

@@ -119,8 +119,26 @@ def user_format(name: str) -> str:
     return "npz" if name.endswith(USER_DATA_SUFFIXES) else "image-folder"
 
 
-def data_label(name: str) -> str:
-    """``data.name`` as it goes into file and folder names: a catalog name, or a user's file's stem."""
+# a tfds builder by name (data.source=tfds): "svhn_cropped", "cifar10_corrupted/brightness_1", "mnist:3.*.*"
+TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.-]+)?(:[0-9*]+\.[0-9*]+\.[0-9*]+)?$")
+
+
+def data_kind(name: str, source: str = "device") -> str | None:
+    """What ``data.name`` names, read with ``data.source``: "catalog" (a ``DATASETS`` entry), "tfds" (any other
+    tfds builder, on source tfds: its facts from ``tfds.builder(name).info``), "npz" or "image-folder" (a user's
+    files, on source device); None: nothing jaxres can read."""
+    if name in DATASETS:
+        return "catalog"
+    if source == "tfds":
+        return "tfds" if TFDS_NAME.match(name) else None
+    return user_format(name) if is_user_data(name) else None
+
+
+def data_label(name: str, source: str = "device") -> str:
+    """``data.name`` as it goes into file and folder names: a catalog or tfds name ("/" and ":" made "_"), or a
+    user's file's stem."""
+    if data_kind(name, source) == "tfds":
+        return re.sub(r"[/:*]", "_", name)
     if not is_user_data(name):
         return name
     last = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]

@@ -171,10 +171,17 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     return {"schema": results.SCHEMA, "run": name, "study": opts.study, "study_source": opts.study_source,
             "config": config.to_dict(cfg),
             "identity": config.identity(cfg), "params": n_params, "model": models.knobs(model),
-            "model_facts": catalog.model_facts(cfg.model.name),
+            "model_facts": catalog.model_facts(cfg.model.name), "data_facts": _data_facts(ds),
             "history": history, "final": history[-1], "best": stopping.best_epoch(history), "diverged": fit.diverged,
             "stopped_early": fit.stopped_early,
             "wall_time_s": sum(h["epoch_time_s"] for h in history), "environment": environment(cfg.compute.precision)}
+
+
+def _data_facts(ds) -> dict[str, Any]:
+    """What the data was, as read (the catalog's entry, or a user's or tfds's data): reports need no data to say it."""
+    d = ds.info
+    return {"name": d.name, "format": d.format, "shape": list(d.shape), "num_classes": d.num_classes,
+            "num_train": d.num_train, "num_test": d.num_test}
 
 
 def _header(cfg, name: str, model, n_params: int, ds, n_dev: int) -> str:

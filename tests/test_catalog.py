@@ -119,7 +119,9 @@ def test_every_catalog_entry_resolves_to_what_builds_it(kind):
             assert issubclass(built, nn.Module) and built.__name__ == table[name].module, name
             built(**table[name].settings, num_classes=10)  # the preset's settings are its fields
             continue
-        assert list(inspect.signature(built).parameters) == SIGNATURES[kind], (kind, name)
+        params = inspect.signature(built).parameters  # the callers' arguments, then only ones with defaults
+        assert list(params)[:len(SIGNATURES[kind])] == SIGNATURES[kind], (kind, name)
+        assert all(p.default is not p.empty for p in list(params.values())[len(SIGNATURES[kind]):]), (kind, name)
         if kind == "kernel_init":
             assert built()(__import__("jax").random.key(0), (3, 3, 2, 4)).shape == (3, 3, 2, 4), name
     with pytest.raises(ValueError, match=f"unknown {kind} 'nope'; choose one of"):

@@ -83,7 +83,7 @@ def test_python_values_are_checked_too():
         RunConfig(data="mnist")
     assert config.from_dict({"data": {"name": "cifar10"}, "epochs": 3}) == RunConfig(data=config.DataConfig(name="cifar10"), epochs=3)
     with pytest.raises(ConfigError, match=r"data.name='imagenet' is not one of mnist"):
-        config.from_dict({"data": {"name": "imagenet"}})
+        config.from_dict({"data": {"name": "imagenet"}}).check()  # a tfds name: a catalog name on source device
     cfg = config.replace(RunConfig(), "optimizer.name", "sgd")
     assert config.from_dict(config.to_dict(cfg)) == cfg  # results.json's config is the run's config
 

@@ -151,3 +151,100 @@ def test_a_bad_image_folder_is_one_line_naming_it_before_training(make, said, tm
     root = tmp_path / "pets"
     make(root)
     _refused(_folder_argv(root, tmp_path / "out"), said, capsys)
+
+
+def test_a_folder_of_mixed_sizes_trains_resized_to_the_size_the_config_names(tmp_path):
+    from jaxres import config, data
+    from jaxres.data import folders
+
+    root = tmp_path / "pets"
+    _mixed_sizes(root)
+    out = tmp_path / "out"
+    assert compare.main(_folder_argv(root, out) + ["--image-size", "8"]) == 0
+    (result,) = [json.loads(p.read_text()) for p in out.glob("pets_seed_cnn_seed0_*/results.json")]
+    assert result["config"]["data"]["image_size"] == [8, 8] and result["data_facts"]["shape"] == [8, 8, 3]
+    # from Python, another size: its own cache beside the first; the images are Pillow's bilinear resize
+    cfg = config.DataConfig(name=str(root), image_size=(6, 5), batch_size=4, eval_batch_size=4)
+    ds = data.make_dataset(cfg)
+    assert ds.shape == (6, 5, 3) and ds.split_arrays("train")[0].shape == (13, 6, 5, 3)
+    assert sorted(p.name.split("-")[0] for p in (root / ".jaxres_cache").glob("*.npz")) == ["6x5", "8x8"]
+    from PIL import Image
+
+    first = np.asarray(Image.open(root / "train" / "cat" / "0.png").convert("RGB").resize((5, 6), Image.BILINEAR))
+    np.testing.assert_array_equal(folders.folder_arrays(root, (6, 5))["train"][0][0], first)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--datasets", "svhn_cropped"], "any other tfds dataset needs data.source=tfds"),
+    (["--datasets", "mnist", "--image-size", "32"], "data.image_size applies to a folder of images or a tfds"),
+    (["--datasets", "Not A Name", "--source", "tfds"], "nor a tfds dataset name (lower case"),
+    (["--datasets", "./pets", "--source", "tfds"], "is a user's file or folder, read by data.source=device"),
+    (["--datasets", "mnist", "--set", "data.image_size=0"], "data.image_size"),
+])
+def test_data_doors_refuse_what_they_cannot_read_in_one_line(argv, said, capsys):
+    assert compare.main(["--study", "tiny", "--dry-run", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and len(err.splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------ any tfds dataset by name, offline
+def _tfds_metadata(root, name="svhn_cropped", n=48):
+    """tfds's metadata for ``name``, with train and test splits of ``n`` examples, where
+    ``tfds.testing.mock_data(policy=USE_FILES)`` reads it: the facts come from its builder.info as for a prepared
+    dataset, the examples are mock_data's random ones (``n`` per split)."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=root)
+    template = dict(template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", dataset_name=builder.name,
+                    filetype_suffix="tfrecord", data_dir=builder.data_dir)
+    builder.info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(
+        name=s, shard_lengths=[n], num_bytes=0, filename_template=tfds.core.ShardedFileTemplate(split=s, **template))
+        for s in ("train", "test")]))
+    Path(builder.data_dir).mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_dir)
+    return tfds.testing.mock_data(num_examples=n, policy=tfds.testing.MockPolicy.USE_FILES, data_dir=str(root))
+
+
+def _tfds_argv(out, *extra):
+    return ["--study", "tiny", "--datasets", "svhn_cropped", "--source", "tfds", "--models", "seed_cnn", "--out",
+            str(out), "--no-progress", "--devices", "1", "--batch-size", "16", "--epochs", "1", "--train-subset", "48",
+            "--test-subset", "48", *extra]
+
+
+def test_any_tfds_dataset_by_name_trains_with_its_facts_from_builder_info(tmp_path):
+    """svhn_cropped is not in jaxres's catalog: its shape, classes and sizes come from tfds."""
+    pytest.importorskip("tensorflow_datasets")
+    out = tmp_path / "out"
+    with _tfds_metadata(tmp_path / "tfds"):
+        assert compare.main(_tfds_argv(out, "--data-dir", str(tmp_path / "tfds"))) == 0
+        assert compare.main(_tfds_argv(out, "--data-dir", str(tmp_path / "tfds"), "--image-size", "16")) == 0
+    results = {json.dumps(r["config"]["data"]["image_size"]): r for r in
+               (json.loads(p.read_text()) for p in out.glob("svhn_cropped_seed_cnn_seed0*/results.json"))}
+    assert results["null"]["data_facts"] == {"name": "svhn_cropped", "format": "tfds", "shape": [32, 32, 3],
+                                             "num_classes": 10, "num_train": 48, "num_test": 48}
+    assert results["[16, 16]"]["data_facts"]["shape"] == [16, 16, 3]
+    assert results["null"]["model"]["num_classes"] == 10 and results["null"]["final"]["test_examples"] == 48
+    assert "svhn_cropped" in (out / "summary.md").read_text() and (out / "curves_svhn_cropped.png").is_file()
+
+
+def test_a_tfds_dataset_from_python_and_the_ones_it_cannot_read(tmp_path, capsys):
+    pytest.importorskip("tensorflow_datasets")
+    from jaxres import config, data
+    from jaxres.errors import DataError
+
+    with _tfds_metadata(tmp_path / "tfds", n=40):
+        cfg = config.DataConfig(name="svhn_cropped", source="tfds", batch_size=8, eval_batch_size=16,
+                                train_subset=40, validation=8)
+        ds = data.make_dataset(cfg, data_dir=tmp_path / "tfds")
+        assert (ds.shape, ds.num_classes, ds.num_train, ds.splits) == ((32, 32, 3), 10, 32, ("validation", "test"))
+        x, _ = next(iter(ds.train_batches(0)))["image"], None
+        assert x.shape == (8, 32, 32, 3)
+        with pytest.raises(DataError, match="tfds cannot make the dataset 'no_such_dataset_here'"):
+            data.make_dataset(cfg.model_copy(update={"name": "no_such_dataset_here"}), data_dir=tmp_path / "tfds")
+    # a dataset tfds knows but that is not prepared, offline: what to do, in one line, and nothing written
+    out = tmp_path / "out"
+    argv = _tfds_argv(out, "--data-dir", str(tmp_path / "empty"))
+    assert compare.main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert "svhn_cropped is not prepared in" in err and "tfds build svhn_cropped" in err, err
+    assert len(err.splitlines()) == 1 and not out.exists()

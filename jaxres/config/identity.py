@@ -82,7 +82,7 @@ def run_name(cfg: RunConfig) -> str:
     base = _named(RunConfig())
     rest = {k: v for k, v in _named(cfg).items()
             if k not in ("data.name", "model.name", "seed") and (k not in base or base[k] != v)}
-    name = f"{catalog.data_label(cfg.data.name)}_{cfg.model.name.replace(':', '.')}_seed{cfg.seed}"  # a user's network: package.module:name
+    name = f"{catalog.data_label(cfg.data.name, cfg.data.source)}_{cfg.model.name.replace(':', '.')}_seed{cfg.seed}"  # a user's network: package.module:name
     if rest:
         name += "_" + hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:8]
     return name

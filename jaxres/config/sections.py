@@ -11,7 +11,7 @@ import pydantic
 from pydantic import Field
 
 from jaxres import catalog
-from jaxres.config.values import ConfigError, Int, Number, Section, Steps, names_of
+from jaxres.config.values import ConfigError, Int, Number, Section, Size, Steps, names_of
 
 OPTIMIZERS = tuple(catalog.OPTIMIZERS)
 SCHEDULES = tuple(catalog.SCHEDULES)
@@ -26,8 +26,10 @@ class DataConfig(Section):
     """Which examples a run sees and how they are batched (``jaxres.data``)."""
 
     prefix: ClassVar[str] = "data."
-    # a catalog dataset, or the path of a user's arrays (.npz with x_train, y_train, x_test, y_test; its image shape,
-    # classes and sizes read from it when the run is built)
+    # a catalog dataset; on source tfds, any tfds image-classification builder by name ("svhn_cropped"); on source
+    # device, the path of a user's arrays (.npz with x_train, y_train, x_test, y_test) or of a folder of images by
+    # class (DIR/train/<class>/*, DIR/test/<class>/*). A user's or tfds's image shape, classes and sizes are read from
+    # the data when the run is built, never typed here.
     name: str = "mnist"
     batch_size: Int = Field(128, ge=1)  # global, over all devices; the seed does not state one
     eval_batch_size: Int = Field(1000, ge=1)
@@ -40,22 +42,30 @@ class DataConfig(Section):
     # protocol): evaluated every epoch, it chooses the best epoch and drives early stopping (``patience``), so the
     # test split is not used to choose anything.
     validation: Int = Field(0, ge=0)
+    # Every image resized to H x W (bilinear; 32 means 32 x 32) as it is read, for a folder of images or a tfds
+    # dataset by name whose images differ in size (Keras's image_dataset_from_directory(image_size=...)); None: as
+    # they are, which must then be one size.
+    image_size: Size | None = None
+
+    @property
+    def kind(self) -> str | None:
+        """What ``name`` names (``catalog.data_kind``): "catalog", "tfds", "npz" or "image-folder"."""
+        return catalog.data_kind(self.name, self.source)
 
     @pydantic.field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in catalog.DATASETS and not catalog.is_user_data(name):
-            raise ConfigError(f"data.name={name!r} is not one of {', '.join(catalog.DATASETS)}, nor the path of a "
-                              f"user's arrays ({', '.join(catalog.USER_DATA_SUFFIXES)}: x_train, y_train, x_test, "
-                              "y_test) or of a folder of images by class (with a /: ./DIR, DIR/train/<class>/*)")
+        if catalog.data_kind(name) is None and catalog.data_kind(name, "tfds") is None:
+            raise ConfigError(f"data.name={name!r} is not one of {', '.join(catalog.DATASETS)}, nor the path of a user's "
+                              f"arrays ({', '.join(catalog.USER_DATA_SUFFIXES)}: x_train, y_train, x_test, y_test) or of "
+                              "a folder of images by class (with a /: ./DIR, DIR/train/<class>/*), nor a tfds dataset "
+                              "name (lower case, e.g. svhn_cropped, with data.source=tfds)")
         return name
 
     @pydantic.model_validator(mode="after")
     def _subsets(self) -> DataConfig:
-        if self.name not in catalog.DATASETS:  # a user's data: its sizes are checked when it is read
-            return self
-        info = catalog.DATASETS[self.name]
-        self._bounds(info.num_train, info.num_test)
+        if self.name in catalog.DATASETS:  # a user's or tfds's data: its sizes are checked when it is read
+            self._bounds(catalog.DATASETS[self.name].num_train, catalog.DATASETS[self.name].num_test)
         return self
 
     def _bounds(self, num_train: int, num_test: int) -> None:
@@ -65,7 +75,18 @@ class DataConfig(Section):
                 raise ConfigError(f"data.{key}={n!r} must be >= 1 and <= {size}")
 
     def check(self, num_train: int | None = None, num_test: int | None = None) -> None:
-        """The checks across keys; a user's data is checked once read, with its sizes (``jaxres.data.info``)."""
+        """The checks across keys; a user's or tfds's data is checked once read, with its sizes (``jaxres.data``)."""
+        kind = self.kind
+        if kind is None and self.source == "tfds" and catalog.is_user_data(self.name):
+            raise ConfigError(f"data.name={self.name!r} is a user's file or folder, read by data.source=device, "
+                              "not tfds")
+        if kind is None:
+            raise ConfigError(f"data.name={self.name!r} is not one of {', '.join(catalog.DATASETS)}, nor the path of a "
+                              f"user's arrays ({', '.join(catalog.USER_DATA_SUFFIXES)}) or of a folder of images by "
+                              "class (with a /: ./DIR); any other tfds dataset needs data.source=tfds")
+        if self.image_size is not None and kind not in ("tfds", "image-folder"):
+            raise ConfigError(f"data.image_size applies to a folder of images or a tfds dataset by name, not to "
+                              f"{self.name} ({'arrays: resize them before saving' if kind == 'npz' else 'a catalog dataset'})")
         if num_train is None and self.name not in catalog.DATASETS:
             return
         if num_train is not None:

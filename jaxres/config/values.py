@@ -28,9 +28,20 @@ def _listed(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
 
 
+def _size(v: Any) -> Any:
+    """An image size: 32 (or [32]) is 32 x 32; [h, w] is h x w."""
+    v = _whole(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, (list, tuple)):
+        return tuple(v) * 2 if len(v) == 1 else tuple(v)
+    return v
+
+
 Int = Annotated[int, BeforeValidator(_whole)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 Steps = Annotated[tuple[Int, ...], BeforeValidator(_listed)]
+Size = Annotated[tuple[Annotated[Int, Field(ge=1)], Annotated[Int, Field(ge=1)]], BeforeValidator(_size)]
 
 
 class Section(BaseModel):

@@ -51,12 +51,10 @@ def make_dataset(config: DataConfig, raw_dir: str | os.PathLike | None = None,
                  data_dir: str | os.PathLike | None = None, order_seed: int = 0, n_devices: int = 1,
                  process_index: int | None = None, process_count: int | None = None) -> Dataset:
     """The dataset ``config`` describes, from its source (``config.source``)."""
-    d = info(config.name)
     if config.source not in SOURCES:
         raise DataError(f"unknown data source {config.source!r}; choose one of {', '.join(SOURCES)}")
-    if catalog.is_user_data(config.name):
-        if config.source != "device":
-            raise DataError(f"{config.name}: a user's arrays are read by data.source=device, not {config.source}")
+    if config.kind in ("npz", "image-folder"):
+        d = info(config.name, config.image_size)
         config.check(d.num_train, d.num_test)  # the checks the catalog's sizes allow at config time
     kw = dict(order_seed=order_seed, n_devices=n_devices, process_index=process_index, process_count=process_count)
     if config.source == "tfds":

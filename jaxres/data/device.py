@@ -25,8 +25,8 @@ class DeviceDataset(Dataset):
         p_index = jax.process_index() if process_index is None else process_index
         p_count = jax.process_count() if process_count is None else process_count
         arrays, global_sizes = {}, {}
-        for split, (images, labels) in held_out(config, load_raw(config.name, "train", raw_dir),
-                                                load_raw(config.name, "test", raw_dir)).items():
+        train, test = (load_raw(config.name, s, raw_dir, config.image_size) for s in ("train", "test"))
+        for split, (images, labels) in held_out(config, train, test).items():
             global_sizes[split] = len(labels)
             if split == "train":
                 train_images = images

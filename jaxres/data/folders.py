@@ -1,12 +1,13 @@
 """A user's images in a folder per class, the layout of Keras's ``image_dataset_from_directory``, torchvision's
 ``ImageFolder`` and tfds's ``ImageFolder``: ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``, read with Pillow (no
-TensorFlow). Classes are the training split's folder names in sorted order; every image is one size; all
-grayscale images stay one channel, otherwise every image becomes RGB.
+TensorFlow). Classes are the training split's folder names in sorted order; every image is one size, or is
+resized to the size the config names (``data.image_size``, Pillow's bilinear filter); all grayscale images stay
+one channel, otherwise every image becomes RGB.
 
-The folder is read once and cached beside it (``DIR/.jaxres_cache/<key>.npz``, uint8 arrays that load in a
-moment), the key a hash of every file's path, size and modification time: a file added, removed or changed
-makes a new cache. Every problem is one DataError naming the file or folder and the fix, before anything is
-trained: no train/ or test/, an empty class folder, a test class the training split lacks, a file that is not
+The folder is read once and cached beside it (``DIR/.jaxres_cache/<size>-<key>.npz``, uint8 arrays that load in
+a moment), the key a hash of every file's path, size and modification time and of the size asked for: a file
+added, removed or changed makes a new cache (one kept per size). Every problem is one DataError naming the file
+or folder and the fix, before anything is trained: no train/ or test/, an empty class folder, a test class the training split lacks, a file that is not
 an image, images of several sizes.
 """
 from __future__ import annotations
@@ -26,36 +27,39 @@ CACHE = ".jaxres_cache"
 SPLITS = ("train", "test")
 
 
-def read_folder(paths: list[Path], split: str) -> Arrays:
-    """The catalog format "image-folder": ``split``'s (uint8 images NHWC, int32 labels) of the folder."""
-    return folder_arrays(paths[0])[split]
+def read_folder(paths: list[Path], split: str, image_size: tuple[int, int] | None = None) -> Arrays:
+    """The catalog format "image-folder": ``split``'s (uint8 images NHWC, int32 labels) of the folder, every image
+    resized to ``image_size`` (H, W) where it is given."""
+    return folder_arrays(paths[0], image_size)[split]
 
 
-def folder_arrays(root: Path) -> dict[str, Arrays]:
-    """Both splits of the folder ``root``, from its cache where the cache matches the folder's files."""
+def folder_arrays(root: Path, image_size: tuple[int, int] | None = None) -> dict[str, Arrays]:
+    """Both splits of the folder ``root``, from its cache where the cache matches the folder's files and the size."""
     listing = _listing(Path(root))
-    key = hashlib.sha256(json.dumps([(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-                                     for split in SPLITS for files in listing[split].values() for p in files]
+    size = None if image_size is None else tuple(image_size)
+    key = hashlib.sha256(json.dumps([size] + [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                                              for split in SPLITS for files in listing[split].values() for p in files]
                                     ).encode()).hexdigest()[:20]
-    return _arrays(Path(root), key)
+    return _arrays(Path(root), key, size)
 
 
 @functools.lru_cache(maxsize=2)
-def _arrays(root: Path, key: str) -> dict[str, Arrays]:
-    cache = root / CACHE / f"{key}.npz"
+def _arrays(root: Path, key: str, size: tuple[int, int] | None) -> dict[str, Arrays]:
+    label = "native" if size is None else f"{size[0]}x{size[1]}"
+    cache = root / CACHE / f"{label}-{key}.npz"  # one cache per size asked for
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as f:
                 return {s: (f[f"x_{s}"], f[f"y_{s}"]) for s in SPLITS}
         except (OSError, ValueError, KeyError, EOFError):
             pass  # a damaged cache: read the folder again and write it anew
-    out = _read(root, _listing(root))
+    out = _read(root, _listing(root), size)
     try:
         cache.parent.mkdir(exist_ok=True)
         tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **{f"{k}_{s}": a for s, (x, y) in out.items() for k, a in (("x", x), ("y", y))})
         tmp.replace(cache)
-        for stale in cache.parent.glob("*.npz"):  # a cache of the folder as it was: it will never match again
+        for stale in cache.parent.glob(f"{label}-*.npz"):  # of the folder as it was: it will never match again
             if stale != cache:
                 stale.unlink(missing_ok=True)
     except OSError:
@@ -90,12 +94,11 @@ def _listing(root: Path) -> dict[str, dict[str, list[Path]]]:
     return out
 
 
-def _read(root: Path, listing: dict[str, dict[str, list[Path]]]) -> dict[str, Arrays]:
+def _read(root: Path, listing: dict[str, dict[str, list[Path]]], size: tuple[int, int] | None) -> dict[str, Arrays]:
     from PIL import Image, UnidentifiedImageError
 
     classes = {c: i for i, c in enumerate(listing["train"])}
     images: dict[str, list] = {s: [] for s in SPLITS}
-    first = None
     for split in SPLITS:
         for c, files in listing[split].items():
             for path in files:
@@ -106,15 +109,17 @@ def _read(root: Path, listing: dict[str, dict[str, list[Path]]]) -> dict[str, Ar
                 except (UnidentifiedImageError, OSError) as e:
                     raise DataError(f"{path} is not an image Pillow can read ({type(e).__name__}); remove it, or "
                                     "save it as PNG or JPEG") from None
-                if first is None:
-                    first = (path, img.size)
-                elif img.size != first[1]:
-                    raise DataError(f"{path} is {img.size[0]}x{img.size[1]} but {first[0]} is {first[1][0]}x"
-                                    f"{first[1][1]}: resize the images to one size")
-                images[split].append((img, classes[c]))
-    gray = all(img.mode in ("L", "1") for s in SPLITS for img, _ in images[s])
+                if size is None and images["train"] and img.size != images["train"][0][0].size:
+                    (w, h), (w0, h0), first = img.size, images["train"][0][0].size, images["train"][0][2]
+                    raise DataError(f"{path} is {w}x{h} but {first} is {w0}x{h0}: resize the images to one size, or "
+                                    f"set data.image_size (e.g. data.image_size={h0})")
+                images[split].append((img, classes[c], path))
+    gray = all(img.mode in ("L", "1") for s in SPLITS for img, _, _ in images[s])
     out = {}
     for split in SPLITS:
-        x = np.stack([np.asarray(img.convert("L" if gray else "RGB"), np.uint8) for img, _ in images[split]])
-        out[split] = (x[..., None] if gray else x, np.array([label for _, label in images[split]], np.int32))
+        pixels = [img.convert("L" if gray else "RGB") for img, _, _ in images[split]]
+        if size is not None:  # PIL sizes are (width, height)
+            pixels = [p if p.size == size[::-1] else p.resize(size[::-1], Image.BILINEAR) for p in pixels]
+        x = np.stack([np.asarray(p, np.uint8) for p in pixels])
+        out[split] = (x[..., None] if gray else x, np.array([label for _, label, _ in images[split]], np.int32))
     return out

@@ -94,27 +94,28 @@ DATASETS = catalog.DATASETS
 DatasetInfo = catalog.Dataset
 
 
-def info(name: str) -> catalog.Dataset:
-    """The catalog entry of ``name``, or, for a user's arrays (``data.name`` = the path of an .npz), one made from
-    the file: its image shape, classes and split sizes read from the data, never typed twice; a DataError otherwise."""
+def info(name: str, image_size: tuple[int, int] | None = None) -> catalog.Dataset:
+    """The catalog entry of ``name``, or, for a user's data (``data.name`` = the path of an .npz or of a folder of
+    images, resized to ``image_size`` where given), one made from it: its image shape, classes and split sizes read
+    from the data, never typed twice; a DataError otherwise. (A tfds dataset by name: ``tfds_source.tfds_info``.)"""
     if name in DATASETS:
         return DATASETS[name]
     if catalog.is_user_data(name):
-        splits = user_arrays(name)
+        splits = user_arrays(name, image_size)
         (x, y), test = splits["train"], splits["test"][1]
         return catalog.Dataset(name, catalog.user_format(name), tuple(x.shape[1:]), int(y.max()) + 1, len(y),
                                len(test), epochs=10)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or the path of an .npz of arrays")
 
 
-def user_arrays(name: str) -> dict[str, Arrays]:
+def user_arrays(name: str, image_size: tuple[int, int] | None = None) -> dict[str, Arrays]:
     """Both splits of a user's data (an .npz, or a folder of images by class: ``jaxres.data.folders``), checked."""
     path = _user_file(name)
     if catalog.user_format(name) == "npz":
         return _npz_arrays(path, _stamp(path))
     from jaxres.data.folders import folder_arrays
 
-    return folder_arrays(path)
+    return folder_arrays(path, image_size)
 
 
 def _user_file(name: str) -> Path:
@@ -210,21 +211,24 @@ def raw_files(name: str, raw_dir: str | os.PathLike | None) -> list[Path]:
     return paths
 
 
-def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None) -> Arrays:
-    """(images uint8 NHWC, labels int32) of ``split`` ("train" or "test"), in file order (read-only arrays)."""
+def load_raw(name: str, split: str, raw_dir: str | os.PathLike | None = None,
+             image_size: tuple[int, int] | None = None) -> Arrays:
+    """(images uint8 NHWC, labels int32) of ``split`` ("train" or "test"), in file order (read-only arrays); a folder
+    of images resized to ``image_size`` where given."""
     if split not in ("train", "test"):
         raise DataError(f"unknown split {split!r}; choose train or test")
     paths = raw_files(name, raw_dir)
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
-    return _readonly(_load_raw_cached(name, split, stamp))
+    return _readonly(_load_raw_cached(name, split, stamp, None if image_size is None else tuple(image_size)))
 
 
 @functools.lru_cache(maxsize=4)
-def _load_raw_cached(name: str, split: str, stamp: tuple) -> Arrays:
+def _load_raw_cached(name: str, split: str, stamp: tuple, image_size: tuple[int, int] | None) -> Arrays:
     """Parsed once per process and file version: a study reads each dataset once, not once per run."""
-    d = info(name)
-    images, labels = catalog.resolve("format", d.format)([Path(s[0]) for s in stamp], split)
+    d = info(name, image_size)
+    reader = catalog.resolve("format", d.format)
     paths = [Path(s[0]) for s in stamp]
+    images, labels = reader(paths, split, image_size) if image_size else reader(paths, split)
     if images.shape[1:] != d.shape:
         raise DataError(f"{_file_of(paths, split, 'images')} holds images of shape {images.shape[1:]}, {name} has "
                         f"{d.shape}")

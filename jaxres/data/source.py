@@ -77,7 +77,7 @@ class Dataset:
 
     def __init__(self, config: DataConfig, sizes: dict[str, int], order_seed: int = 0, n_devices: int = 1,
                  process_index: int | None = None, process_count: int | None = None,
-                 global_sizes: dict[str, int] | None = None):
+                 global_sizes: dict[str, int] | None = None, facts: catalog.Dataset | None = None):
         c = config
         if c.preprocess not in PREPROCESS:
             raise DataError(f"unknown preprocess {c.preprocess!r}; choose one of {', '.join(PREPROCESS)}")
@@ -87,7 +87,9 @@ class Dataset:
             if b <= 0 or b % (n_devices * self.process_count):
                 raise DataError(f"{what} {b} must be a positive multiple of the device count "
                                 f"{n_devices * self.process_count}")
-        self.config, self.info, self.n_devices, self.order_seed = c, info(c.name), n_devices, order_seed
+        # the dataset's facts: the catalog's, or read from a user's data or a tfds builder
+        self.info = facts or info(c.name, c.image_size)
+        self.config, self.n_devices, self.order_seed = c, n_devices, order_seed
         self.shape, self.num_classes = self.info.shape, self.info.num_classes
         self._sizes = sizes  # this process's examples per split
         self.global_sizes = global_sizes or sizes  # every process's together

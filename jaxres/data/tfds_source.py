@@ -1,9 +1,12 @@
-"""The tensorflow-datasets source: tfds builders prepared offline from the raw files, read by tf.data.
+"""The tensorflow-datasets source: tfds builders, the catalog's prepared offline from the raw files, read by tf.data.
 
 TensorFlow is a heavy, optional guest: it is imported here only, when a run asks for
-``source="tfds"``. ``prepare_tfds`` prepares the real ``mnist`` / ``cifar10`` datasets once from
-the original files through ``DownloadConfig(manual_dir=...)``; ``TfdsDataset`` caches, shuffles
-with a seed, batches and prefetches with tf.data, and gives the same examples as the device source.
+``source="tfds"``. ``prepare_tfds`` prepares the catalog's ``mnist`` / ``cifar10`` ... once from
+the original files through ``DownloadConfig(manual_dir=...)``; any other tfds image-classification
+dataset is named as tfds names it (``tfds_builder``: prepared in ``--data-dir``, or downloaded where
+there is a network), its facts read from ``builder.info`` (``tfds_info``). ``TfdsDataset`` caches,
+shuffles with a seed, batches and prefetches with tf.data, and gives the same examples as the device
+source.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
+from jaxres import catalog
 from jaxres.data.formats import Arrays, info, load_raw, raw_files, resolve_raw_dir
 from jaxres.data.source import Dataset
 from jaxres.errors import DataError
@@ -77,6 +81,55 @@ def prepare_tfds(name: str, raw_dir: str | os.PathLike | None = None, data_dir: 
     return tfds.builder(name, data_dir=data_dir)
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def tfds_builder(name: str, data_dir: str | os.PathLike | None = None):
+    """The tfds builder ``name`` (any registered one: "svhn_cropped", "cifar10_corrupted/brightness_1"), prepared in
+    ``data_dir`` (tfds's own where None); a DataError line saying what to do otherwise. jaxres never downloads: a
+    study must not hang on a network, and the data it trains on is the data the user prepared."""
+    tf, tfds = _import_tfds()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 - DatasetNotFoundError, a bad config or version: one line
+        raise DataError(f"tfds cannot make the dataset {name!r} ({type(e).__name__}: {_first_line(e)}); "
+                        "tfds.list_builders() names the ones it knows") from None
+    if not builder.is_prepared():
+        raise DataError(f"tfds dataset {name} is not prepared in {builder.data_dir}: prepare it once (tfds build "
+                        f"{name} --data_dir DIR, where it can be downloaded), then pass --data-dir DIR")
+    return builder
+
+
+def tfds_info(builder, image_size: tuple[int, int] | None = None) -> catalog.Dataset:
+    """A tfds dataset's facts, read from ``builder.info``: the image shape (``image_size`` where given), the classes
+    and the train and test split sizes; a DataError line for a dataset that is not image classification."""
+    import tensorflow_datasets as tfds
+
+    name, meta = builder.info.full_name, builder.info
+    keys = meta.supervised_keys
+    if not (isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys)):
+        raise DataError(f"tfds dataset {name} has no (image, label) supervised keys ({keys}); jaxres trains image "
+                        "classifiers")
+    image, label = meta.features[keys[0]], meta.features[keys[1]]
+    if not isinstance(image, tfds.features.Image) or not isinstance(label, tfds.features.ClassLabel):
+        raise DataError(f"tfds dataset {name}: {keys[0]} is {type(image).__name__} and {keys[1]} is "
+                        f"{type(label).__name__}, not an Image and a ClassLabel; jaxres trains image classifiers")
+    h, w, c = image.shape
+    if image_size is not None:
+        h, w = image_size
+    elif h is None or w is None:
+        raise DataError(f"tfds dataset {name}'s images differ in size ({image.shape}); set data.image_size (e.g. "
+                        "data.image_size=64) to resize them as they are read")
+    missing = [s for s in ("train", "test") if s not in meta.splits]
+    if missing:
+        raise DataError(f"tfds dataset {name} has no {' or '.join(missing)} split (it has "
+                        f"{', '.join(meta.splits) or 'none'}); jaxres trains on train and reports on test")
+    return catalog.Dataset(builder.name if not builder.builder_config else f"{builder.name}/{builder.builder_config.name}",
+                           "tfds", (int(h), int(w), int(c)), int(label.num_classes),
+                           int(meta.splits["train"].num_examples), int(meta.splits["test"].num_examples), epochs=10)
+
+
 class TfdsDataset(Dataset):
     """tfds splits (each process its own slice, ``tfds.split_for_jax_process``) read by tf.data."""
 
@@ -85,7 +138,13 @@ class TfdsDataset(Dataset):
                  process_index: int | None = None, process_count: int | None = None):
         self.process_index = jax.process_index() if process_index is None else process_index
         self.process_count = jax.process_count() if process_count is None else process_count
-        self._builder, self._cache = prepare_tfds(config.name, raw_dir, data_dir), {}
+        if config.kind == "catalog":
+            self._builder, facts = prepare_tfds(config.name, raw_dir, data_dir), info(config.name)
+        else:  # any other tfds dataset, by its name
+            self._builder = tfds_builder(config.name, data_dir)
+            facts = tfds_info(self._builder, config.image_size)
+            config.check(facts.num_train, facts.num_test)
+        self._cache = {}
         whole = {s: self._builder.info.splits[s].num_examples for s in ("train", "test")}
         n, v = min(config.train_subset or whole["train"], whole["train"]), config.validation
         self._ranges = {"train": ("train", 0, n - v), "test": ("test", 0, min(config.test_subset or whole["test"],
@@ -94,7 +153,8 @@ class TfdsDataset(Dataset):
             self._ranges["validation"] = ("train", n - v, n)
         sizes = {s: self._builder.info.splits[self._split_name(s)].num_examples for s in self._ranges}
         global_sizes = {s: stop - start for s, (_, start, stop) in self._ranges.items()}
-        super().__init__(config, sizes, order_seed, n_devices, self.process_index, self.process_count, global_sizes)
+        super().__init__(config, sizes, order_seed, n_devices, self.process_index, self.process_count, global_sizes,
+                         facts)
         if config.preprocess == "standardize":  # statistics of the whole training split used (validation apart)
             self._set_stats(self._read(self._whole("train"))[0])
 
@@ -109,11 +169,23 @@ class TfdsDataset(Dataset):
         return tfds.split_for_jax_process(self._whole(split), process_index=self.process_index,
                                           process_count=self.process_count)
 
+    def _split(self, tfds_split: str, **kw):
+        """The examples of ``tfds_split`` as (image, label) pairs, resized to ``data.image_size`` where it is set
+        (bilinear, as Keras's image_dataset_from_directory), as uint8."""
+        tf, _ = _import_tfds()
+        ds = self._builder.as_dataset(split=tfds_split, as_supervised=True, **kw)
+        size = self.config.image_size
+        if size is None:
+            return ds
+        return ds.map(lambda x, y: (tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, size)), 0, 255), tf.uint8),
+                                    y), num_parallel_calls=tf.data.AUTOTUNE)
+
     def _read(self, tfds_split: str) -> Arrays:
         import tensorflow_datasets as tfds
 
-        ds = self._builder.as_dataset(split=tfds_split, batch_size=-1, as_supervised=True)
-        images, labels = tfds.as_numpy(ds)
+        batches = list(tfds.as_numpy(self._split(tfds_split, shuffle_files=False).batch(4096)))
+        images = np.concatenate([x for x, _ in batches]) if batches else np.zeros((0, *self.shape), np.uint8)
+        labels = np.concatenate([y for _, y in batches]) if batches else np.zeros((0,), np.int32)
         return images.astype(np.uint8), labels.astype(np.int32)
 
     def split_arrays(self, split: str) -> Arrays:
@@ -130,8 +202,7 @@ class TfdsDataset(Dataset):
         """uint8 batches from tf.data: cached, shuffled with a seed (training), batched, prefetched."""
         tf, tfds = _import_tfds()
         if split not in self._cache:  # one cached dataset per split, filled on its first pass
-            self._cache[split] = self._builder.as_dataset(split=self._split_name(split), as_supervised=True,
-                                                          shuffle_files=False).cache()
+            self._cache[split] = self._split(self._split_name(split), shuffle_files=False).cache()
         ds = self._cache[split]
         if shuffle_seed is not None:
             ds = ds.shuffle(self._sizes[split], seed=shuffle_seed, reshuffle_each_iteration=False)
