@@ -6,7 +6,7 @@ RAW_DIR ?= ../shared/datasets
 # PyTorch is the reference the tests check the optimizers and He et al.'s ResNet against (skipped without it).
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-slow compare models gpu-carry onednn-current clean
+.PHONY: install test test-slow compare example models gpu-carry onednn-current clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ test-slow: install $(VENV)/.reference
 
 compare: install
 	$(PY) -m experiments.compare --study quick --raw-dir $(RAW_DIR) --out runs/quick
+
+# examples/: your network (Linen and NNX) against its plain twin on a folder of images made from CIFAR-10's files;
+# EXAMPLE=tiny: a check in a minute
+EXAMPLE ?= full
+example: install
+	test -d examples/cifar10_folder || $(PY) examples/make_image_folder.py --raw-dir $(RAW_DIR)
+	$(PY) -m experiments.compare --study examples/folder_study.py:$(EXAMPLE) --out runs/example_$(EXAMPLE)
 
 models: install
 	$(PY) -m jaxres.models

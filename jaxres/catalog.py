@@ -213,8 +213,8 @@ class Network:
     """A network a user declares beside its code, named in a config by its import path (``model.name=
     "package.module:name"``, as Kauldron and Lightning's CLI name classes), so nothing is registered by editing
     jaxres. ``builder(num_classes)`` returns a Flax Linen module whose ``__call__(x, train)`` gives logits, or
-    ``builder`` is a Flax NNX ``Module`` class taking ``(num_classes, rngs=...)`` (its ``__call__(x, train)``),
-    bridged by ``flax.nnx.bridge.ToLinen``. Its facts are declared, never read off a name: whether it has
+    ``builder`` is a Flax NNX ``Module`` class taking ``(num_classes, rngs=...)`` (its ``__call__(x, train)``), or a
+    ``functools.partial`` of one with keyword settings, bridged by ``flax.nnx.bridge.ToLinen``. Its facts are declared, never read off a name: whether it has
     shortcuts, the import path of its twin (the same layers with the shortcuts the other way; ``""``: none),
     its family and depth. They are written into every run's results.json, so reports need neither this code nor
     JAX. ``name``: what reports call it (default: its import path); a built-in preset's name is refused."""

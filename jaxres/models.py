@@ -352,7 +352,8 @@ def build(spec: Any, num_classes: int, precision: str = "float32", compute: Any 
 
 def user_network(path: str, num_classes: int) -> nn.Module:
     """The Linen module of a user's ``jaxres.catalog.Network`` (``model.name="package.module:name"``): its builder's
-    module, or, for a Flax NNX class, that class bridged to Linen (``flax.nnx.bridge.ToLinen``)."""
+    module, or, for a Flax NNX class (or ``functools.partial`` of one with keyword settings, e.g. its plain twin's
+    ``shortcut=False``), that class bridged to Linen (``flax.nnx.bridge.ToLinen``)."""
     from flax import nnx
     from flax.core import FrozenDict
     from flax.nnx import bridge
@@ -361,8 +362,11 @@ def user_network(path: str, num_classes: int) -> nn.Module:
         entry = catalog.network(path)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if isinstance(entry.builder, type) and issubclass(entry.builder, nnx.Module):
-        return UserNetwork(bridge.ToLinen(entry.builder, kwargs=FrozenDict(num_classes=num_classes)))  # hashable
+    cls, settings = entry.builder, {}
+    if isinstance(cls, functools.partial) and not cls.args:  # an NNX class with settings: partial(Net, shortcut=False)
+        cls, settings = cls.func, dict(cls.keywords)
+    if isinstance(cls, type) and issubclass(cls, nnx.Module):
+        return UserNetwork(bridge.ToLinen(cls, kwargs=FrozenDict(settings | {"num_classes": num_classes})))  # hashable
     module = entry.builder(num_classes=num_classes)
     if not isinstance(module, nn.Module):
         raise ConfigError(f"model.name={path!r}: its builder returned a {type(module).__name__}, not a Flax Linen "

@@ -130,7 +130,10 @@ def layer_names(model: nn.Module, params: Any, input_shape: tuple[int, ...]) -> 
     with nn.intercept_methods(record):
         jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
                        jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
-    return tuple(order) + tuple(sorted(owners - set(order)))
+    # the rest (modules Linen's interceptor does not see: an NNX network behind flax.nnx.bridge) by name, numbers as
+    # numbers ("convs/2" before "convs/10")
+    return tuple(order) + tuple(sorted(owners - set(order), key=lambda n: [(0, int(p)) if p.isdigit() else (1, p)
+                                                                            for p in n.split("/")]))
 
 
 def _per_layer_norms(tree: Any, names: list[str]) -> jnp.ndarray:
@@ -138,7 +141,7 @@ def _per_layer_norms(tree: Any, names: list[str]) -> jnp.ndarray:
     def layer(name: str) -> jnp.ndarray:
         node = tree
         for part in name.split("/"):
-            node = node[part]
+            node = node[part] if part in node else node[int(part)]  # NNX's lists key their layers by int
         leaves = [v for v in node.values() if not isinstance(v, dict)]
         return jnp.sqrt(sum(jnp.sum(jnp.square(v.astype(jnp.float32))) for v in leaves))
 

@@ -1,6 +1,7 @@
 """A user's images in a folder per class, the layout of Keras's ``image_dataset_from_directory``, torchvision's
 ``ImageFolder`` and tfds's ``ImageFolder``: ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``, read with Pillow (no
-TensorFlow). Classes are the training split's folder names in sorted order; every image is one size, or is
+TensorFlow). Classes are the training split's folder names in sorted order (label 0 the first); the examples of
+each split are kept in one fixed shuffled order (``ORDER_SEED``), so subsets take every class; every image is one size, or is
 resized to the size the config names (``data.image_size``, Pillow's bilinear filter); all grayscale images stay
 one channel, otherwise every image becomes RGB.
 
@@ -24,6 +25,10 @@ from jaxres.errors import DataError
 
 Arrays = tuple[np.ndarray, np.ndarray]
 CACHE = ".jaxres_cache"
+# A folder lists its images class by class; each split is kept in one fixed shuffled order instead (a permutation
+# seeded by ORDER_SEED, as Keras's image_dataset_from_directory shuffles), so that data.train_subset, data.test_subset
+# and the data.validation hold-out (the last N training examples) take every class, not the first or last ones.
+ORDER_SEED = 0
 SPLITS = ("train", "test")
 
 
@@ -37,7 +42,7 @@ def folder_arrays(root: Path, image_size: tuple[int, int] | None = None) -> dict
     """Both splits of the folder ``root``, from its cache where the cache matches the folder's files and the size."""
     listing = _listing(Path(root))
     size = None if image_size is None else tuple(image_size)
-    key = hashlib.sha256(json.dumps([size] + [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+    key = hashlib.sha256(json.dumps([size, ORDER_SEED] + [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
                                               for split in SPLITS for files in listing[split].values() for p in files]
                                     ).encode()).hexdigest()[:20]
     return _arrays(Path(root), key, size)
@@ -121,5 +126,7 @@ def _read(root: Path, listing: dict[str, dict[str, list[Path]]], size: tuple[int
         if size is not None:  # PIL sizes are (width, height)
             pixels = [p if p.size == size[::-1] else p.resize(size[::-1], Image.BILINEAR) for p in pixels]
         x = np.stack([np.asarray(p, np.uint8) for p in pixels])
-        out[split] = (x[..., None] if gray else x, np.array([label for _, label, _ in images[split]], np.int32))
+        y = np.array([label for _, label, _ in images[split]], np.int32)
+        order = np.random.default_rng(ORDER_SEED).permutation(len(y))  # classes mixed: see ORDER_SEED
+        out[split] = ((x[..., None] if gray else x)[order], y[order])
     return out

@@ -157,6 +157,8 @@ class TfdsDataset(Dataset):
                          facts)
         if config.preprocess == "standardize":  # statistics of the whole training split used (validation apart)
             self._set_stats(self._read(self._whole("train"))[0])
+        for split in self._ranges:  # every split's dataset made now, none while a checkpoint is being written
+            self._cache[split] = self._split(self._split_name(split), shuffle_files=False).cache()
 
     def _whole(self, split: str) -> str:
         """``split`` of the run as a tfds split over every process: "train[:45000]", "train[45000:50000]", ..."""
@@ -201,9 +203,7 @@ class TfdsDataset(Dataset):
     def _batches(self, split: str, batch_size: int, shuffle_seed: int | None = None) -> Iterator[Arrays]:
         """uint8 batches from tf.data: cached, shuffled with a seed (training), batched, prefetched."""
         tf, tfds = _import_tfds()
-        if split not in self._cache:  # one cached dataset per split, filled on its first pass
-            self._cache[split] = self._split(self._split_name(split), shuffle_files=False).cache()
-        ds = self._cache[split]
+        ds = self._cache[split]  # one cached dataset per split, filled on its first pass
         if shuffle_seed is not None:
             ds = ds.shuffle(self._sizes[split], seed=shuffle_seed, reshuffle_each_iteration=False)
         ds = ds.batch(batch_size, drop_remainder=shuffle_seed is not None).prefetch(tf.data.AUTOTUNE)
