@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
-def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir: str | None = None, keep: int = 2,
+def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir: str | Path | None = None, keep: int = 2,
         devices: int | None = None, progress: bool = True, study: str = "", study_source: dict | None = None,
         tensorboard_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train ``cfg`` in ``workdir`` (its run folder) and return its results.
@@ -40,13 +40,15 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
     from jaxres import errors
 
     cfg = _as_config(cfg)
-    for what, value in (("workdir", workdir), ("raw_dir", raw_dir), ("tensorboard_dir", tensorboard_dir)):
+    for what, value in (("workdir", workdir), ("raw_dir", raw_dir), ("data_dir", data_dir),
+                        ("tensorboard_dir", tensorboard_dir)):
         if not (value is None and what != "workdir" or isinstance(value, (str, os.PathLike)) and str(value).strip()):
             raise _config_error(f"{what} must be a folder (a str or a path), got {value!r}")
     for what, value in (("workdir", workdir), ("tensorboard_dir", tensorboard_dir)):
         if value is not None and (why := unwritable_name(value)):
             raise _config_error(f"{what} {why}")
-    for what, value in (("data_dir", data_dir), ("study", study)):
+    data_dir = None if data_dir is None else str(data_dir)
+    for what, value in (("study", study),):
         if value is not None and not isinstance(value, str):
             raise _config_error(f"{what} must be a str, got {value!r}")
     if study_source is not None and not isinstance(study_source, Mapping):

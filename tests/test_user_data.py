@@ -164,7 +164,12 @@ def test_a_folder_of_mixed_sizes_trains_resized_to_the_size_the_config_names(tmp
     (result,) = [json.loads(p.read_text()) for p in out.glob("pets_seed_cnn_seed0_*/results.json")]
     assert result["config"]["data"]["image_size"] == [8, 8] and result["data_facts"]["shape"] == [8, 8, 3]
     # from Python, another size: its own cache beside the first; the images are Pillow's bilinear resize
+    import jaxres
+
     cfg = config.DataConfig(name=str(root), image_size=(6, 5), batch_size=4, eval_batch_size=4)
+    res = jaxres.run(config.RunConfig(data=cfg, epochs=1), tmp_path / "run", devices=1, progress=False,
+                     log=lambda *a: None)
+    assert res["data_facts"]["shape"] == [6, 5, 3] and res["data_facts"]["num_train"] == 13
     ds = data.make_dataset(cfg)
     assert ds.shape == (6, 5, 3) and ds.split_arrays("train")[0].shape == (13, 6, 5, 3)
     assert sorted(p.name.split("-")[0] for p in (root / ".jaxres_cache").glob("*.npz")) == ["6x5", "8x8"]
@@ -246,7 +251,14 @@ def test_a_tfds_dataset_from_python_and_the_ones_it_cannot_read(tmp_path, capsys
     from jaxres import config, data
     from jaxres.errors import DataError
 
+    import jaxres
+
     with _tfds_metadata(tmp_path / "tfds", n=40):
+        run = config.RunConfig(data=config.DataConfig(name="svhn_cropped", source="tfds", batch_size=8,
+                                                      image_size=24), epochs=1)
+        res = jaxres.run(run, tmp_path / "run", data_dir=tmp_path / "tfds", devices=1, progress=False,
+                         log=lambda *a: None)
+        assert res["data_facts"]["shape"] == [24, 24, 3] and res["model"]["num_classes"] == 10
         cfg = config.DataConfig(name="svhn_cropped", source="tfds", batch_size=8, eval_batch_size=16,
                                 train_subset=40, validation=8)
         ds = data.make_dataset(cfg, data_dir=tmp_path / "tfds")
