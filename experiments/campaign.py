@@ -13,6 +13,12 @@ As soon as a run has finished, its small files (``config.json``, ``results.json`
 are copied to ``--results`` (a folder of the repository, so that they survive a change of machine) and the
 report is rebuilt there (``--report-only``: summary, curves, claims, report.md, from those files alone);
 ``--commit`` also commits that folder (and nothing else) in its git repository.
+
+A run longer than a working session would never finish where the machine is not kept between sessions, so
+``--park`` copies each unfinished run's newest saves (its last epoch checkpoint and the save inside the next
+epoch, checked against their manifests) with its ``config.json`` and ``layer_norms.npz`` into
+``--results``/parked/<run>/ (and commits them with ``--commit``); the next start on a new machine puts them back
+into ``--out`` before the run resumes, and a finished run's parked copy is removed.
 """
 from __future__ import annotations
 
@@ -62,6 +68,7 @@ CAMPAIGNS: dict[str, Campaign] = {
 }
 COPIED = ("config.json", "results.json", "layer_norms.npz")
 MAX_COPIED_BYTES = 20 << 20  # layer_norms.npz is copied only when smaller
+PARKED = "parked"  # --results/parked/<run>/: an unfinished run's newest saves, carried to the next machine
 
 
 # run in a fresh interpreter (it loads JAX): prints what was loaded, or why not, exit status 1 where it failed
@@ -121,6 +128,82 @@ def keep(run_dir: Path, results: Path) -> list[Path]:
     return written
 
 
+def _newest(folder: Path) -> int | None:
+    steps = [int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    return max(steps, default=None)
+
+
+def park(run_dir: Path, dest: Path) -> str | None:
+    """Copy the newest saves of the unfinished run in ``run_dir`` into ``dest`` (replacing what was parked there):
+    its newest epoch checkpoint, the save inside the next epoch if there is one, their manifests, ``config.json``
+    and ``layer_norms.npz``; each copied checkpoint verified against its manifest. What was parked, or why nothing
+    was (None with a reason printed)."""
+    from jaxres import checkpoint
+
+    epoch = _newest(run_dir / "checkpoints")
+    if epoch is None or not (run_dir / "manifests" / f"{epoch}.json").is_file():
+        return None  # not one epoch saved (with its manifest) yet: nothing worth carrying
+    manifests = run_dir / "manifests"
+    parts = [(run_dir / "checkpoints" / str(epoch), Path("checkpoints") / str(epoch)),
+             (manifests / f"{epoch}.json", Path("manifests") / f"{epoch}.json"),
+             (manifests / checkpoint.MANIFESTED, Path("manifests") / checkpoint.MANIFESTED)]
+    step = _newest(run_dir / checkpoint.PARTIAL)
+    if step is not None and (manifests / f"{checkpoint.PARTIAL}.json").is_file():
+        parts += [(run_dir / checkpoint.PARTIAL / str(step), Path(checkpoint.PARTIAL) / str(step)),
+                  (manifests / f"{checkpoint.PARTIAL}.json", Path("manifests") / f"{checkpoint.PARTIAL}.json")]
+    parts += [(run_dir / n, Path(n)) for n in ("config.json", "layer_norms.npz")]
+    tmp = dest.with_name(f".{dest.name}.parking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for src, rel in parts:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / rel)
+        checks = checkpoint.Manifests(tmp)
+        checks.verify(tmp / "checkpoints" / str(epoch), epoch)
+        if (tmp / checkpoint.PARTIAL).is_dir():
+            checks.verify(tmp / checkpoint.PARTIAL / str(step), None)
+    except (OSError, ValueError) as e:  # a save replaced while it was copied: the next --park takes the new one
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"campaign: {run_dir.name}: not parked ({type(e).__name__}: {e}); park again", file=sys.stderr)
+        return None
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    inside = f" and {step} steps into epoch {epoch + 1}" if (dest / checkpoint.PARTIAL).is_dir() else ""
+    return f"epoch {epoch}{inside}"
+
+
+def unpark(parked: Path, run_dir: Path) -> str | None:
+    """Put a parked run's saves back into ``run_dir`` where they are newer than its own (a new machine, or an
+    emptied --out): what was put back, or None."""
+    from jaxres import checkpoint
+
+    epoch, here = _newest(parked / "checkpoints"), _newest(run_dir / "checkpoints")
+    if epoch is None or (here is not None and here >= epoch):
+        return None
+    shutil.rmtree(run_dir / checkpoint.PARTIAL, ignore_errors=True)  # a save inside an older epoch: superseded
+    (run_dir / "manifests" / f"{checkpoint.PARTIAL}.json").unlink(missing_ok=True)
+    shutil.copytree(parked, run_dir, dirs_exist_ok=True)
+    return f"epoch {epoch}"
+
+
+def _park_all(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
+    """--park: carry every unfinished run of the queue that has an epoch saved into ``results``/parked/."""
+    finished, parked = finished_runs(args.out), []
+    for entry in queue:
+        name = run_name(entry, args)
+        if name in finished or not (args.out / name).is_dir():
+            continue
+        where = park(args.out / name, results / PARKED / name)
+        if where:
+            parked.append(name)
+            print(f"campaign: {name} parked at {where} in {results / PARKED / name}")
+    if parked and args.commit:
+        commit(results, f"results/{results.name}: parked " + ", ".join(parked))
+    if not parked:
+        print("campaign: no unfinished run with an epoch saved; nothing parked")
+    return 0
+
+
 def report(results: Path) -> None:
     subprocess.run([sys.executable, "-m", "experiments.compare", "--report-only", str(results)], check=False)
 
@@ -155,6 +238,9 @@ def _parser() -> argparse.ArgumentParser:
                    "thread (docs/benchmarks.md: 2 finishes a pair of He et al.'s runs about 1.2x sooner than 1 on a "
                    "2-core machine); keep it the same when resuming: a run's last digits depend on its threads")
     p.add_argument("--commit", action="store_true", help="git-commit the results folder after each finished run")
+    p.add_argument("--park", action="store_true", help="copy every unfinished run's newest saves into "
+                   "RESULTS/parked/ (committed with --commit), so that a new machine resumes them; then exit. Run it "
+                   "before a session ends; the campaign's next start puts them back")
     p.add_argument("--dry-run", action="store_true", help="print the queue's commands, and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -220,6 +306,7 @@ def _keep_new(args: argparse.Namespace, results: Path) -> None:
             new[name] = run_dir
     for name, run_dir in new.items():
         keep(run_dir, results)
+        shutil.rmtree(results / PARKED / name, ignore_errors=True)  # carried no further: it is done
         print(f"campaign: {name} finished; kept in {results / name}")
     if new:
         report(results)
@@ -243,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             return _dry_run(queue, args)
         results = Path(args.results)
         _check_writable(results)
+        if args.park:
+            return _park_all(args, results, queue)
         _check_backend(args, results)
     except CampaignError as e:
         print(f"campaign: error: {e}", file=sys.stderr)
@@ -286,6 +375,8 @@ def _train(queue: list[Entry], args: argparse.Namespace, results: Path) -> int:
             if _finished(results / name / "results.json") and not (args.out / name).is_dir():
                 print(f"campaign: {name} is already kept in {results / name} (its run folder is not here); skipped")
                 continue
+            if (results / PARKED / name).is_dir() and (back := unpark(results / PARKED / name, args.out / name)):
+                print(f"campaign: {name}: its saves parked in {results / PARKED / name} put back ({back})")
             slot = slots.pop(0)
             running[_start(entry, name, args, slot)] = (i, entry, slot)
         done = [proc for proc in running if proc.poll() is not None] if running else []

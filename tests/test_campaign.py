@@ -187,6 +187,45 @@ def test_a_finished_run_is_kept_in_the_results_folder_and_reported_from_it_alone
     assert "finished; kept" not in again.stdout and not list(out.glob("*/results.json"))
 
 
+def test_a_parked_run_resumes_on_a_new_machine_as_if_never_stopped(tmp_path, capsys):
+    """--park carries an unfinished run's newest saves into RESULTS/parked/ (a run longer than a session would
+    otherwise restart on every new machine); put back into an empty --out, the run continues to the same numbers
+    as one never stopped. A save that changed while it was copied is not parked."""
+    if not (RAW / "cifar10").is_dir():
+        pytest.skip(f"no CIFAR-10 files in {RAW}")
+    from jaxres import onednn
+
+    if not onednn.load()[0]:  # the campaign fixes compute.conv=onednn
+        pytest.skip(f"oneDNN unavailable: {onednn.load()[1]}")
+    results = tmp_path / "results"
+
+    def train(out, epochs):
+        args, queue = campaign._arguments(["--study", "tiny", "--limit", "1", "--out", str(out), "--results",
+                                           str(results), "--raw-dir", str(RAW), "--no-progress"])
+        cmd = campaign.command(queue[0], args) + ["--epochs", str(epochs)]
+        assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=600).returncode == 0
+        return out / campaign.run_name(queue[0], args)
+
+    whole = json.loads((train(tmp_path / "whole", 2) / "results.json").read_text())
+    first = train(tmp_path / "first", 1)  # a run stopped after its first epoch of two
+    (first / "results.json").unlink()
+    park = ["--study", "tiny", "--limit", "1", "--out", str(tmp_path / "first"), "--results", str(results), "--park"]
+    assert campaign.main(park) == 0 and "parked at epoch 1" in capsys.readouterr().out
+    parked = results / campaign.PARKED / first.name
+    assert sorted(p.name for p in parked.iterdir()) == ["checkpoints", "config.json", "layer_norms.npz", "manifests"]
+    # a new machine: nothing in --out; the parked saves are put back and the run goes on from epoch 1
+    assert campaign.unpark(parked, tmp_path / "new" / first.name) == "epoch 1"
+    resumed = json.loads((train(tmp_path / "new", 2) / "results.json").read_text())
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "grad_norm"):
+        assert [h[key] for h in resumed["history"]] == [h[key] for h in whole["history"]], key
+    # a checkpoint file that differs from its manifest (replaced while it was copied): not parked, nothing replaced
+    victim = next(p for p in (first / "checkpoints" / "1").rglob("*") if p.is_file() and p.stat().st_size > 100)
+    victim.write_bytes(b"x" + victim.read_bytes()[1:])
+    before = sorted(p.relative_to(parked) for p in parked.rglob("*"))
+    assert campaign.park(first, parked) is None and "not parked" in capsys.readouterr().err
+    assert sorted(p.relative_to(parked) for p in parked.rglob("*")) == before
+
+
 @pytest.mark.parametrize("study", sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.is_dir() else [])
 def test_the_committed_results_rebuild_their_report_and_claims(study, tmp_path):
     """results/<study>: the report is rebuilt from the committed files alone, and its claims agree with them."""

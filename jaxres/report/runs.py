@@ -39,7 +39,8 @@ def unfinished_runs(out_dir: str | Path, results: list[dict[str, Any]]) -> list[
     among ``results`` (``load_results``): interrupted, still training elsewhere, or its results.json damaged."""
     done = {r["run"] for r in results}
     missing = []
-    folders = sorted(Path(out_dir).iterdir()) if Path(out_dir).is_dir() else []
+    # a campaign's results folder also carries its unfinished runs' newest saves in parked/<run>/
+    folders = [p for d in (Path(out_dir), Path(out_dir) / "parked") if d.is_dir() for p in sorted(d.iterdir())]
     started = [p for p in folders if p.is_dir() and ((p / "config.json").exists() or _training_now(p))]
     for folder in started:
         if folder.name in done:
