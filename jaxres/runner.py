@@ -48,9 +48,8 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
         if value is not None and (why := unwritable_name(value)):
             raise _config_error(f"{what} {why}")
     data_dir = None if data_dir is None else str(data_dir)
-    for what, value in (("study", study),):
-        if value is not None and not isinstance(value, str):
-            raise _config_error(f"{what} must be a str, got {value!r}")
+    if study is not None and not isinstance(study, str):
+        raise _config_error(f"study must be a str, got {study!r}")
     if study_source is not None and not isinstance(study_source, Mapping):
         raise _config_error(f"study_source must be a dict (Study.source), got {study_source!r}")
     if not callable(log):

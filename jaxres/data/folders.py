@@ -1,15 +1,15 @@
 """A user's images in a folder per class, the layout of Keras's ``image_dataset_from_directory``, torchvision's
 ``ImageFolder`` and tfds's ``ImageFolder``: ``DIR/train/<class>/*`` and ``DIR/test/<class>/*``, read with Pillow (no
 TensorFlow). Classes are the training split's folder names in sorted order (label 0 the first); the examples of
-each split are kept in one fixed shuffled order (``ORDER_SEED``), so subsets take every class; every image is one size, or is
-resized to the size the config names (``data.image_size``, Pillow's bilinear filter); all grayscale images stay
-one channel, otherwise every image becomes RGB.
+each split are kept in one fixed shuffled order (``ORDER_SEED``), so subsets take every class; every image is one
+size, or is resized to the size the config names (``data.image_size``, Pillow's bilinear filter); all grayscale
+images stay one channel, otherwise every image becomes RGB.
 
 The folder is read once and cached beside it (``DIR/.jaxres_cache/<size>-<key>.npz``, uint8 arrays that load in
 a moment), the key a hash of every file's path, size and modification time and of the size asked for: a file
 added, removed or changed makes a new cache (one kept per size). Every problem is one DataError naming the file
-or folder and the fix, before anything is trained: no train/ or test/, an empty class folder, a test class the training split lacks, a file that is not
-an image, images of several sizes.
+or folder and the fix, before anything is trained: no train/ or test/, an empty class folder, a test class the
+training split lacks, a file that is not an image, images of several sizes without a resize.
 """
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def folder_arrays(root: Path, image_size: tuple[int, int] | None = None) -> dict
     """Both splits of the folder ``root``, from its cache where the cache matches the folder's files and the size."""
     listing = _listing(Path(root))
     size = None if image_size is None else tuple(image_size)
-    key = hashlib.sha256(json.dumps([size, ORDER_SEED] + [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-                                              for split in SPLITS for files in listing[split].values() for p in files]
-                                    ).encode()).hexdigest()[:20]
+    files = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+             for split in SPLITS for listed in listing[split].values() for p in listed]
+    key = hashlib.sha256(json.dumps([size, ORDER_SEED, files]).encode()).hexdigest()[:20]
     return _arrays(Path(root), key, size)
 
 

@@ -3,8 +3,8 @@
 TensorFlow is a heavy, optional guest: it is imported here only, when a run asks for
 ``source="tfds"``. ``prepare_tfds`` prepares the catalog's ``mnist`` / ``cifar10`` ... once from
 the original files through ``DownloadConfig(manual_dir=...)``; any other tfds image-classification
-dataset is named as tfds names it (``tfds_builder``: prepared in ``--data-dir``, or downloaded where
-there is a network), its facts read from ``builder.info`` (``tfds_info``). ``TfdsDataset`` caches,
+dataset is named as tfds names it (``tfds_builder``: prepared beforehand in ``--data-dir``; jaxres
+never downloads), its facts read from ``builder.info`` (``tfds_info``). ``TfdsDataset`` caches,
 shuffles with a seed, batches and prefetches with tf.data, and gives the same examples as the device
 source.
 """
