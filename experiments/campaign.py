@@ -374,6 +374,7 @@ def _train(queue: list[Entry], args: argparse.Namespace, results: Path) -> int:
             name = run_name(entry, args)
             if _finished(results / name / "results.json") and not (args.out / name).is_dir():
                 print(f"campaign: {name} is already kept in {results / name} (its run folder is not here); skipped")
+                shutil.rmtree(results / PARKED / name, ignore_errors=True)  # parked before it finished elsewhere
                 continue
             if (results / PARKED / name).is_dir() and (back := unpark(results / PARKED / name, args.out / name)):
                 print(f"campaign: {name}: its saves parked in {results / PARKED / name} put back ({back})")

@@ -181,13 +181,16 @@ def test_a_finished_run_is_kept_in_the_results_folder_and_reported_from_it_alone
             assert "epoch 1" in (out / "logs" / f"{k}.log").read_text()
     assert (results / "claims.csv").is_file() and (results / "report.md").is_file()
     _check_report_from_copy(results, tmp_path / "copy")
-    # on another machine the run folders are gone: the runs kept in results/ are not trained again
+    # on another machine the run folders are gone: the runs kept in results/ are not trained again, and a copy parked
+    # before one of them finished elsewhere is removed
     shutil.rmtree(out)
+    (results / campaign.PARKED / kept[0] / "checkpoints").mkdir(parents=True)
     again = subprocess.run([sys.executable, "-m", "experiments.campaign", "--study", "tiny", "--limit", "2",
                             "--out", str(out), "--results", str(results), "--raw-dir", str(RAW), "--no-progress"],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and again.stdout.count("is already kept") == 2, again.stdout + again.stderr
     assert "finished; kept" not in again.stdout and not list(out.glob("*/results.json"))
+    assert not (results / campaign.PARKED / kept[0]).exists()
 
 
 def test_a_parked_run_resumes_on_a_new_machine_as_if_never_stopped(tmp_path, capsys):
