@@ -88,6 +88,24 @@ def test_the_depth_claims_are_the_differences_of_the_networks_errors_with_verdic
     assert {r["claim"]: r for r in depth.claims(depth.depth_groups(runs))}["D1"]["verdict"] == "contradicted"
 
 
+def test_a_claim_whose_network_has_not_finished_stands_unresolved_naming_it(tmp_path):
+    runs = [r for r in _study() if r["config"]["model"]["name"] != "plain56"]
+    rows = {r["claim"]: r for r in depth.claims(depth.depth_groups(runs))}
+    assert len(rows) == 8  # every claim listed while the campaign runs
+    waiting = {k for k, r in rows.items() if r["why"] == "no finished run of plain56 yet"}
+    assert waiting == {"D1", "D2", "D4 (train)", "D4 (test)", "D5 (train)", "D5 (test)"}
+    assert all(rows[k]["estimate"] is None and rows[k]["verdict"] == "not resolved" for k in waiting)
+    assert rows["D3 (test)"]["verdict"] == "holds" and rows["D1"]["ours_b"] == pytest.approx(
+        statistics.fmean(v[0] for v in FINAL["plain20"]))
+    _write_study(tmp_path, runs, {"plain20": 1.5, "resnet20": 1.1, "resnet56": 1.2})
+    write_report(tmp_path)
+    assert any(ln.startswith("| D1 | cifar10 | plain56 | plain20 |") and "no finished run of plain56" in ln
+               for ln in (tmp_path / "report.md").read_text().splitlines())
+    with open(tmp_path / "claims.csv") as f:
+        d1 = next(r for r in csv.DictReader(f) if r["claim"] == "D1")
+    assert d1["verdict"] == "not resolved" and d1["estimate"] == ""
+
+
 def test_110_layers_at_one_seed_get_values_and_no_claims(tmp_path):
     extra = [history_result("resnet110", 0, [50, 3.0], [45, 7.0]), history_result("plain110", 0, [50, 20.0], [45, 25.0])]
     lines, rows, _ = depth.depth_section(_study(extra=extra), tmp_path)

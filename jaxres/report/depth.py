@@ -123,20 +123,24 @@ def _he(kind: str, depth: int, split: str) -> float | None:
 def _row(claim: str, dataset: str, split: str, a: tuple[tuple[str, int], ...], b: tuple[tuple[str, int], ...],
          groups: Groups) -> dict[str, Any] | None:
     """One claim "a - b > 0" on ``split`` error, where a side is one network or the gap between two (first minus
-    second); None where a network has no finished run."""
+    second). Where a network has no finished run yet the row stands, without values: not resolved, naming it."""
     sides = [[errors(groups.get((dataset, *net)), split) for net in side] for side in (a, b)]
-    if any(not x for side in sides for x in side):
-        return None
     weights = [w for side, sign in zip((a, b), (1, -1)) for w in ((sign,) if len(side) == 1 else (sign, -sign))]
-    est = stats.contrast([x for side in sides for x in side], weights)
-    verdict, why = verdict_of(est, 0.0)
-    why += missing_seeds({f"{k}{n}": [r["config"]["seed"] for r in groups[(dataset, k, n)] if not r.get("diverged")]
-                          for k, n in a + b})
+    absent = [f"{k}{n}" for side, xs in zip((a, b), sides) for (k, n), x in zip(side, xs) if not x]
+    if absent:
+        est, verdict, why = None, "not resolved", f"no finished run of {', '.join(absent)} yet"
+    else:
+        est = stats.contrast([x for side in sides for x in side], weights)
+        verdict, why = verdict_of(est, 0.0)
+        why += missing_seeds({f"{k}{n}": [r["config"]["seed"] for r in groups[(dataset, k, n)]
+                                          if not r.get("diverged")] for k, n in a + b})
 
     def name(side):
         return " − ".join(f"{k}{n}" for k, n in side)
 
     def ours(side, xs):
+        if not all(xs):
+            return None
         return statistics.fmean(xs[0]) - (statistics.fmean(xs[1]) if len(side) > 1 else 0.0)
 
     def he(side):
@@ -147,13 +151,14 @@ def _row(claim: str, dataset: str, split: str, a: tuple[tuple[str, int], ...], b
             "setting": {}, "a": name(a), "b": name(b), "statistic": f"final {split} error (%)", "test": "a - b > 0",
             "n_a": min(len(x) for x in sides[0]), "n_b": min(len(x) for x in sides[1]),
             "ours_a": ours(a, sides[0]), "ours_b": ours(b, sides[1]), "published_a": he(a), "published_b": he(b),
-            "estimate": est.value, "ci": est.ci, "interval": "" if est.ci is None else
+            "estimate": None if est is None else est.value, "ci": None if est is None else est.ci,
+            "interval": "" if est is None or est.ci is None else
             f"[{est.ci[0]:+.2f}, {est.ci[1]:+.2f}]", "verdict": verdict, "why": why}
 
 
 def claims(groups: Groups) -> list[dict[str, Any]]:
-    """D1-D5 for each dataset that holds plain and residual networks at 20 and 56 layers (rows where both sides
-    have runs)."""
+    """D1-D5 for each dataset in ``groups``; a claim whose networks have not all finished a run is listed, not
+    resolved, naming the ones it waits for."""
     p20, p56, r20, r56 = ("plain", SHALLOW), ("plain", DEEP), ("resnet", SHALLOW), ("resnet", DEEP)
     specs = [("D1", "train", (p56,), (p20,)), ("D2", "test", (p56,), (p20,)),
              ("D3", "test", (r20,), (r56,)), ("D3", "train", (r20,), (r56,)),
@@ -161,7 +166,7 @@ def claims(groups: Groups) -> list[dict[str, Any]]:
              ("D5", "train", (p56, r56), (p20, r20)), ("D5", "test", (p56, r56), (p20, r20))]
     rows = []
     for dataset in sorted({d for d, _, _ in groups}):
-        rows += [row for c, split, a, b in specs if (row := _row(c, dataset, split, a, b, groups)) is not None]
+        rows += [_row(c, dataset, split, a, b, groups) for c, split, a, b in specs]
     return rows
 
 
@@ -350,8 +355,8 @@ def protocol_line(run: dict[str, Any]) -> str:
 
 
 def _claims_markdown(rows: list[dict[str, Any]]) -> str:
-    def num(v, digits=2):
-        return "" if v is None else f"{v:.{digits}f}"
+    def num(v, digits=2, sign=""):
+        return "" if v is None else f"{v:{sign}.{digits}f}"
 
     lines = ["| claim | dataset | a | b | statistic | ours a | ours b | He et al. a | He et al. b | a − b | 95% CI "
              "| seeds a/b | verdict | why |", "|" + "---|" * 14]
@@ -360,7 +365,7 @@ def _claims_markdown(rows: list[dict[str, Any]]) -> str:
         seeds = f"{r['n_a']}" if r["n_b"] is None else f"{r['n_a']}/{r['n_b']}"
         lines.append(f"| {r['claim']} | {r['dataset']} | {r['a']} | {r['b']} | {r['statistic']} | {num(r['ours_a'], d)} "
                      f"| {num(r['ours_b'], d)} | {num(r['published_a'])} | {num(r['published_b'])} | "
-                     f"{r['estimate']:+.{d}f} | {r['interval']} | {seeds} | **{r['verdict']}** | "
+                     f"{num(r['estimate'], d, '+')} | {r['interval']} | {seeds} | **{r['verdict']}** | "
                      f"{r['why']} |")
     return "\n".join(lines) + "\n"
 
