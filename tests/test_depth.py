@@ -102,8 +102,12 @@ def test_a_claim_whose_network_has_not_finished_stands_unresolved_naming_it(tmp_
     assert any(ln.startswith("| D1 | cifar10 | plain56 | plain20 |") and "no finished run of plain56" in ln
                for ln in (tmp_path / "report.md").read_text().splitlines())
     with open(tmp_path / "claims.csv") as f:
-        d1 = next(r for r in csv.DictReader(f) if r["claim"] == "D1")
-    assert d1["verdict"] == "not resolved" and d1["estimate"] == ""
+        csv_rows = {r["claim"]: r for r in csv.DictReader(f)}
+    assert csv_rows["D1"]["verdict"] == "not resolved" and csv_rows["D1"]["estimate"] == ""
+    # the gradient claims too: the table and figure show the deepest finished pair (20), G1-G2 wait for plain56
+    assert (tmp_path / "depth_grads_cifar10.png").exists()
+    assert {csv_rows[g]["why"] for g in ("G1", "G2")} == {"no finished run of plain56 with its layer norms yet"}
+    assert csv_rows["G2"]["ours_b"] != "" and csv_rows["G2"]["estimate"] == ""  # resnet56's value, no difference
 
 
 def test_110_layers_at_one_seed_get_values_and_no_claims(tmp_path):

@@ -223,20 +223,26 @@ def _norm_cell(est: stats.Estimate | None) -> str:
 
 
 def gradient_claims(layers: dict[str, list[dict[str, Any]]], dataset: str) -> list[dict[str, Any]]:
-    """G1 and G2 where both 56-layer networks recorded their layers."""
+    """G1 and G2 from the 56-layer networks' recorded layers; while one has none yet, both stand unresolved,
+    naming it."""
     plain, resnet = (f"{k}{DEEP}" for k in DEPTH_KINDS)
-    if plain not in layers or resnet not in layers:
-        return []
-    xp, xr = [_log_ratio(s) for s in layers[plain]], [_log_ratio(s) for s in layers[resnet]]
+    xp, xr = ([_log_ratio(s) for s in layers.get(net, [])] for net in (plain, resnet))
+    absent = [net for net, x in ((plain, xp), (resnet, xr)) if not x]
     rows = []
-    for claim, est, b, n_b, ours_b in (("G1", stats.mean_interval(xp), "", None, None),
-                                        ("G2", stats.welch(xp, xr), resnet, len(xr), statistics.fmean(xr))):
-        verdict, why = verdict_of(est, 0.0)
+    for claim, b, needs in (("G1", "", xp), ("G2", resnet, xp and xr)):
+        if not needs:
+            est, verdict = None, "not resolved"
+            why = f"no finished run of {', '.join(absent if claim == 'G2' else [plain])} with its layer norms yet"
+        else:
+            est = stats.mean_interval(xp) if claim == "G1" else stats.welch(xp, xr)
+            verdict, why = verdict_of(est, 0.0)
         rows.append({"claim": claim, "dataset": dataset, "setting": {}, "a": plain, "b": b,
                      "statistic": "log10(last conv / first conv gradient norm), mean over the recorded steps",
-                     "test": "a > 0" if claim == "G1" else "a - b > 0", "n_a": len(xp), "n_b": n_b,
-                     "ours_a": statistics.fmean(xp), "ours_b": ours_b, "published_a": None, "published_b": None,
-                     "estimate": est.value, "ci": est.ci, "interval": "" if est.ci is None else
+                     "test": "a > 0" if claim == "G1" else "a - b > 0", "n_a": len(xp),
+                     "n_b": len(xr) if b else None, "ours_a": statistics.fmean(xp) if xp else None,
+                     "ours_b": statistics.fmean(xr) if b and xr else None, "published_a": None,
+                     "published_b": None, "estimate": None if est is None else est.value,
+                     "ci": None if est is None else est.ci, "interval": "" if est is None or est.ci is None else
                      f"[{est.ci[0]:+.3f}, {est.ci[1]:+.3f}]", "verdict": verdict, "why": why})
     return rows
 
@@ -395,6 +401,12 @@ def _gradient_lines(layers: dict[str, list[dict[str, Any]]], dataset: str, epoch
             f"recorded steps and the seeds): {said}. Above 1 the gradient shrinks toward the input.", ""]
 
 
+def _layers(groups: Groups, dataset: str, depth: int, folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each network's recorded layer series at ``depth``, by name (plain56, resnet56), where it has any."""
+    return {f"{k}{depth}": ser for k in DEPTH_KINDS if (ser := [
+        s for r in groups.get((dataset, k, depth), []) if (s := layer_series(r, folder)) is not None])}
+
+
 def depth_section(results: list[dict[str, Any]], out_dir: Path) -> tuple[list[str], list[dict[str, Any]], list[Path]]:
     """The report's depth section, its claim rows (for claims.csv) and its figures, when the study holds He et
     al.'s networks at two or more depths."""
@@ -409,13 +421,12 @@ def depth_section(results: list[dict[str, Any]], out_dir: Path) -> tuple[list[st
         rows += claims({k: v for k, v in groups.items() if k[0] == d})
         deepest = max((n for dd, k, n in groups if dd == d and n <= DEEP
                        and (d, "plain", n) in groups and (d, "resnet", n) in groups), default=None)
-        layers = {f"{k}{deepest}": ser for k in DEPTH_KINDS if deepest is not None
-                  and (ser := [s for r in groups[(d, k, deepest)] if (s := layer_series(r, out_dir)) is not None])}
+        layers = _layers(groups, d, deepest, out_dir) if deepest is not None else {}
         if len(layers) == 2:
             epochs = min(len(r["history"]) for k in DEPTH_KINDS for r in groups[(d, k, deepest)])
             figures.append(_save(depth_grads_figure(layers, d), out_dir / f"depth_grads_{d}.png"))
-            rows += gradient_claims(layers, d)
             grad_lines += _gradient_lines(layers, d, epochs)
+        rows += gradient_claims(layers if deepest == DEEP else _layers(groups, d, DEEP, out_dir), d)
     lines = ["## Depth: He et al.'s degradation experiment", "",
              "Final training error (running mean over the last epoch, augmented batches) and test error per depth, "
              "mean ± std over seeds (their number in brackets). He et al. (2015) give their ResNets' test errors "
