@@ -316,17 +316,21 @@ def depth_error_figure(groups: Groups, dataset: str):
 
 
 def depth_grads_figure(layers: dict[str, list[dict[str, Any]]], dataset: str):
-    """The first, middle and last convolution's gradient norm against epochs, one panel per network, geometric
-    mean over seeds with their spread as a band, on a shared log axis."""
+    """The first, middle and last convolution's gradient norm against epochs, one panel per network, on a shared
+    log axis: each epoch's geometric mean over its recorded steps (mean over seeds, their spread as a band),
+    over the recorded steps themselves, faint."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.2), sharey=True, squeeze=False)
     for ax, (net, runs) in zip(axes[0], layers.items()):
         length = min(len(s["epochs"]) for s in runs)
         x = runs[0]["epochs"][:length]
+        epochs = range(1, int(np.ceil(x[-1] - 1e-9)) + 1)
         for j, (role, style) in enumerate(zip(("first", "middle", "last"), ("-", "--", ":"))):
             if j < len(runs[0]["names"]):
-                ys = [np.log10(s["grad"][:length, j]) for s in runs]
-                _band(ax, x, ys, ls=style, color=f"C{j}", label=f"{role}: {runs[0]['names'][j]}")
+                ax.plot(x, np.mean([np.log10(s["grad"][:length, j]) for s in runs], axis=0), color=f"C{j}",
+                        lw=0.5, alpha=0.25)
+                ys = [[np.log10(s["grad"][_window(s, e), j]).mean() for e in epochs] for s in runs]
+                _band(ax, list(epochs), ys, ls=style, lw=2, color=f"C{j}", label=f"{role}: {runs[0]['names'][j]}")
         ax.set_title(f"{net} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
