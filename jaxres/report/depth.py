@@ -121,7 +121,7 @@ def _he(kind: str, depth: int, split: str) -> float | None:
 
 
 def _row(claim: str, dataset: str, split: str, a: tuple[tuple[str, int], ...], b: tuple[tuple[str, int], ...],
-         groups: Groups) -> dict[str, Any] | None:
+         groups: Groups) -> dict[str, Any]:
     """One claim "a - b > 0" on ``split`` error, where a side is one network or the gap between two (first minus
     second). Where a network has no finished run yet the row stands, without values: not resolved, naming it."""
     sides = [[errors(groups.get((dataset, *net)), split) for net in side] for side in (a, b)]
@@ -151,9 +151,15 @@ def _row(claim: str, dataset: str, split: str, a: tuple[tuple[str, int], ...], b
             "setting": {}, "a": name(a), "b": name(b), "statistic": f"final {split} error (%)", "test": "a - b > 0",
             "n_a": min(len(x) for x in sides[0]), "n_b": min(len(x) for x in sides[1]),
             "ours_a": ours(a, sides[0]), "ours_b": ours(b, sides[1]), "published_a": he(a), "published_b": he(b),
-            "estimate": None if est is None else est.value, "ci": None if est is None else est.ci,
-            "interval": "" if est is None or est.ci is None else
-            f"[{est.ci[0]:+.2f}, {est.ci[1]:+.2f}]", "verdict": verdict, "why": why}
+            **_estimate(est, 2), "verdict": verdict, "why": why}
+
+
+def _estimate(est: stats.Estimate | None, digits: int) -> dict[str, Any]:
+    """A claim row's estimate, interval and its text; all empty where the claim has no value yet."""
+    if est is None:
+        return {"estimate": None, "ci": None, "interval": ""}
+    return {"estimate": est.value, "ci": est.ci, "interval": "" if est.ci is None else
+            f"[{est.ci[0]:+.{digits}f}, {est.ci[1]:+.{digits}f}]"}
 
 
 def claims(groups: Groups) -> list[dict[str, Any]]:
@@ -241,9 +247,7 @@ def gradient_claims(layers: dict[str, list[dict[str, Any]]], dataset: str) -> li
                      "test": "a > 0" if claim == "G1" else "a - b > 0", "n_a": len(xp),
                      "n_b": len(xr) if b else None, "ours_a": statistics.fmean(xp) if xp else None,
                      "ours_b": statistics.fmean(xr) if b and xr else None, "published_a": None,
-                     "published_b": None, "estimate": None if est is None else est.value,
-                     "ci": None if est is None else est.ci, "interval": "" if est is None or est.ci is None else
-                     f"[{est.ci[0]:+.3f}, {est.ci[1]:+.3f}]", "verdict": verdict, "why": why})
+                     "published_b": None, **_estimate(est, 3), "verdict": verdict, "why": why})
     return rows
 
 
