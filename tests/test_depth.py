@@ -2,6 +2,7 @@
 with their intervals, the figures, from results files alone."""
 import csv
 import json
+import re
 import statistics
 
 import numpy as np
@@ -147,6 +148,15 @@ def test_gradients_within_the_layers_are_a_figure_a_table_and_claims(tmp_path):
     assert float(rows["G1"]["ours_a"]) == pytest.approx(statistics.fmean(2 * np.log10(10 * (1 + 0.05 * s))
                                                                           for s in range(3)))
     assert rows["G1"]["verdict"] == rows["G2"]["verdict"] == "holds"
+    # at step 0 the first convolution's gradient over the last's is 1 / k^2: the table and the sentence give it
+    at_init = 10 ** statistics.fmean(-2 * np.log10(10 * (1 + 0.05 * s)) for s in range(3))
+    said = re.search(r"At initialization [^\n]*? plain56: ([0-9.e-]+)x; resnet56: ([0-9.e-]+)x", report)
+    assert said and float(said[1]) == pytest.approx(at_init, rel=1e-2) and float(said[2]) > at_init
+    assert "kernel norm at the end of the first epoch over its initial one: plain56: 1x; resnet56: 1x." in report
+    table = depth.gradient_rows(depth._layers(depth.depth_groups(_study()), "cifar10", 56, tmp_path), 3)
+    first = next(r for r in table if r["network"] == "plain56" and r["layer"].startswith("first"))
+    assert 10 ** first["step 0"].value == pytest.approx(at_init)
+    assert "| gradient norm at initialization (step 0) | gradient norm, epoch 1 |" in report
     fig = depth.depth_grads_figure({f"{k}56": [depth.layer_series(r, tmp_path) for r in _study()
                                                if r["config"]["model"]["name"] == f"{k}56"] for k in ("plain", "resnet")},
                                    "cifar10")

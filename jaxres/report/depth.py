@@ -189,7 +189,7 @@ def layer_series(run: dict[str, Any], folder: Path) -> dict[str, Any] | None:
         return None
     picks = list(dict.fromkeys([convs[0], convs[len(convs) // 2], convs[-1]]))
     per_epoch = run["history"][0]["train_examples"] // run["config"]["data"]["batch_size"]
-    return {"names": [names[i] for i in picks], "epochs": (series["steps"] + 1) / per_epoch,
+    return {"names": [names[i] for i in picks], "steps": series["steps"], "epochs": (series["steps"] + 1) / per_epoch,
             "grad": series["grad"][:, picks], "param": series["param"][:, picks]}
 
 
@@ -203,14 +203,17 @@ def _window(s: dict[str, Any], epoch: int) -> np.ndarray:
 
 
 def gradient_rows(layers: dict[str, list[dict[str, Any]]], epochs: int) -> list[dict[str, Any]]:
-    """Per network and picked layer, the gradient norm (geometric mean over an epoch's recorded steps) in the first,
-    middle and last epoch, and the gradient relative to the parameter norm in the last; mean over seeds with a
-    95% interval (of log10, shown back as norms)."""
+    """Per network and picked layer, the gradient norm at initialization (step 0, where every run recorded it),
+    then its geometric mean over an epoch's recorded steps in the first, middle and last epoch, and the gradient
+    relative to the parameter norm in the last; mean over seeds with a 95% interval (of log10, shown back as
+    norms)."""
     rows = []
     marks = sorted({1, max(1, (epochs + 1) // 2), epochs})
     for net, runs in layers.items():
         for j, role in enumerate(("first", "middle", "last")[:len(runs[0]["names"])]):
             row = {"network": net, "layer": f"{role} ({runs[0]['names'][j]})", "seeds": len(runs)}
+            if all(s["steps"][0] == 0 for s in runs):
+                row["step 0"] = stats.mean_interval([float(np.log10(s["grad"][0, j])) for s in runs])
             for e in marks:
                 logs = [float(np.mean(np.log10(s["grad"][_window(s, e), j]))) for s in runs if _window(s, e).any()]
                 row[f"epoch {e}"] = stats.mean_interval(logs) if logs else None
@@ -385,9 +388,11 @@ def _claims_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _gradient_markdown(rows: list[dict[str, Any]]) -> str:
-    cols = [k for k in rows[0] if k.startswith("epoch") or k.startswith("relative")]
-    lines = ["| network | layer | seeds | " + " | ".join(f"gradient norm, {c}" if c.startswith("epoch") else
-                                                        f"gradient / parameter norm, {c.split(', ')[1]}" for c in cols)
+    cols = [k for k in rows[0] if k.startswith(("step", "epoch", "relative"))]
+    title = {"step 0": "gradient norm at initialization (step 0)",
+             **{c: f"gradient norm, {c}" for c in cols if c.startswith("epoch")},
+             **{c: f"gradient / parameter norm, {c.split(', ')[1]}" for c in cols if c.startswith("relative")}}
+    lines = ["| network | layer | seeds | " + " | ".join(title[c] for c in cols)
              + " |", "|" + "---|" * (3 + len(cols))]
     for r in rows:
         lines.append(f"| {r['network']} | {r['layer']} | {r['seeds']} | " + " | ".join(_norm_cell(r[c]) for c in cols)
@@ -398,6 +403,14 @@ def _gradient_markdown(rows: list[dict[str, Any]]) -> str:
 def _gradient_lines(layers: dict[str, list[dict[str, Any]]], dataset: str, epochs: int) -> list[str]:
     ratios = {net: 10 ** statistics.fmean(_log_ratio(s) for s in runs) for net, runs in layers.items()}
     said = "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in ratios.items())
+    start = {net: 10 ** statistics.fmean(np.log10(s["grad"][0, 0] / s["grad"][0, -1]) for s in runs)
+             for net, runs in layers.items() if all(s["steps"][0] == 0 for s in runs)}
+    grew = {net: 10 ** statistics.fmean(np.log10(s["param"][_window(s, 1), 0][-1] / s["param"][0, 0])
+                                         for s in layers[net]) for net in start}
+    init = (f"At initialization (step 0, before any update) the first convolution's gradient norm over the last's: "
+            + "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in start.items()) + "; above 1 the gradient grows "
+            "toward the input. The first convolution's kernel norm at the end of the first epoch over its initial "
+            "one: " + "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in grew.items()) + ". ") if start else ""
     return [f"### Gradients within the layers ({dataset})", "",
             "The L2 norm of the gradient of the first, middle and last convolution (of He et al.'s deepest plain and "
             "residual pair in this study), recorded every `layer_norms_every` steps: geometric mean over an epoch's "
@@ -405,8 +418,8 @@ def _gradient_lines(layers: dict[str, list[dict[str, Any]]], dataset: str, epoch
             "convolution a kernel's gradient scales as 1 / its norm, so the gradient relative to the parameter norm "
             "is beside it: a gradient that is small only because its weights grew is not a vanishing one.", "",
             _gradient_markdown(gradient_rows(layers, epochs)), "",
-            f"Over the whole run, the last convolution's gradient norm over the first's (geometric mean over the "
-            f"recorded steps and the seeds): {said}. Above 1 the gradient shrinks toward the input.", ""]
+            f"{init}Over the whole run, the last convolution's gradient norm over the first's (geometric mean over "
+            f"the recorded steps and the seeds): {said}. Above 1 the gradient shrinks toward the input.", ""]
 
 
 def _layers(groups: Groups, dataset: str, depth: int, folder: Path) -> dict[str, list[dict[str, Any]]]:
