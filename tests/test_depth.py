@@ -163,6 +163,8 @@ def test_gradients_within_the_layers_are_a_figure_a_table_and_claims(tmp_path):
     first = fig.axes[0].get_lines()[0]  # plain56's first convolution, the geometric mean over seeds, in epochs
     assert first.get_xdata()[0] == pytest.approx(0.1) and first.get_ydata()[0] == pytest.approx(
         statistics.fmean(-2 * np.log10(10 * (1 + 0.05 * s)) for s in range(3)))
+    cross = fig.axes[0].collections[0].get_offsets()[0]  # plain56's first convolution at initialization
+    assert cross[0] == 0 and cross[1] == pytest.approx(np.log10(at_init))
 
 
 def test_depth_figures_draw_epochs_seed_bands_and_interval_bars():

@@ -325,7 +325,7 @@ def depth_error_figure(groups: Groups, dataset: str):
 def depth_grads_figure(layers: dict[str, list[dict[str, Any]]], dataset: str):
     """The first, middle and last convolution's gradient norm against epochs, one panel per network, on a shared
     log axis: each epoch's geometric mean over its recorded steps (mean over seeds, their spread as a band),
-    over the recorded steps themselves, faint."""
+    over the recorded steps themselves, faint, and step 0 (initialization) as a cross."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(layers), figsize=(5.5 * len(layers), 4.2), sharey=True, squeeze=False)
     for ax, (net, runs) in zip(axes[0], layers.items()):
@@ -336,6 +336,9 @@ def depth_grads_figure(layers: dict[str, list[dict[str, Any]]], dataset: str):
             if j < len(runs[0]["names"]):
                 ax.plot(x, np.mean([np.log10(s["grad"][:length, j]) for s in runs], axis=0), color=f"C{j}",
                         lw=0.5, alpha=0.25)
+                if all(s["steps"][0] == 0 for s in runs):  # initialization, before any update
+                    ax.scatter([0], [np.mean([np.log10(s["grad"][0, j]) for s in runs])], marker="x", s=40,
+                               color=f"C{j}", zorder=3, label="step 0 (initialization)" if j == 0 else None)
                 ys = [[np.log10(s["grad"][_window(s, e), j]).mean() for e in epochs] for s in runs]
                 _band(ax, list(epochs), ys, ls=style, lw=2, color=f"C{j}", label=f"{role}: {runs[0]['names'][j]}")
         ax.set_title(f"{net} ({len(runs)} seed{'s' if len(runs) > 1 else ''})", fontsize=10)
