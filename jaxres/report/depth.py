@@ -198,6 +198,11 @@ def _log_ratio(s: dict[str, Any]) -> float:
     return float(np.mean(np.log10(s["grad"][:, -1]) - np.log10(s["grad"][:, 0])))
 
 
+def _from_init(runs: list[dict[str, Any]]) -> bool:
+    """Whether every run recorded step 0, its gradients at initialization."""
+    return all(s["steps"][0] == 0 for s in runs)
+
+
 def _window(s: dict[str, Any], epoch: int) -> np.ndarray:
     return (s["epochs"] > epoch - 1) & (s["epochs"] <= epoch)
 
@@ -212,7 +217,7 @@ def gradient_rows(layers: dict[str, list[dict[str, Any]]], epochs: int) -> list[
     for net, runs in layers.items():
         for j, role in enumerate(("first", "middle", "last")[:len(runs[0]["names"])]):
             row = {"network": net, "layer": f"{role} ({runs[0]['names'][j]})", "seeds": len(runs)}
-            if all(s["steps"][0] == 0 for s in runs):
+            if _from_init(runs):
                 row["step 0"] = stats.mean_interval([float(np.log10(s["grad"][0, j])) for s in runs])
             for e in marks:
                 logs = [float(np.mean(np.log10(s["grad"][_window(s, e), j]))) for s in runs if _window(s, e).any()]
@@ -336,7 +341,7 @@ def depth_grads_figure(layers: dict[str, list[dict[str, Any]]], dataset: str):
             if j < len(runs[0]["names"]):
                 ax.plot(x, np.mean([np.log10(s["grad"][:length, j]) for s in runs], axis=0), color=f"C{j}",
                         lw=0.5, alpha=0.25)
-                if all(s["steps"][0] == 0 for s in runs):  # initialization, before any update
+                if _from_init(runs):  # initialization, before any update
                     ax.scatter([0], [np.mean([np.log10(s["grad"][0, j]) for s in runs])], marker="x", s=40,
                                color=f"C{j}", zorder=3, label="step 0 (initialization)" if j == 0 else None)
                 ys = [[np.log10(s["grad"][_window(s, e), j]).mean() for e in epochs] for s in runs]
@@ -407,7 +412,7 @@ def _gradient_lines(layers: dict[str, list[dict[str, Any]]], dataset: str, epoch
     ratios = {net: 10 ** statistics.fmean(_log_ratio(s) for s in runs) for net, runs in layers.items()}
     said = "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in ratios.items())
     start = {net: 10 ** statistics.fmean(np.log10(s["grad"][0, 0] / s["grad"][0, -1]) for s in runs)
-             for net, runs in layers.items() if all(s["steps"][0] == 0 for s in runs)}
+             for net, runs in layers.items() if _from_init(runs)}
     grew = {net: 10 ** statistics.fmean(np.log10(s["param"][_window(s, 1), 0][-1] / s["param"][0, 0])
                                          for s in layers[net]) for net in start}
     init = (f"At initialization (step 0, before any update) the first convolution's gradient norm over the last's: "
