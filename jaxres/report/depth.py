@@ -408,17 +408,20 @@ def _gradient_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _said(ratios: dict[str, float]) -> str:
+    return "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in ratios.items())
+
+
 def _gradient_lines(layers: dict[str, list[dict[str, Any]]], dataset: str, epochs: int) -> list[str]:
-    ratios = {net: 10 ** statistics.fmean(_log_ratio(s) for s in runs) for net, runs in layers.items()}
-    said = "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in ratios.items())
+    said = _said({net: 10 ** statistics.fmean(_log_ratio(s) for s in runs) for net, runs in layers.items()})
     start = {net: 10 ** statistics.fmean(np.log10(s["grad"][0, 0] / s["grad"][0, -1]) for s in runs)
              for net, runs in layers.items() if _from_init(runs)}
     grew = {net: 10 ** statistics.fmean(np.log10(s["param"][_window(s, 1), 0][-1] / s["param"][0, 0])
                                          for s in layers[net]) for net in start}
     init = (f"At initialization (step 0, before any update) the first convolution's gradient norm over the last's: "
-            + "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in start.items()) + "; above 1 the gradient grows "
+            + _said(start) + "; above 1 the gradient grows "
             "toward the input. The first convolution's kernel norm at the end of the first epoch over its initial "
-            "one: " + "; ".join(f"{net}: {ratio:.3g}x" for net, ratio in grew.items()) + ". ") if start else ""
+            "one: " + _said(grew) + ". ") if start else ""
     return [f"### Gradients within the layers ({dataset})", "",
             "The L2 norm of the gradient of the first, middle and last convolution (of He et al.'s deepest plain and "
             "residual pair in this study), recorded every `layer_norms_every` steps: geometric mean over an epoch's "
