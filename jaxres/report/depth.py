@@ -418,7 +418,7 @@ def _gradient_lines(layers: dict[str, list[dict[str, Any]]], dataset: str, epoch
              for net, runs in layers.items() if _from_init(runs)}
     grew = {net: 10 ** statistics.fmean(np.log10(s["param"][_window(s, 1), 0][-1] / s["param"][0, 0])
                                          for s in layers[net]) for net in start}
-    init = (f"At initialization (step 0, before any update) the first convolution's gradient norm over the last's: "
+    init = ("At initialization (step 0, before any update) the first convolution's gradient norm over the last's: "
             + _said(start) + "; above 1 the gradient grows "
             "toward the input. The first convolution's kernel norm at the end of the first epoch over its initial "
             "one: " + _said(grew) + ". ") if start else ""
