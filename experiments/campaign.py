@@ -93,13 +93,18 @@ def command(entry: Entry, args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+def run_config(entry: Entry, args: argparse.Namespace):
+    """The run configuration the entry's command trains (no JAX is started)."""
+    from experiments import compare
+
+    return compare.make_study(compare.build_parser().parse_args(command(entry, args)[3:])).runs()[0]
+
+
 def run_name(entry: Entry, args: argparse.Namespace) -> str:
     """The run folder's name the entry's command trains (``jaxres.config.run_name``; no JAX is started)."""
-    from experiments import compare
     from jaxres import config
 
-    cli = compare.build_parser().parse_args(command(entry, args)[3:])
-    return config.run_name(compare.make_study(cli).runs()[0])
+    return config.run_name(run_config(entry, args))
 
 
 def _finished(path: Path) -> bool:
@@ -241,6 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--park", action="store_true", help="copy every unfinished run's newest saves into "
                    "RESULTS/parked/ (committed with --commit), so that a new machine resumes them; then exit. Run it "
                    "before a session ends; the campaign's next start puts them back")
+    p.add_argument("--status", action="store_true", help="print each run of the queue: finished, the epoch it "
+                   "has saved (here or parked), or not started, with the hours it still needs at the pace of the "
+                   "finished runs and the wall time left at --jobs; then exit (reads files only)")
     p.add_argument("--dry-run", action="store_true", help="print the queue's commands, and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -283,10 +291,7 @@ def _check_writable(results: Path) -> None:
 
 def _check_backend(args: argparse.Namespace, results: Path) -> None:
     """Where the runs need oneDNN (compute.conv=onednn), it loads here: checked once, before the first entry."""
-    from experiments import compare
-
-    cli = compare.build_parser().parse_args(command(CAMPAIGNS[args.campaign].queue[0], args)[3:])
-    if compare.make_study(cli).runs()[0].compute.conv != "onednn":
+    if run_config(CAMPAIGNS[args.campaign].queue[0], args).compute.conv != "onednn":
         return
     probe = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True)
     if probe.returncode:
@@ -314,6 +319,96 @@ def _keep_new(args: argparse.Namespace, results: Path) -> None:
             commit(results, f"results/{results.name}: " + ", ".join(sorted(new)))
 
 
+def _epoch_times(runs: list[dict]) -> tuple[dict[str, tuple[float, dict]], list[str]]:
+    """model -> (median wall time of an epoch over every epoch of its finished runs, its model facts), and the
+    CPUs those epochs ran on, in words."""
+    import statistics
+
+    from jaxres import results as results_lib
+
+    times: dict[str, list[float]] = {}
+    facts, cpus = {}, set()
+    for r in runs:
+        model = r["config"]["model"]["name"]
+        times.setdefault(model, []).extend(h["epoch_time_s"] for h in r["history"] if h.get("epoch_time_s"))
+        facts[model] = results_lib.model_facts(r) or {}
+        cpu = r.get("environment", {}).get("cpu") or {}
+        cpus.add(f"{cpu.get('model', 'an unrecorded CPU')} ({', '.join(cpu.get('isa') or ['ISA unrecorded'])})")
+    return {m: (statistics.median(t), facts[m]) for m, t in times.items() if t}, sorted(cpus)
+
+
+def _estimate(model: str, measured: dict[str, tuple[float, dict]]) -> tuple[float, str] | None:
+    """Seconds an epoch of ``model`` is expected to take, and whence: its own finished runs, else those of the
+    nearest depth of its family and kind scaled by depth (He et al.'s networks cost about the same per layer);
+    None where nothing comparable has finished."""
+    from jaxres import catalog
+
+    if model in measured:
+        return measured[model][0], f"{model}'s finished runs"
+    try:
+        f = catalog.model_facts(model)
+    except ValueError:
+        return None
+    near = [(abs(g["depth"] - f["depth"]), m, t, g["depth"]) for m, (t, g) in measured.items()
+            if f.get("depth") and g.get("depth") and (g.get("family"), g.get("kind")) == (f["family"], f["kind"])]
+    if not near:
+        return None
+    _, ref, t, depth = min(near)
+    return t * f["depth"] / depth, f"{ref}'s, scaled by depth {f['depth']}/{depth}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
+
+
+def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
+    """--status: each entry of the queue finished, under way (its newest epoch saved, here or parked) or not
+    started, with the time it still needs at the pace of the campaign's finished runs, and the wall time left at
+    --jobs runs at once in the queue's order. Reads files only: no JAX, nothing trained or changed."""
+    from jaxres import results as results_lib
+
+    rows, runs = [], []
+    for i, entry in enumerate(queue, 1):
+        cfg, name = run_config(entry, args), run_name(entry, args)
+        done = next((r for path in (args.out / name / "results.json", results / name / "results.json")
+                     if _finished(path) and (r := results_lib.read(path)[0])), None)
+        saved = max((e for e in (_newest(args.out / name / "checkpoints"),
+                                 _newest(results / PARKED / name / "checkpoints")) if e is not None), default=None)
+        rows.append((i, entry, cfg.epochs, done, saved))
+        runs += [done] if done else []
+    measured, cpus = _epoch_times(runs)
+    print(f"campaign {args.campaign} (study {args.study}): {sum(1 for r in rows if r[3])} of {len(rows)} runs "
+          f"finished, {sum(1 for r in rows if not r[3] and r[4] is not None)} under way, "
+          f"{sum(1 for r in rows if not r[3] and r[4] is None)} not started")
+    left, unknown = [], []  # seconds each unfinished entry still needs, in the queue's order (under way first)
+    for i, (dataset, model, seed), epochs, done, saved in rows:
+        what = f"{i:>3}  {dataset} {model} seed {seed}"
+        if done:
+            print(f"{what:<36} finished: {results_lib.how_it_ended(done)}, {_hours(done.get('wall_time_s') or 0)}")
+            continue
+        est, state = _estimate(model, measured), (f"epoch {saved} of {epochs} saved" if saved is not None
+                                                   else "not started")
+        if est is None:
+            unknown.append(model)
+            print(f"{what:<36} {state}; no estimate (no finished run of its family and kind)")
+            continue
+        need = (epochs - (saved or 0)) * est[0]
+        left.append((saved is None, need))
+        print(f"{what:<36} {state}; about {_hours(need)} to go at {est[0]:.0f} s an epoch ({est[1]})")
+    if not left and not unknown:
+        print("the queue is done")
+        return 0
+    slots = [0.0] * args.jobs
+    for _, need in sorted(left, key=lambda x: x[0]):  # runs under way hold their slots first; stable: queue order
+        slots[slots.index(min(slots))] += need
+    print(f"left: about {_hours(sum(n for _, n in left))} of run time, {_hours(max(slots))} of wall time at "
+          f"--jobs {args.jobs}" + (f", and {', '.join(unknown)} without an estimate" if unknown else ""))
+    if cpus:
+        print(f"epoch times: median over every epoch of the finished runs, measured on {'; '.join(cpus)}; at "
+              "another CPU kind or --jobs they differ")
+    return 0
+
+
 def _dry_run(queue: list[Entry], args: argparse.Namespace) -> int:
     try:
         for entry in queue:
@@ -329,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return _dry_run(queue, args)
         results = Path(args.results)
+        if args.status:
+            return status(args, results, queue)
         _check_writable(results)
         if args.park:
             return _park_all(args, results, queue)

@@ -282,3 +282,47 @@ def test_the_readme_and_docs_seed_cpu_tables_are_the_committed_runs():
             quoted += 1
         assert quoted == len(table)  # no row without a committed run behind it
         assert {("CIFAR-10", "seed_cnn", 0), ("CIFAR-10", "seed_resnet", 0)} <= table.keys()
+
+
+def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pace(tmp_path, capsys):
+    """--status from files alone: finished runs (here, the committed ones), a run under way in --out and one parked
+    at their saved epochs, the rest not started; the time each still needs from the finished runs' median epoch, a
+    depth without a finished run scaled from its family's nearest; the wall time left at --jobs."""
+    committed = RESULTS / "depth_full_cpu"
+    names = {m: next(committed.glob(f"cifar10_{m}_seed0_*")).name for m in ("resnet20", "resnet56", "plain20")}
+    results, out = tmp_path / "results", tmp_path / "runs"
+    for name in names.values():
+        shutil.copytree(committed / name, results / name)
+    median = {m: statistics.median(h["epoch_time_s"] for h in json.loads(
+        (results / n / "results.json").read_text())["history"]) for m, n in names.items()}
+    under_way, parked = (n.replace("seed0", "seed1") for n in (names["resnet56"], names["plain20"]))
+    (out / under_way / "checkpoints" / "13").mkdir(parents=True)
+    (results / campaign.PARKED / parked / "checkpoints" / "7").mkdir(parents=True)
+    before = sorted(results.rglob("*"))
+
+    def status(jobs):
+        argv = ["--campaign", "depth_full_cpu", "--out", str(out), "--results", str(results), "--status"]
+        assert campaign.main(argv + ["--jobs", str(jobs)]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    lines = status(1)
+    assert lines[0] == "campaign depth_full_cpu (study depth_full_cpu): 3 of 14 runs finished, 2 under way, " \
+                       "9 not started"
+    rows = {(*line.split()[1:3], int(line.split()[4].rstrip(":"))): line for line in lines[1:15]}
+    for m in names:
+        assert "finished: 30 epochs, test accuracy" in rows[("cifar10", m, 0)]
+    assert f"epoch 13 of 30 saved; about {(30 - 13) * median['resnet56'] / 3600:.1f} h to go at " \
+           f"{median['resnet56']:.0f} s an epoch (resnet56's finished runs)" in rows[("cifar10", "resnet56", 1)]
+    assert f"epoch 7 of 30 saved; about {23 * median['plain20'] / 3600:.1f} h" in rows[("cifar10", "plain20", 1)]
+    assert f"not started; about {30 * median['plain20'] * 56 / 20 / 3600:.1f} h to go at " \
+           f"{median['plain20'] * 56 / 20:.0f} s an epoch (plain20's, scaled by depth 56/20)" \
+           in rows[("cifar10", "plain56", 2)]
+    assert "(resnet56's, scaled by depth 110/56)" in rows[("cifar10", "resnet110", 0)]
+    need = (17 * median["resnet56"] + 23 * median["plain20"] + 30 * (  # then 9 not started: plain56 at seeds 0-2
+            2 * median["resnet20"] + median["resnet56"] + median["plain20"] + 3 * median["plain20"] * 56 / 20
+            + median["resnet56"] * 110 / 56 + median["plain20"] * 110 / 20))
+    assert lines[15] == f"left: about {need / 3600:.1f} h of run time, {need / 3600:.1f} h of wall time at --jobs 1"
+    assert "AMD EPYC" in lines[16] or "Intel" in lines[16]  # the CPU the epoch times came from
+    wall2 = float(status(2)[15].split(", ")[1].split()[0])
+    assert need / 3600 / 2 - 0.1 <= wall2 < need / 3600  # two at once: at best half the run time
+    assert sorted(results.rglob("*")) == before and not out.joinpath("logs").exists()  # read only
