@@ -225,6 +225,33 @@ def test_the_layer_heatmap_has_one_cell_per_recorded_step_around_it(steps):
         plt.close(fig)
 
 
+def test_a_few_extreme_steps_do_not_take_the_heatmaps_colour_scale():
+    """plain56's step-0 gradient (300x the rest) made every other cell one colour: from HEATMAP_CLIP_CELLS cells on,
+    the colours span the 1st to 99th percentile, the colour bar says so and points beyond with arrows."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    names = [f"block{i}/conv0" for i in range(10)]
+    grad = np.exp(rng.normal(size=(100, 10)))
+    grad[0] = 300.0  # an explosion at step 0
+    fig = report.layer_heatmap_figure(names, {"steps": np.arange(0, 1000, 10), "grad": grad}, "t")
+    try:
+        mesh, bar = fig.axes[0].collections[0], fig.axes[1]
+        np.testing.assert_allclose((mesh.norm.vmin, mesh.norm.vmax), np.percentile(grad, [1, 99]))
+        assert mesh.norm.vmax < 300 and "1st-99th percentile" in bar.get_ylabel()
+        assert mesh.colorbar.extend == "both"
+    finally:
+        plt.close(fig)
+    few = grad[:10, :10]  # under HEATMAP_CLIP_CELLS cells: the whole range, no arrows
+    assert few.size < report.figures.HEATMAP_CLIP_CELLS
+    fig = report.layer_heatmap_figure(names, {"steps": np.arange(10), "grad": few}, "t")
+    try:
+        mesh = fig.axes[0].collections[0]
+        assert (mesh.norm.vmin, mesh.norm.vmax) == (few.min(), few.max()) and mesh.colorbar.extend == "neither"
+    finally:
+        plt.close(fig)
+
+
 def test_layer_lines_with_one_recorded_step_show_points():
     """Case 1: layer_grads panels were empty when a run had no more steps than layer_norms_every."""
     import matplotlib.pyplot as plt

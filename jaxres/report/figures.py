@@ -218,6 +218,9 @@ def _cell_edges(steps: np.ndarray) -> np.ndarray:
     return np.concatenate([[steps[0] - (mid[0] - steps[0])], mid, [steps[-1] + (steps[-1] - mid[-1])]])
 
 
+HEATMAP_CLIP_CELLS = 200  # from this many cells on, the heatmap's colours leave out the extreme 1% at each end
+
+
 def layer_heatmap_figure(names: list[str], series: dict[str, Any], title: str):
     """The figure of ``plot_layer_heatmap``."""
     from matplotlib.colors import LogNorm
@@ -226,7 +229,11 @@ def layer_heatmap_figure(names: list[str], series: dict[str, Any], title: str):
     g = np.asarray(series["grad"], np.float64).T  # layers x steps
     positive = g[np.isfinite(g) & (g > 0)]
     fig, ax = plt.subplots(figsize=(10, 0.22 * len(names) + 1.6))
-    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
+    # a few steps (an explosion at initialization) would take the whole colour scale: with enough cells, the
+    # colours span the 1st to 99th percentile and the bar's arrows stand for the values beyond
+    lo, hi = (np.percentile(positive, [1, 99]) if positive.size >= HEATMAP_CLIP_CELLS
+              else (positive.min(), positive.max()) if positive.size else (None, None))
+    norm = LogNorm(vmin=lo, vmax=hi) if positive.size else None
     cells = np.ma.masked_invalid(np.where(g > 0, g, np.nan))
     mesh = ax.pcolormesh(_cell_edges(series["steps"]), np.arange(len(names) + 1) - 0.5, cells, norm=norm,
                          cmap="viridis", shading="flat")
@@ -234,7 +241,10 @@ def layer_heatmap_figure(names: list[str], series: dict[str, Any], title: str):
     ax.set_yticks(range(len(names)), names, fontsize=6)
     ax.set_xlabel("step (one cell per recorded step)")
     _whole_ticks(ax.xaxis)
-    fig.colorbar(mesh, ax=ax, label="L2 norm of the layer's gradient")
+    below, above = (bool(positive.size and positive.min() < lo), bool(positive.size and positive.max() > hi))
+    clipped = " (colours: 1st-99th percentile; arrows: beyond)" if below or above else ""
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get((below, above), "neither")
+    fig.colorbar(mesh, ax=ax, label="L2 norm of the layer's gradient" + clipped, extend=extend, extendfrac=0.02)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -242,7 +252,8 @@ def layer_heatmap_figure(names: list[str], series: dict[str, Any], title: str):
 
 def plot_layer_heatmap(names: list[str], series: dict[str, Any], title: str, path: str | Path) -> Path:
     """Gradient norm of every layer (rows, network order from the top) at every recorded step (one cell each,
-    centred on its step), log colour."""
+    centred on its step), log colour; from ``HEATMAP_CLIP_CELLS`` cells on the colours span the 1st to 99th
+    percentile (the colour bar's arrows: beyond), so that a few steps cannot wash out the rest."""
     return _save(layer_heatmap_figure(names, series, title), path)
 
 
