@@ -193,3 +193,56 @@ def test_the_report_says_how_the_schedule_deviates_from_he_et_al():
     r["config"]["schedule"] = {"name": "piecewise", "boundaries": [32000, 48000], "factor": 0.1}
     r["history"] = r["history"] * 6  # 70,200 steps
     assert depth.protocol_line(r).startswith("Schedule: He et al.'s own")
+
+
+def test_the_half_distance_is_where_the_cosine_first_falls_below_a_half_in_log_distance():
+    d = np.array([1e-3, 1e-2, 1e-1, 1.0])
+    assert depth.half_distance(d, np.array([0.9, 0.7, 0.3, 0.6])) == pytest.approx(10 ** -1.5)  # halfway, first fall
+    assert depth.half_distance(d, np.array([0.9, 0.8, 0.7, 0.6])) == float("inf")
+    assert depth.half_distance(d, np.array([0.4, 0.8, 0.7, 0.6])) == 1e-3
+
+
+def _write_shattering(folder, runs, half):
+    """shattering.csv whose cosine along every line of ``model`` is 1 / (1 + d / half[model][state]) (falls to 0.5 at
+    exactly that distance), 3 images a run, a run of another study mixed in."""
+    distances = np.logspace(-6, 0, 25)
+    with open(folder / depth.SHATTERING_FILE, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "model", "seed", "state", "image", "distance", "cosine"])
+        for r in runs + [history_result("plain56", 7, [1], [1])]:
+            m = r["config"]["model"]["name"]
+            for state, h in half[m].items():
+                for image in range(3):
+                    w.writerows((r["run"], m, r["config"]["seed"], state, image, f"{x:.6g}",
+                                 f"{1 / (1 + x / h) - 0.001 * image:.5f}") for x in distances)
+
+
+def test_shattered_gradients_are_a_table_a_sentence_and_a_figure_from_the_file_alone(tmp_path):
+    """The report reads experiments.shattering's file: per network and state the mean cosine at two distances and
+    the distance where it falls to 0.5, with intervals over the lines of every seed, and the plain / residual ratio;
+    runs not in the report are left out."""
+    runs = _study(seeds=(0, 1))
+    _write_study(tmp_path, runs, {"plain20": 1.5, "resnet20": 1.1, "plain56": 10.0, "resnet56": 1.2})
+    half = {"plain20": {"init": 1e-2, "trained": 0.2}, "resnet20": {"init": 5e-2, "trained": 0.2},
+            "plain56": {"init": 3e-5, "trained": 0.2}, "resnet56": {"init": 3e-2, "trained": 0.2}}
+    _write_shattering(tmp_path, runs, half)
+    assert (tmp_path / "shattering_cifar10.png") in write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    data = depth.read_shattering(tmp_path, {r["run"] for r in runs})
+    assert data[("plain56", "init")].shape == (6, 25)  # 3 lines x 2 seeds; seed 7 is not in this report
+    rows = {(r["network"], r["state"]): r for r in depth.shattering_rows(data)}
+    for (model, state), r in rows.items():  # 1/(1+d/h) - 0.001 i crosses 0.5 a little before h, by interpolation
+        assert 10 ** r["half"].value == pytest.approx(half[model][state], rel=0.05), (model, state)
+        assert r["half"].ci[0] < r["half"].value < r["half"].ci[1]
+        assert r["at"][1e-2].value == pytest.approx(1 / (1 + 1e-2 / half[model][state]) - 0.001, abs=1e-4)
+    assert "| plain56 | init | 6 | 0.2" in report and "### Shattered gradients" in report
+    ratio = re.search(r"plain56 at initialization: ([0-9.e+]+)x; plain56 trained: ([0-9.]+)x", report)
+    assert ratio and float(ratio[1]) == pytest.approx(1000, rel=0.1) and float(ratio[2]) == pytest.approx(1, rel=0.05)
+    fig = depth.shattering_figure(data, "cifar10")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+    init = lines["plain56, init (6 lines)"]
+    assert init.get_linestyle() == "--" and lines["plain56, trained (6 lines)"].get_linestyle() == "-"
+    np.testing.assert_allclose(init.get_ydata(), data[("plain56", "init")].mean(axis=0))
+    (tmp_path / depth.SHATTERING_FILE).unlink()  # without the file: no section, no figure
+    assert (tmp_path / "shattering_cifar10.png") not in write_report(tmp_path)
+    assert "Shattered" not in (tmp_path / "report.md").read_text()

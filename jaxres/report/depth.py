@@ -356,6 +356,133 @@ def depth_grads_figure(layers: dict[str, list[dict[str, Any]]], dataset: str):
     return fig
 
 
+# ------------------------------------------------------------------ shattered gradients
+SHATTERING_FILE = "shattering.csv"  # written by ``python -m experiments.shattering``
+SHATTERING_AT = (1e-4, 1e-2)  # distances (fractions of the image's norm) whose cosines the table gives
+
+
+def read_shattering(folder: Path, runs: set[str]) -> dict[tuple[str, str], np.ndarray] | None:
+    """(model, state) -> images x distances cosines (the images of every seed stacked), with the distances as
+    key ("distances", ""), from ``folder``/shattering.csv, for the runs of this report; None without the file."""
+    import csv
+
+    path = folder / SHATTERING_FILE
+    if not path.is_file():
+        return None
+    cells: dict[tuple[str, str], dict[tuple[str, int], dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["run"] in runs:
+                cells[(row["model"], row["state"])][(row["run"], int(row["image"]))][float(row["distance"])] = \
+                    float(row["cosine"])
+    if not cells:
+        return None
+    distances = sorted({d for per in cells.values() for line in per.values() for d in line})
+    out = {key: np.array([[line.get(d, np.nan) for d in distances] for line in per.values()])
+           for key, per in sorted(cells.items())}
+    return {("distances", ""): np.array(distances), **out}
+
+
+def half_distance(distances: np.ndarray, cos: np.ndarray) -> float:
+    """The distance at which one line's cosine first falls below 0.5, interpolated in log distance; inf where it
+    never does, the first distance where it already has."""
+    below = np.flatnonzero(cos < 0.5)
+    if not below.size:
+        return float("inf")
+    i = below[0]
+    if i == 0:
+        return float(distances[0])
+    t = (cos[i - 1] - 0.5) / (cos[i - 1] - cos[i])
+    return float(10 ** (np.log10(distances[i - 1]) + t * np.log10(distances[i] / distances[i - 1])))
+
+
+def shattering_rows(data: dict[tuple[str, str], np.ndarray]) -> list[dict[str, Any]]:
+    """Per network and state: the images, the mean cosine at ``SHATTERING_AT`` and the geometric mean half
+    distance, each with its 95% interval over the images."""
+    distances, rows = data[("distances", "")], []
+    for (model, state), cos in data.items():
+        if model == "distances":
+            continue
+        half = np.array([half_distance(distances, line) for line in cos])
+        at = {d: stats.mean_interval(cos[:, int(np.argmin(abs(np.log10(distances / d))))].tolist())
+              for d in SHATTERING_AT}
+        finite = half[np.isfinite(half)]
+        log_half = stats.mean_interval(np.log10(finite).tolist()) if finite.size == half.size else None
+        rows.append({"network": model, "state": state, "images": len(cos), "at": at, "half": log_half})
+    return rows
+
+
+def _cos_cell(est: stats.Estimate) -> str:
+    return f"{est.value:.3f}" + (f" [{est.ci[0]:.3f}, {est.ci[1]:.3f}]" if est.ci else "")
+
+
+def _half_cell(est: stats.Estimate | None) -> str:
+    if est is None:
+        return "> 1 for some lines"
+    return f"{10 ** est.value:.2g}" + (f" [{10 ** est.ci[0]:.2g}, {10 ** est.ci[1]:.2g}]" if est.ci else "")
+
+
+def shattering_figure(data: dict[tuple[str, str], np.ndarray], dataset: str):
+    """Mean cosine of the input gradient against the distance along the line (log), one colour per network,
+    initialization dashed, trained solid, the 95% interval over the images as a band."""
+    plt = _pyplot()
+    distances = data[("distances", "")]
+    models = list(dict.fromkeys(m for m, _ in data if m != "distances"))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, model in enumerate(models):
+        for state, ls in (("init", "--"), ("trained", "-")):
+            cos = data.get((model, state))
+            if cos is None:
+                continue
+            mean, se = np.nanmean(cos, axis=0), np.nanstd(cos, axis=0, ddof=1) / np.sqrt(len(cos)) if len(cos) > 1 \
+                else np.zeros(cos.shape[1])
+            ax.plot(distances, mean, ls=ls, color=f"C{i}", lw=1.8, label=f"{model}, {state} ({len(cos)} lines)")
+            ax.fill_between(distances, mean - 1.96 * se, mean + 1.96 * se, color=f"C{i}", alpha=0.12, lw=0)
+    ax.set_xscale("log")
+    ax.axhline(0.5, color="gray", lw=0.6, ls=":")
+    ax.set_xlabel("distance along the line (fraction of the image's norm)")
+    ax.set_ylabel("cosine of the input gradient with that at the image")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, fontsize=7)
+    ax.set_title(f"{dataset}: shattered gradients (Balduzzi et al. 2017), initialization dashed, trained solid",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def shattering_lines(data: dict[tuple[str, str], np.ndarray]) -> list[str]:
+    rows = shattering_rows(data)
+    head = " | ".join(f"cosine at distance {d:g}" for d in SHATTERING_AT)
+    table = [f"| network | state | lines (images x seeds) | {head} | distance where the cosine falls to 0.5 |",
+             "|" + "---|" * (4 + len(SHATTERING_AT))]
+    table += [f"| {r['network']} | {r['state']} | {r['images']} | " + " | ".join(_cos_cell(r["at"][d])
+              for d in SHATTERING_AT) + f" | {_half_cell(r['half'])} |" for r in rows]
+    return ["### Shattered gradients", "",
+            "Is a plain network's gradient hard to follow because it is noise? Balduzzi et al. (ICML 2017) found "
+            "that the gradient of a deep plain network with respect to its input decorrelates like white noise "
+            "between nearby inputs, and a ResNet's far less. Measured here (`python -m experiments.shattering`): "
+            "along a random line through each of the first test images, the cosine of the loss's input gradient at "
+            "the image with that at a distance d (a fraction of the image's norm), at the run's initialization "
+            "(batch-norm statistics estimated over training batches) and after its last epoch, in inference mode. "
+            "Mean over the lines with its 95% interval over them; the distance where the cosine falls to 0.5 is a "
+            "geometric mean, interpolated in log distance.", "", "\n".join(table), "", *_twin_sentence(rows)]
+
+
+def _twin_sentence(rows: list[dict[str, Any]]) -> list[str]:
+    """For each plain network with its residual twin measured: how many times farther the twin's cosine holds
+    above 0.5, at initialization and trained."""
+    half = {(r["network"], r["state"]): r["half"] for r in rows if r["half"] is not None}
+    said = []
+    for (net, state), est in half.items():
+        parsed = _depth_of(net)
+        twin = f"resnet{parsed[1]}" if parsed and parsed[0] == "plain" else None
+        if twin and (twin, state) in half:
+            said.append(f"{net} {'at initialization' if state == 'init' else state}: "
+                        f"{10 ** (half[(twin, state)].value - est.value):.3g}x")
+    return [("How many times farther the residual twin's gradient keeps a cosine above 0.5 than the plain "
+             "network's: " + "; ".join(said) + "."), ""] if said else []
+
+
 # ------------------------------------------------------------------ the section
 HE2015_STEPS, HE2015_BOUNDARIES = 64000, (32000, 48000)  # their schedule: lr 0.1, /10 at 32k and 48k, end at 64k
 
@@ -475,5 +602,9 @@ def depth_section(results: list[dict[str, Any]], out_dir: Path) -> tuple[list[st
                   "values, never a verdict). Networks deeper than 56 layers get values in the table, no claims. "
                   "Definitions: `jaxres/report/depth.py`; also in `claims.csv`.", "",
                   *(f"- {k}: {v}" for k, v in CLAIMS.items()), "", _claims_markdown(rows)]
+    shattering = read_shattering(out_dir, {r["run"] for r in results})
+    if shattering is not None:
+        grad_lines += shattering_lines(shattering)
+        figures.append(_save(shattering_figure(shattering, datasets[0]), out_dir / f"shattering_{datasets[0]}.png"))
     lines += grad_lines + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return lines, rows, figures

@@ -1,0 +1,175 @@
+"""Shattered gradients (Balduzzi et al., ICML 2017): how fast a network's input gradient decorrelates along a
+line through an image, at initialization and after training, for every finished run of a study folder.
+
+    python -m experiments.shattering --runs /work/campaign/depth_full_cpu --raw-dir ../shared/datasets \\
+        --results results/depth_full_cpu
+
+For each of ``--images`` test images x0 (the first of the test split) and a random unit direction u (the same
+for every network), the gradient of the loss with respect to the input, g(x), is taken at x0 and at
+x0 + d * |x0| * u for the distances d in ``DISTANCES`` (fractions of the image's norm, 1e-6 to 1); the cosine
+of g(x0) with each is written, one row per run, state, image and distance, to RESULTS/shattering.csv. A
+smooth function keeps that cosine near 1 over a long distance; a shattered one, whose gradient is white noise,
+loses it within a tiny one. The report (``--report-only RESULTS``) reads that file alone.
+
+The two states: "init" is the run's own initialization (its seed's init stream, as at its step 0) with the
+batch-norm statistics estimated over ``CALIBRATION_BATCHES`` training batches (as a network in training mode
+normalizes); "trained" is the run's newest checkpoint (its last epoch), which needs the run folder's
+checkpoints. Both evaluate the network in inference mode, so the images along a line do not normalize one
+another. A (run, state) already in the file is not measured again.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DISTANCES = tuple(float(d) for d in np.logspace(-6, 0, 25))  # 4 a decade, fractions of the image's norm
+CALIBRATION_BATCHES = 50  # flax's batch-norm momentum 0.9: 0.9 ** 50 < 0.01 of the initial statistics is left
+FILE = "shattering.csv"
+COLUMNS = ("run", "model", "seed", "state", "image", "distance", "cosine")
+
+
+class ProbeError(Exception):
+    """Bad input: one line, exit status 2."""
+
+
+def _state(run_dir: Path, r: dict, raw_dir: str | None):
+    """The run's model, its state at initialization (batch-norm statistics calibrated) and its trained state (None
+    without a checkpoint), and its dataset."""
+    import jax
+
+    import jaxres
+    from jaxres import checkpoint, config, data, models, optim, train
+
+    cfg = config.from_dict(r["config"])
+    jaxres.setup(cfg.compute)
+    streams = train.Streams.from_seed(cfg.seed)
+    ds = data.make_dataset(cfg.data, raw_dir=raw_dir, order_seed=streams.order_seed)
+    model = models.from_config(cfg, ds.num_classes)
+    state = train.create_train_state(model, streams.init, ds.shape, optim.make_optimizer(cfg, ds.steps_per_epoch))
+
+    @jax.jit
+    def calibrate(s, images):
+        _, new = s.apply_fn({"params": s.params, "batch_stats": s.batch_stats}, images, train=True,
+                            mutable=["batch_stats"])
+        return s.replace(batch_stats=new["batch_stats"])
+
+    init = state
+    if state.batch_stats:  # as many epochs as it takes on a small training split
+        batches = (b for epoch in itertools.count() for b in ds.train_batches(epoch, streams.augment))
+        for _, batch in zip(range(CALIBRATION_BATCHES), batches):
+            init = calibrate(init, batch["image"])
+    trained = None
+    if (run_dir / "checkpoints").is_dir():
+        with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=10**6) as ckpt:
+            restored = ckpt.restore_latest(state)
+        trained = restored[0] if restored else None
+    return init, trained, ds
+
+
+def cosines(state, images: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """images x distances: the cosine of the loss's input gradient at each image with that at distance d along a
+    random unit direction (one per image, from ``seed``), for d in ``DISTANCES``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    @jax.jit
+    def grads(x, y):
+        def loss(x):
+            v = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+            logits = state.apply_fn(v, x, train=False)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).sum()  # examples independent
+        return jax.grad(loss)(x)
+
+    rng = np.random.default_rng(seed)
+    d = np.array((0.0,) + DISTANCES)
+    rows = []
+    for x0, y in zip(images, labels):
+        u = rng.normal(size=x0.shape)
+        u /= np.linalg.norm(u)
+        points = x0[None] + (d * np.linalg.norm(x0))[:, None, None, None] * u[None]
+        g = np.array(grads(jnp.asarray(points, jnp.float32), jnp.full(len(d), y)), np.float64).reshape(len(d), -1)
+        g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-30)
+        rows.append(g[1:] @ g[0])
+    return np.array(rows)
+
+
+def _done(path: Path) -> set[tuple[str, str]]:
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as f:
+        return {(row["run"], row["state"]) for row in csv.DictReader(f)}
+
+
+def _append(path: Path, rows: list[tuple]) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(COLUMNS)
+        w.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.shattering", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", required=True, help="a study folder: every finished run in it is measured")
+    p.add_argument("--results", help="where shattering.csv goes (default: --runs), e.g. results/<campaign>")
+    p.add_argument("--raw-dir", help="folder with <dataset>/<original files> (default $JAXRES_RAW_DIR)")
+    p.add_argument("--models", help="only these models, comma-separated (default: every finished run's)")
+    p.add_argument("--images", type=int, default=16, help="test images, each with its own line (default 16)")
+    args = p.parse_args(argv)
+    try:
+        return _main(args)
+    except ProbeError as e:
+        print(f"shattering: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    from jaxres import results as results_lib
+
+    runs, out = Path(args.runs), Path(args.results or args.runs)
+    if not runs.is_dir():
+        raise ProbeError(f"--runs {runs} is not a folder")
+    if args.images < 1:
+        raise ProbeError(f"--images {args.images}: give 1 or more")
+    models = set(args.models.split(",")) if args.models else None
+    finished = []
+    for path in sorted(runs.glob("*/results.json")):
+        r, problem = results_lib.read(path)
+        if problem is None and r["history"][-1]["epoch"] >= r["config"]["epochs"] and not r.get("diverged") \
+                and (models is None or r["config"]["model"]["name"] in models):
+            finished.append((path.parent, r))
+    if not finished:
+        raise ProbeError(f"no finished run in {runs}" + (f" of {args.models}" if models else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    done = _done(out / FILE)
+    for run_dir, r in finished:
+        name, model, seed = r["run"], r["config"]["model"]["name"], r["config"]["seed"]
+        if {(name, "init"), (name, "trained")} <= done:
+            continue
+        init, trained, ds = _state(run_dir, r, args.raw_dir)
+        test = next(iter(ds.eval_batches("test")))
+        images, labels = np.asarray(test["image"])[:args.images], np.asarray(test["label"])[:args.images]
+        for state_name, state in (("init", init), ("trained", trained)):
+            if (name, state_name) in done:
+                continue
+            if state is None:
+                print(f"shattering: {name}: no checkpoint in {run_dir}; its trained state is not measured")
+                continue
+            cos = cosines(state, images, labels)
+            _append(out / FILE, [(name, model, seed, state_name, i, f"{d:.6g}", f"{c:.5f}")
+                                 for i, row in enumerate(cos) for d, c in zip(DISTANCES, row)])
+            print(f"shattering: {name} {state_name}: cosine at distance 1e-4 / 1e-2 of the image's norm "
+                  f"{cos[:, 8].mean():.3f} / {cos[:, 16].mean():.3f} (mean over {len(cos)} images)", flush=True)
+    print(f"shattering: {out / FILE}; the report: python -m experiments.compare --report-only {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
