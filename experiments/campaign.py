@@ -12,7 +12,9 @@ interrupted one continues at its last save inside an epoch.
 As soon as a run has finished, its small files (``config.json``, ``results.json``, ``layer_norms.npz``)
 are copied to ``--results`` (a folder of the repository, so that they survive a change of machine) and the
 report is rebuilt there (``--report-only``: summary, curves, claims, report.md, from those files alone);
-``--commit`` also commits that folder (and nothing else) in its git repository.
+``--commit`` also commits that folder (and nothing else) in its git repository. A campaign's probes run first, on
+every finished run: measurements that need its checkpoints, which stay in ``--out`` on this machine
+(``depth_full_cpu``: ``experiments.shattering``).
 
 A run longer than a working session would never finish where the machine is not kept between sessions, so
 ``--park`` copies each unfinished run's newest saves (its last epoch checkpoint and the save inside the next
@@ -43,6 +45,9 @@ class Campaign:
     queue: tuple[Entry, ...]
     compute: tuple[str, ...]  # --set KEY=VALUE for every run
     about: str
+    # modules run (python -m M --runs OUT --results RESULTS [--raw-dir D]) after each finished run is kept, before
+    # the report: measurements that need the run's checkpoints, which stay on this machine alone
+    probes: tuple[str, ...] = ()
 
 
 # Fixed for every seed_cpu run (docs/benchmarks.md: the fastest validated float32 path on the CPUs these sessions
@@ -64,7 +69,8 @@ CAMPAIGNS: dict[str, Campaign] = {
     "depth_full_cpu": Campaign("depth_full_cpu", tuple(
         ("cifar10", m, s) for s in (0, 1, 2) for m in _HE) + (("cifar10", "resnet110", 0), ("cifar10", "plain110", 0)),
         (), "He et al.'s degradation experiment at full data, 30 epochs: resnet20, resnet56, plain20, plain56 at "
-            "seeds 0, 1, 2, then resnet110 and plain110 at seed 0"),
+            "seeds 0, 1, 2, then resnet110 and plain110 at seed 0; each finished run's shattered gradients measured "
+            "(experiments.shattering)", probes=("experiments.shattering",)),
 }
 COPIED = ("config.json", "results.json", "layer_norms.npz")
 MAX_COPIED_BYTES = 20 << 20  # layer_norms.npz is copied only when smaller
@@ -301,7 +307,21 @@ def _check_backend(args: argparse.Namespace, results: Path) -> None:
                             f"backend into another --results folder than {results}, so that they do not pool")
 
 
-def _keep_new(args: argparse.Namespace, results: Path) -> None:
+def probe(args: argparse.Namespace, results: Path, cpu: int | None = None) -> None:
+    """Run the campaign's probes on the runs finished in ``--out`` (each skips what it has measured), on ``cpu``
+    with one OpenMP thread where given (a run may train on the other); a probe that fails is named, not fatal."""
+    for module in CAMPAIGNS[args.campaign].probes:
+        cmd = [sys.executable, "-m", module, "--runs", str(args.out), "--results", str(results)]
+        cmd += ["--raw-dir", args.raw_dir] if args.raw_dir else []
+        pinned = dict(env=dict(os.environ, OMP_NUM_THREADS="1"),
+                      preexec_fn=lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else {}
+        done = subprocess.run(cmd, check=False, **pinned)
+        if done.returncode:
+            print(f"campaign: note: {module} failed (exit status {done.returncode}); run `{' '.join(cmd)}` again "
+                  "while the run folders are here", file=sys.stderr)
+
+
+def _keep_new(args: argparse.Namespace, results: Path, cpu: int | None = None) -> None:
     """Keep every run that finished in ``--out`` and is not kept yet, or kept from an older results.json, in
     ``results``; rebuild the report, and commit it where asked."""
     new = {}
@@ -314,6 +334,7 @@ def _keep_new(args: argparse.Namespace, results: Path) -> None:
         shutil.rmtree(results / PARKED / name, ignore_errors=True)  # carried no further: it is done
         print(f"campaign: {name} finished; kept in {results / name}")
     if new:
+        probe(args, results, cpu)
         report(results)
         if args.commit:
             commit(results, f"results/{results.name}: " + ", ".join(sorted(new)))
@@ -484,7 +505,7 @@ def _train(queue: list[Entry], args: argparse.Namespace, results: Path) -> int:
         for proc in done:
             i, entry, slot = running.pop(proc)
             slots.append(slot)
-            _keep_new(args, results)
+            _keep_new(args, results, sorted(os.sched_getaffinity(0))[slot] if args.jobs > 1 else None)
             if proc.returncode not in (0, 1) and failed is None:  # 1: diverged (kept, marked); else stop
                 failed = (i, entry, proc.returncode)
     if failed is not None or stopping:

@@ -193,6 +193,26 @@ def test_a_finished_run_is_kept_in_the_results_folder_and_reported_from_it_alone
     assert not (results / campaign.PARKED / kept[0]).exists()
 
 
+def test_a_campaigns_probes_measure_each_finished_run_while_its_checkpoints_are_here(tmp_path, raw_dir):
+    """depth_full_cpu measures every finished run's shattered gradients (experiments.shattering) before its report:
+    the trained state needs the run's checkpoints, which no other machine has."""
+    from jaxres import onednn
+
+    if not onednn.load()[0]:
+        pytest.skip(f"oneDNN unavailable: {onednn.load()[1]}")
+    assert campaign.CAMPAIGNS["depth_full_cpu"].probes == ("experiments.shattering",)
+    out, results = tmp_path / "runs", tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "experiments.campaign", "--campaign", "depth_full_cpu", "--study",
+                           "tiny", "--limit", "1", "--out", str(out), "--results", str(results), "--raw-dir",
+                           str(raw_dir), "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (kept,) = [p.name for p in results.iterdir() if p.is_dir()]
+    assert kept.startswith("cifar10_resnet20_seed0")
+    with open(results / "shattering.csv", newline="") as f:
+        measured = {(r["run"], r["state"]) for r in csv.DictReader(f)}
+    assert measured == {(kept, "init"), (kept, "trained")}
+
+
 def test_a_parked_run_resumes_on_a_new_machine_as_if_never_stopped(tmp_path, capsys):
     """--park carries an unfinished run's newest saves into RESULTS/parked/ (a run longer than a session would
     otherwise restart on every new machine); put back into an empty --out, the run continues to the same numbers
