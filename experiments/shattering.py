@@ -67,6 +67,10 @@ def _state(run_dir: Path, r: dict, raw_dir: str | None):
     if (run_dir / "checkpoints").is_dir():
         with checkpoint.Checkpointer(run_dir, config.identity(cfg), keep=10**6) as ckpt:
             restored = ckpt.restore_latest(state)
+        if restored and len(restored[1]) != len(r["history"]):  # an older save: not the network the results hold
+            print(f"shattering: {run_dir.name}: its newest checkpoint is of epoch {len(restored[1])}, its results of "
+                  f"epoch {len(r['history'])}; its trained state is not measured")
+            restored = None
         trained = restored[0] if restored else None
     return init, trained, ds
 
@@ -160,7 +164,7 @@ def _main(args: argparse.Namespace) -> int:
             if (name, state_name) in done:
                 continue
             if state is None:
-                print(f"shattering: {name}: no checkpoint in {run_dir}; its trained state is not measured")
+                print(f"shattering: {name}: no checkpoint of its last epoch in {run_dir}; its trained state is not measured")
                 continue
             cos = cosines(state, images, labels)
             _append(out / FILE, [(name, model, seed, state_name, i, f"{d:.6g}", f"{c:.5f}")
