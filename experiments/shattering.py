@@ -164,7 +164,8 @@ def _main(args: argparse.Namespace) -> int:
             if (name, state_name) in done:
                 continue
             if state is None:
-                print(f"shattering: {name}: no checkpoint of its last epoch in {run_dir}; its trained state is not measured")
+                print(f"shattering: {name}: no checkpoint of its last epoch in {run_dir}; its trained state is not "
+                      "measured")
                 continue
             cos = cosines(state, images, labels)
             _append(out / FILE, [(name, model, seed, state_name, i, f"{d:.6g}", f"{c:.5f}")
