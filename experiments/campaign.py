@@ -395,6 +395,8 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
                      if _finished(path) and (r := results_lib.read(path)[0])), None)
         saved = max((e for e in (_newest(args.out / name / "checkpoints"),
                                  _newest(results / PARKED / name / "checkpoints")) if e is not None), default=None)
+        if saved is None and not done and (args.out / name).is_dir():
+            saved = 0  # started here, no epoch saved yet
         rows.append((i, entry, cfg.epochs, done, saved))
         runs += [done] if done else []
     measured, cpus = _epoch_times(runs)
@@ -407,8 +409,9 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
         if done:
             print(f"{what:<36} finished: {results_lib.how_it_ended(done)}, {_hours(done.get('wall_time_s') or 0)}")
             continue
-        est, state = _estimate(model, measured), (f"epoch {saved} of {epochs} saved" if saved is not None
-                                                   else "not started")
+        est = _estimate(model, measured)
+        state = ("not started" if saved is None else f"started, no epoch of {epochs} saved yet" if saved == 0
+                 else f"epoch {saved} of {epochs} saved")
         if est is None:
             unknown.append(model)
             print(f"{what:<36} {state}; no estimate (no finished run of its family and kind)")

@@ -318,6 +318,7 @@ def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pa
     under_way, parked = (n.replace("seed0", "seed1") for n in (names["resnet56"], names["plain20"]))
     (out / under_way / "checkpoints" / "13").mkdir(parents=True)
     (results / campaign.PARKED / parked / "checkpoints" / "7").mkdir(parents=True)
+    (out / names["plain20"].replace("plain20_seed0", "plain56_seed0")).mkdir()  # started, nothing saved yet
     before = sorted(results.rglob("*"))
 
     def status(jobs):
@@ -326,8 +327,10 @@ def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pa
         return capsys.readouterr().out.splitlines()
 
     lines = status(1)
-    assert lines[0] == "campaign depth_full_cpu (study depth_full_cpu): 3 of 14 runs finished, 2 under way, " \
-                       "9 not started"
+    assert lines[0] == "campaign depth_full_cpu (study depth_full_cpu): 3 of 14 runs finished, 3 under way, " \
+                       "8 not started"
+    assert f"started, no epoch of 30 saved yet; about {30 * median['plain20'] * 56 / 20 / 3600:.1f} h" in \
+        next(line for line in lines if " plain56 seed 0 " in line)
     rows = {(*line.split()[1:3], int(line.split()[4].rstrip(":"))): line for line in lines[1:15]}
     for m in names:
         assert "finished: 30 epochs, test accuracy" in rows[("cifar10", m, 0)]
