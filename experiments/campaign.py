@@ -386,11 +386,13 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
     """--status: each entry of the queue finished, under way (its newest epoch saved, here or parked) or not
     started, with the time it still needs at the pace of the campaign's finished runs, and the wall time left at
     --jobs runs at once in the queue's order. Reads files only: no JAX, nothing trained or changed."""
+    from jaxres import config
     from jaxres import results as results_lib
 
     rows, runs = [], []
     for i, entry in enumerate(queue, 1):
-        cfg, name = run_config(entry, args), run_name(entry, args)
+        cfg = run_config(entry, args)
+        name = config.run_name(cfg)
         done = next((r for path in (args.out / name / "results.json", results / name / "results.json")
                      if _finished(path) and (r := results_lib.read(path)[0])), None)
         saved = max((e for e in (_newest(args.out / name / "checkpoints"),
