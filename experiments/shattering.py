@@ -143,12 +143,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.images < 1:
         raise ProbeError(f"--images {args.images}: give 1 or more")
     models = set(args.models.split(",")) if args.models else None
-    finished = []
-    for path in sorted(runs.glob("*/results.json")):
-        r, problem = results_lib.read(path)
-        if problem is None and r["history"][-1]["epoch"] >= r["config"]["epochs"] and not r.get("diverged") \
-                and (models is None or r["config"]["model"]["name"] in models):
-            finished.append((path.parent, r))
+    from experiments.campaign import finished_runs
+
+    finished = [(d, r) for d in finished_runs(runs).values() if not (r := results_lib.read(d / "results.json")[0])
+                .get("diverged") and (models is None or r["config"]["model"]["name"] in models)]
     if not finished:
         raise ProbeError(f"no finished run in {runs}" + (f" of {args.models}" if models else ""))
     out.mkdir(parents=True, exist_ok=True)

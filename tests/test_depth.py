@@ -228,9 +228,9 @@ def test_shattered_gradients_are_a_table_a_sentence_and_a_figure_from_the_file_a
     _write_shattering(tmp_path, runs, half)
     assert (tmp_path / "shattering_cifar10.png") in write_report(tmp_path)
     report = (tmp_path / "report.md").read_text()
-    data = depth.read_shattering(tmp_path, {r["run"] for r in runs})
+    distances, data = depth.read_shattering(tmp_path, {r["run"] for r in runs})
     assert data[("plain56", "init")].shape == (6, 25)  # 3 lines x 2 seeds; seed 7 is not in this report
-    rows = {(r["network"], r["state"]): r for r in depth.shattering_rows(data)}
+    rows = {(r["network"], r["state"]): r for r in depth.shattering_rows(distances, data)}
     for (model, state), r in rows.items():  # 1/(1+d/h) - 0.001 i crosses 0.5 a little before h, by interpolation
         assert 10 ** r["half"].value == pytest.approx(half[model][state], rel=0.05), (model, state)
         assert r["half"].ci[0] < r["half"].value < r["half"].ci[1]
@@ -238,7 +238,7 @@ def test_shattered_gradients_are_a_table_a_sentence_and_a_figure_from_the_file_a
     assert "| plain56 | init | 6 | 0.2" in report and "### Shattered gradients" in report
     ratio = re.search(r"plain56 at initialization: ([0-9.e+]+)x; plain56 trained: ([0-9.]+)x", report)
     assert ratio and float(ratio[1]) == pytest.approx(1000, rel=0.1) and float(ratio[2]) == pytest.approx(1, rel=0.05)
-    fig = depth.shattering_figure(data, "cifar10")
+    fig = depth.shattering_figure(distances, data, "cifar10")
     lines = {line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
     init = lines["plain56, init (6 lines)"]
     assert init.get_linestyle() == "--" and lines["plain56, trained (6 lines)"].get_linestyle() == "-"

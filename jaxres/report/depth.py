@@ -361,9 +361,9 @@ SHATTERING_FILE = "shattering.csv"  # written by ``python -m experiments.shatter
 SHATTERING_AT = (1e-4, 1e-2)  # distances (fractions of the image's norm) whose cosines the table gives
 
 
-def read_shattering(folder: Path, runs: set[str]) -> dict[tuple[str, str], np.ndarray] | None:
-    """(model, state) -> images x distances cosines (the images of every seed stacked), with the distances as
-    key ("distances", ""), from ``folder``/shattering.csv, for the runs of this report; None without the file."""
+def read_shattering(folder: Path, runs: set[str]) -> tuple[np.ndarray, dict[tuple[str, str], np.ndarray]] | None:
+    """The distances, and (model, state) -> lines x distances cosines (the images of every seed stacked), from
+    ``folder``/shattering.csv, for the runs of this report; None without the file."""
     import csv
 
     path = folder / SHATTERING_FILE
@@ -378,9 +378,8 @@ def read_shattering(folder: Path, runs: set[str]) -> dict[tuple[str, str], np.nd
     if not cells:
         return None
     distances = sorted({d for per in cells.values() for line in per.values() for d in line})
-    out = {key: np.array([[line.get(d, np.nan) for d in distances] for line in per.values()])
-           for key, per in sorted(cells.items())}
-    return {("distances", ""): np.array(distances), **out}
+    return np.array(distances), {key: np.array([[line.get(d, np.nan) for d in distances] for line in per.values()])
+                                 for key, per in sorted(cells.items())}
 
 
 def half_distance(distances: np.ndarray, cos: np.ndarray) -> float:
@@ -396,13 +395,11 @@ def half_distance(distances: np.ndarray, cos: np.ndarray) -> float:
     return float(10 ** (np.log10(distances[i - 1]) + t * np.log10(distances[i] / distances[i - 1])))
 
 
-def shattering_rows(data: dict[tuple[str, str], np.ndarray]) -> list[dict[str, Any]]:
+def shattering_rows(distances: np.ndarray, data: dict[tuple[str, str], np.ndarray]) -> list[dict[str, Any]]:
     """Per network and state: the images, the mean cosine at ``SHATTERING_AT`` and the geometric mean half
     distance, each with its 95% interval over the images."""
-    distances, rows = data[("distances", "")], []
+    rows = []
     for (model, state), cos in data.items():
-        if model == "distances":
-            continue
         half = np.array([half_distance(distances, line) for line in cos])
         at = {d: stats.mean_interval(cos[:, int(np.argmin(abs(np.log10(distances / d))))].tolist())
               for d in SHATTERING_AT}
@@ -422,12 +419,11 @@ def _half_cell(est: stats.Estimate | None) -> str:
     return f"{10 ** est.value:.2g}" + (f" [{10 ** est.ci[0]:.2g}, {10 ** est.ci[1]:.2g}]" if est.ci else "")
 
 
-def shattering_figure(data: dict[tuple[str, str], np.ndarray], dataset: str):
+def shattering_figure(distances: np.ndarray, data: dict[tuple[str, str], np.ndarray], dataset: str):
     """Mean cosine of the input gradient against the distance along the line (log), one colour per network,
     initialization dashed, trained solid, the 95% interval over the images as a band."""
     plt = _pyplot()
-    distances = data[("distances", "")]
-    models = list(dict.fromkeys(m for m, _ in data if m != "distances"))
+    models = list(dict.fromkeys(m for m, _ in data))
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, model in enumerate(models):
         for state, ls in (("init", "--"), ("trained", "-")):
@@ -450,8 +446,8 @@ def shattering_figure(data: dict[tuple[str, str], np.ndarray], dataset: str):
     return fig
 
 
-def shattering_lines(data: dict[tuple[str, str], np.ndarray]) -> list[str]:
-    rows = shattering_rows(data)
+def shattering_lines(distances: np.ndarray, data: dict[tuple[str, str], np.ndarray]) -> list[str]:
+    rows = shattering_rows(distances, data)
     head = " | ".join(f"cosine at distance {d:g}" for d in SHATTERING_AT)
     table = [f"| network | state | lines (images x seeds) | {head} | distance where the cosine falls to 0.5 |",
              "|" + "---|" * (4 + len(SHATTERING_AT))]
@@ -604,7 +600,7 @@ def depth_section(results: list[dict[str, Any]], out_dir: Path) -> tuple[list[st
                   *(f"- {k}: {v}" for k, v in CLAIMS.items()), "", _claims_markdown(rows)]
     shattering = read_shattering(out_dir, {r["run"] for r in results})
     if shattering is not None:
-        grad_lines += shattering_lines(shattering)
-        figures.append(_save(shattering_figure(shattering, datasets[0]), out_dir / f"shattering_{datasets[0]}.png"))
+        grad_lines += shattering_lines(*shattering)
+        figures.append(_save(shattering_figure(*shattering, datasets[0]), out_dir / f"shattering_{datasets[0]}.png"))
     lines += grad_lines + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return lines, rows, figures
