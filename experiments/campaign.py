@@ -19,7 +19,8 @@ every finished run: measurements that need its checkpoints, which stay in ``--ou
 A run longer than a working session would never finish where the machine is not kept between sessions, so
 ``--park`` copies each unfinished run's newest saves (its last epoch checkpoint and the save inside the next
 epoch, checked against their manifests) with its ``config.json`` and ``layer_norms.npz`` into
-``--results``/parked/<run>/ (and commits them with ``--commit``); the next start on a new machine puts them back
+``--results``/parked/<run>/ (and commits them with ``--commit``), once the campaign's probes have measured what they
+can of them (their kept epochs, which are not parked); the next start on a new machine puts them back
 into ``--out`` before the run resumes, and a finished run's parked copy is removed.
 """
 from __future__ import annotations
@@ -45,9 +46,11 @@ class Campaign:
     queue: tuple[Entry, ...]
     compute: tuple[str, ...]  # --set KEY=VALUE for every run
     about: str
-    # modules run (python -m M --runs OUT --results RESULTS [--raw-dir D]) after each finished run is kept, before
-    # the report: measurements that need the run's checkpoints, which stay on this machine alone
+    # modules run (python -m M --runs OUT --results RESULTS [--raw-dir D] [--epochs E1,E2,...]) after each finished
+    # run is kept, before the report: measurements that need the run's checkpoints, which stay on this machine alone
     probes: tuple[str, ...] = ()
+    # epochs whose checkpoints every run keeps (experiments.compare --keep-epochs), for the probes (--epochs)
+    keep_epochs: tuple[int, ...] = ()
 
 
 # Fixed for every seed_cpu run (docs/benchmarks.md: the fastest validated float32 path on the CPUs these sessions
@@ -70,7 +73,8 @@ CAMPAIGNS: dict[str, Campaign] = {
         ("cifar10", m, s) for s in (0, 1, 2) for m in _HE) + (("cifar10", "resnet110", 0), ("cifar10", "plain110", 0)),
         (), "He et al.'s degradation experiment at full data, 30 epochs: resnet20, resnet56, plain20, plain56 at "
             "seeds 0, 1, 2, then resnet110 and plain110 at seed 0; each finished run's shattered gradients measured "
-            "(experiments.shattering)", probes=("experiments.shattering",)),
+            "(experiments.shattering), at initialization, after epochs 1, 2, 4, 8, 16 and trained",
+        probes=("experiments.shattering",), keep_epochs=(1, 2, 4, 8, 16)),
 }
 COPIED = ("config.json", "results.json", "layer_norms.npz")
 MAX_COPIED_BYTES = 20 << 20  # layer_norms.npz is copied only when smaller
@@ -96,6 +100,8 @@ def command(entry: Entry, args: argparse.Namespace) -> list[str]:
         cmd += ["--raw-dir", args.raw_dir]
     if args.no_progress:
         cmd.append("--no-progress")
+    if keep := CAMPAIGNS[args.campaign].keep_epochs:
+        cmd += ["--keep-epochs", ",".join(map(str, keep))]
     return cmd
 
 
@@ -198,8 +204,11 @@ def unpark(parked: Path, run_dir: Path) -> str | None:
 
 
 def _park_all(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
-    """--park: carry every unfinished run of the queue that has an epoch saved into ``results``/parked/."""
+    """--park: carry every unfinished run of the queue that has an epoch saved into ``results``/parked/, after the
+    campaign's probes have measured what they can of it (its kept epochs: checkpoints that are not parked)."""
     finished, parked = finished_runs(args.out), []
+    if any((args.out / (name := run_name(e, args))).is_dir() and name not in finished for e in queue):
+        probe(args, results)
     for entry in queue:
         name = run_name(entry, args)
         if name in finished or not (args.out / name).is_dir():
@@ -313,6 +322,8 @@ def probe(args: argparse.Namespace, results: Path, cpu: int | None = None) -> No
     for module in CAMPAIGNS[args.campaign].probes:
         cmd = [sys.executable, "-m", module, "--runs", str(args.out), "--results", str(results)]
         cmd += ["--raw-dir", args.raw_dir] if args.raw_dir else []
+        if keep := CAMPAIGNS[args.campaign].keep_epochs:
+            cmd += ["--epochs", ",".join(map(str, keep))]
         pinned = dict(env=dict(os.environ, OMP_NUM_THREADS="1"),
                       preexec_fn=lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else {}
         done = subprocess.run(cmd, check=False, **pinned)

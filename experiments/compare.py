@@ -97,9 +97,22 @@ def _file_flags(io, catalog) -> None:
     io.add_argument("--no-report", action="store_true", help="train only: no summary, curves or report (build them "
                     "once all runs are done with --report-only; for jobs that each train part of a study)")
     io.add_argument("--keep", type=int, default=2, help="checkpoints kept per run: the last KEEP plus the best (default 2)")
+    io.add_argument("--keep-epochs", type=epoch_list, default=(), metavar="E1,E2,...", help="also keep these epochs' "
+                    "checkpoints, for measurements after training (python -m experiments.shattering measures each)")
     io.add_argument("--devices", type=int, help="train on the first N local devices (default: all; data-parallel when N > 1, "
                          "by the parallel key: jit or pmap)")
     io.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+
+def epoch_list(text: str) -> tuple[int, ...]:
+    """--keep-epochs: comma-separated epochs from 1."""
+    try:
+        epochs = tuple(int(e) for e in text.split(","))
+    except ValueError:
+        epochs = ()
+    if not epochs or min(epochs) < 1:
+        raise argparse.ArgumentTypeError(f"give epochs from 1, comma-separated (e.g. 1,2,5), got {text!r}")
+    return epochs
 
 
 def _process_flags(d) -> None:
@@ -154,7 +167,7 @@ def run_one(cfg, study: Any, out: Path, args: argparse.Namespace) -> dict[str, A
 
     name = config.run_name(cfg)
     return runner.run(cfg, out / name, raw_dir=args.raw_dir, data_dir=args.data_dir, keep=args.keep,
-                      devices=args.devices, progress=not args.no_progress, study=study.name,
+                      keep_epochs=args.keep_epochs, devices=args.devices, progress=not args.no_progress, study=study.name,
                       study_source=study.source, tensorboard_dir=out / "tensorboard" / name)
 
 

@@ -17,7 +17,7 @@ The state is saved unreplicated, so a checkpoint written by a pmap run on N devi
 restores on any device count. With several processes (``jax.distributed``) every process saves
 and restores together (orbax), on a folder they share; process 0 alone writes ``config.json`` and
 the manifests, and moves a broken checkpoint aside. Retention keeps the last ``keep`` checkpoints plus the best
-by test accuracy; a checkpoint that fails to restore is moved aside to
+by test accuracy, and the epochs named in ``keep_epochs`` (for probes after training); a checkpoint that fails to restore is moved aside to
 ``checkpoints.broken/`` (never deleted) with a warning, and the previous one is used.
 
 When to save inside an epoch, and how several processes agree on saving and stopping, is
@@ -176,9 +176,11 @@ class Checkpointer:
     """
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any], keep: int = 2, every_steps: int = 0,
-                 every_minutes: float = 0.0):
+                 every_minutes: float = 0.0, keep_epochs: tuple[int, ...] = ()):
         if keep < 1:
             raise CheckpointError(f"keep must be at least 1, got {keep}")
+        if any(e < 1 for e in keep_epochs):
+            raise CheckpointError(f"keep_epochs must be epochs from 1, got {', '.join(map(str, keep_epochs))}")
         self.policy = SavePolicy(every_steps, every_minutes)  # when to save inside an epoch, and stop agreement
         self.run_dir = Path(run_dir).absolute()
         self.config = json.loads(json.dumps(config))  # as it will read back
@@ -198,7 +200,7 @@ class Checkpointer:
                                       "use another output folder or remove that one")
         elif jax.process_index() == 0:
             write_json_atomic(config_path, self.config)
-        self._keep, self.manifests = keep, Manifests(self.run_dir)
+        self._keep, self._keep_epochs, self.manifests = keep, tuple(keep_epochs), Manifests(self.run_dir)
         self._check_writable(self.run_dir / "checkpoints")
         self._check_writable(self.run_dir / PARTIAL)  # the longer path, with global step numbers
         self._open()
@@ -228,7 +230,9 @@ class Checkpointer:
     def _open(self) -> None:
         # the best epoch: by validation accuracy where the run holds a validation split out, else by test accuracy
         best = lambda m: m.get("validation_accuracy", m["test_accuracy"])  # noqa: E731
-        policy = policies.AnyPreservationPolicy([policies.LatestN(n=self._keep), policies.BestN(get_metric_fn=best, n=1)])
+        keep = [policies.LatestN(n=self._keep), policies.BestN(get_metric_fn=best, n=1)]
+        keep += [policies.CustomSteps(steps=self._keep_epochs)] if self._keep_epochs else []  # kept for later probes
+        policy = policies.AnyPreservationPolicy(keep)
         # best_fn as well: without it orbax keeps the metrics in memory only, so after a restart no
         # checkpoint has one, BestN ranks none, and nothing written before the restart is ever pruned.
         # Synchronous: every save is waited for anyway, and orbax's asynchronous path creates the folders in a
@@ -363,25 +367,37 @@ class Checkpointer:
         A checkpoint that cannot be read, or whose files differ from its manifest, is moved to
         ``checkpoints.broken/`` with a one-line warning naming it, and the next older one is tried.
         """
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
         for epoch in reversed(self.epochs()):
             try:
-                self.manifests.verify(Path(self.manager.directory) / str(epoch), epoch)
-                with quiet_orbax():
-                    restored = self.manager.restore(epoch, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-                meta, saved = restored["meta"], restored["state"]
-                history = meta["history"]
-                if meta["epoch"] != epoch or len(history) != epoch or int(saved.step) != meta["step"]:
-                    raise ValueError(f"inconsistent contents (epoch {meta['epoch']}, {len(history)} history rows, "
-                                     f"step {int(saved.step)} vs {meta['step']})")
-                return saved, history
+                return self._restore(state, epoch)
             except Exception as e:  # noqa: BLE001 - any failure to read means: use an older checkpoint
                 moved = self._quarantine(epoch)
                 warnings.warn(f"checkpoint of epoch {epoch} in {self.run_dir / 'checkpoints'} cannot be used "
                               f"({type(e).__name__}: {_reason(e)}); moved to {moved}; trying the previous one",
                               stacklevel=2)
         return None
+
+    def restore_epoch(self, state: Any, epoch: int) -> tuple[Any, list[dict]]:
+        """(state, history) of the checkpoint of ``epoch`` (one of ``epochs()``), verified against its manifest; a
+        CheckpointError in one line where it cannot be read. For readers (probes): nothing is moved aside."""
+        try:
+            return self._restore(state, epoch)
+        except Exception as e:  # noqa: BLE001 - reported as one line
+            raise CheckpointError(f"checkpoint of epoch {epoch} in {self.run_dir / 'checkpoints'} cannot be used "
+                                  f"({type(e).__name__}: {_reason(e)})") from None
+
+    def _restore(self, state: Any, epoch: int) -> tuple[Any, list[dict]]:
+        self.manifests.verify(Path(self.manager.directory) / str(epoch), epoch)
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+        with quiet_orbax():
+            restored = self.manager.restore(epoch, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        meta, saved = restored["meta"], restored["state"]
+        history = meta["history"]
+        if meta["epoch"] != epoch or len(history) != epoch or int(saved.step) != meta["step"]:
+            raise ValueError(f"inconsistent contents (epoch {meta['epoch']}, {len(history)} history rows, "
+                             f"step {int(saved.step)} vs {meta['step']})")
+        return saved, history
 
     def _quarantine(self, epoch: int) -> Path:
         dst = self._move_aside(Path(self.manager.directory) / str(epoch), str(epoch), self.manifests.path(epoch))

@@ -27,13 +27,15 @@ from typing import Any
 
 def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir: str | Path | None = None, keep: int = 2,
         devices: int | None = None, progress: bool = True, study: str = "", study_source: dict | None = None,
-        tensorboard_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+        tensorboard_dir: str | Path | None = None, log: Callable[[str], None] = print,
+        keep_epochs: tuple[int, ...] = ()) -> dict[str, Any]:
     """Train ``cfg`` in ``workdir`` (its run folder) and return its results.
 
     ``raw_dir``: the folder with ``<dataset>/<original files>`` (``data.source=device``); ``data_dir``: tfds's
     data dir (``data.source=tfds``); ``keep``: checkpoints kept, the last ``keep`` plus the best; ``devices``:
     train on the first N local devices (default all); ``tensorboard_dir``: default ``workdir/tensorboard``;
-    ``log``: where the run's header and epoch lines go. When another process holds the run, nothing is trained
+    ``log``: where the run's header and epoch lines go; ``keep_epochs``: epochs whose checkpoints are kept as well
+    (for probes after training, ``experiments.shattering``). When another process holds the run, nothing is trained
     and ``{"run": name, "skipped": why}`` comes back. Raises ``ConfigError``, ``DataError`` or ``CheckpointError``
     (one line each) for bad input, a missing file or a checkpoint that cannot be written.
     """
@@ -54,8 +56,11 @@ def run(cfg, workdir: str | Path, *, raw_dir: str | Path | None = None, data_dir
         raise _config_error(f"study_source must be a dict (Study.source), got {study_source!r}")
     if not callable(log):
         raise _config_error(f"log must be a function taking one str, got {log!r}")
+    if not (isinstance(keep_epochs, (tuple, list)) and all(isinstance(e, int) and not isinstance(e, bool) and e >= 1
+                                                          for e in keep_epochs)):
+        raise _config_error(f"keep_epochs must be a list of epochs from 1, got {keep_epochs!r}")
     opts = RunOptions(raw_dir, data_dir, keep, devices, bool(progress), study, tensorboard_dir, log,
-                      dict(study_source) if study_source else None)
+                      dict(study_source) if study_source else None, tuple(keep_epochs))
     with errors.stops_at_step_boundaries():  # a stop signal ends the run at a step boundary, that step saved
         return _run(cfg, Path(workdir), opts)
 
@@ -91,6 +96,7 @@ class RunOptions:
     tensorboard_dir: str | Path | None = None
     log: Callable[[str], None] = print
     study_source: dict[str, Any] | None = None  # where a study file defined the run (``Study.source``)
+    keep_epochs: tuple[int, ...] = ()  # epochs whose checkpoints are kept besides the last ``keep`` and the best
 
 
 def _run(cfg, workdir: Path, opts: RunOptions) -> dict[str, Any]:
@@ -143,7 +149,8 @@ def _train(cfg, workdir: Path, opts: RunOptions, name: str, primary: bool, say: 
     n_params = models.count_params(state.params)
     say(_header(cfg, name, model, n_params, ds, n_dev))
     errors.raise_if_stopped()
-    with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=opts.keep, every_steps=cfg.checkpoint_every_steps,
+    with checkpoint.Checkpointer(workdir, config.identity(cfg), keep=opts.keep, keep_epochs=opts.keep_epochs,
+                                 every_steps=cfg.checkpoint_every_steps,
                                  every_minutes=cfg.checkpoint_every_minutes) as ckpt:
         # tensorboard --logdir <tensorboard_dir>
         tb = Path(opts.tensorboard_dir) if opts.tensorboard_dir is not None else workdir / "tensorboard"

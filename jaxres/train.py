@@ -136,7 +136,7 @@ def layer_names(model: nn.Module, params: Any, input_shape: tuple[int, ...]) -> 
                                                                             for p in n.split("/")]))
 
 
-def _per_layer_norms(tree: Any, names: list[str]) -> jnp.ndarray:
+def per_layer_norms(tree: Any, names: list[str]) -> jnp.ndarray:
     """The L2 norm over all parameters of each layer in ``names``, as one float32 vector."""
     def layer(name: str) -> jnp.ndarray:
         node = tree
@@ -157,7 +157,7 @@ def _layer_norm_metrics(old: TrainState, new: TrainState, grads: Any, every: int
 
     def norms(_):
         update = jax.tree.map(jnp.subtract, new.params, old.params)
-        return jnp.stack([_per_layer_norms(t, names) for t in (grads, old.params, update)])
+        return jnp.stack([per_layer_norms(t, names) for t in (grads, old.params, update)])
 
     return {"layer_norms": jax.lax.cond(recorded, norms, lambda _: jnp.zeros((3, len(names))), None),
             "layer_norms_step": old.step.astype(jnp.int32), "layer_norms_recorded": recorded.astype(jnp.int32)}

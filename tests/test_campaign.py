@@ -45,6 +45,7 @@ def test_the_depth_queue_is_issue_47s_order_on_its_own_preset(capsys):
     assert _entries(lines) == [("cifar10", m, s) for s in (0, 1, 2) for m in four] + [
         ("cifar10", "resnet110", 0), ("cifar10", "plain110", 0)]
     assert all("--study depth_full_cpu" in ln and "--no-report" in ln for ln in lines)
+    assert all(ln.endswith("--keep-epochs 1,2,4,8,16") for ln in lines)  # for the shattering probe (its --epochs)
     from jaxres import config
 
     runs = config.get_study("depth_full_cpu").runs()
@@ -194,8 +195,9 @@ def test_a_finished_run_is_kept_in_the_results_folder_and_reported_from_it_alone
 
 
 def test_a_campaigns_probes_measure_each_finished_run_while_its_checkpoints_are_here(tmp_path, raw_dir):
-    """depth_full_cpu measures every finished run's shattered gradients (experiments.shattering) before its report:
-    the trained state needs the run's checkpoints, which no other machine has."""
+    """depth_full_cpu measures every finished run's shattered gradients (experiments.shattering) before its report,
+    and an unfinished run's before it is parked: the trained state and the kept epochs need the run's checkpoints,
+    which no other machine has."""
     from jaxres import onednn
 
     if not onednn.load()[0]:
@@ -211,6 +213,16 @@ def test_a_campaigns_probes_measure_each_finished_run_while_its_checkpoints_are_
     with open(results / "shattering.csv", newline="") as f:
         measured = {(r["run"], r["state"]) for r in csv.DictReader(f)}
     assert measured == {(kept, "init"), (kept, "trained")}
+    # --park measures an unfinished run's kept epochs first: they are not parked, and a new machine has none
+    (out / kept / "results.json").unlink()  # as if stopped after epoch 1 of more
+    (results / "shattering.csv").unlink()
+    park = ["--campaign", "depth_full_cpu", "--study", "tiny", "--limit", "1", "--out", str(out), "--results",
+            str(results), "--raw-dir", str(raw_dir), "--park"]
+    assert subprocess.run([sys.executable, "-m", "experiments.campaign", *park], cwd=ROOT, capture_output=True,
+                          timeout=900).returncode == 0
+    with open(results / "shattering.csv", newline="") as f:
+        measured = {(r["run"], r["state"]) for r in csv.DictReader(f)}
+    assert measured == {(kept, "init"), (kept, "epoch 1")} and (results / campaign.PARKED / kept).is_dir()
 
 
 def test_a_parked_run_resumes_on_a_new_machine_as_if_never_stopped(tmp_path, capsys):

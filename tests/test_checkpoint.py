@@ -175,6 +175,33 @@ def test_keep_last_k_plus_the_best(tmp_path):
     assert sorted(p.stem for p in (tmp_path / "manifests").glob("*.json")) == ["2", "6", "7"]
 
 
+def test_kept_epochs_outlive_the_last_k_and_restore_by_number(tmp_path):
+    """keep_epochs (experiments.compare --keep-epochs, for probes after training): those epochs stay beside the last
+    ``keep`` and the best, also after a restart; restore_epoch reads one of them, and a damaged one is one line."""
+    state = train.create_train_state(models.seed_cnn(widths=(4,)), jax.random.key(0), (8, 8, 1))
+    with checkpoint.Checkpointer(tmp_path, {"x": 1}, keep=1, keep_epochs=(1, 3)) as ckpt:
+        hist = []
+        for acc in (0.5, 0.6, 0.7, 0.8):
+            hist.append({"test_accuracy": acc})
+            ckpt.save(state.replace(step=len(hist)), hist)
+        assert ckpt.epochs() == [1, 3, 4]  # epoch 2, neither kept nor the best nor the last, is pruned
+    with checkpoint.Checkpointer(tmp_path, {"x": 1}, keep=1, keep_epochs=(1, 3)) as ckpt:
+        restored, hist = ckpt.restore_latest(state)
+        hist.append({"test_accuracy": 0.9})
+        ckpt.save(restored.replace(step=5), hist)
+        assert ckpt.epochs() == [1, 3, 5]
+        got, hist = ckpt.restore_epoch(state, 3)
+        assert int(got.step) == 3 and [h["test_accuracy"] for h in hist] == [0.5, 0.6, 0.7]
+        data = next(p for p in (tmp_path / "checkpoints" / "1" / "state").rglob("*") if p.is_file()
+                    and p.stat().st_size > 100)
+        data.write_bytes(b"\0" * data.stat().st_size)
+        with pytest.raises(checkpoint.CheckpointError, match=r"^checkpoint of epoch 1 in .* cannot be used \(") as e:
+            ckpt.restore_epoch(state, 1)
+        assert "\n" not in str(e.value) and (tmp_path / "checkpoints" / "1").is_dir()  # a reader moves nothing
+    with pytest.raises(checkpoint.CheckpointError, match="keep_epochs must be epochs from 1, got 0"):
+        checkpoint.Checkpointer(tmp_path / "other", {"x": 1}, keep_epochs=(0,))
+
+
 def test_the_minutes_between_saves_inside_an_epoch_count_from_the_last_save_of_any_kind(tmp_path, monkeypatch):
     state = train.create_train_state(models.seed_cnn(widths=(4,)), jax.random.key(0), (8, 8, 1))
     now = [1000.0]

@@ -243,6 +243,33 @@ def test_shattered_gradients_are_a_table_a_sentence_and_a_figure_from_the_file_a
     init = lines["plain56, init (6 lines)"]
     assert init.get_linestyle() == "--" and lines["plain56, trained (6 lines)"].get_linestyle() == "-"
     np.testing.assert_allclose(init.get_ydata(), data[("plain56", "init")].mean(axis=0))
+    assert (tmp_path / "shattering_training_cifar10.png") not in write_report(tmp_path)  # no epoch kept: no such figure
     (tmp_path / depth.SHATTERING_FILE).unlink()  # without the file: no section, no figure
     assert (tmp_path / "shattering_cifar10.png") not in write_report(tmp_path)
     assert "Shattered" not in (tmp_path / "report.md").read_text()
+
+
+def test_shattering_during_training_is_in_epoch_order_with_its_own_figure(tmp_path):
+    """States of kept epochs ("epoch E", experiments.shattering --epochs) come between initialization and trained in
+    the table, in the order of training (epoch 16 after epoch 4), and get a figure of the half distance against the
+    epoch: plain dashed, residual solid, one colour per depth."""
+    runs = [history_result(m, s, [50] * 29 + [v[s][0]], [45] * 29 + [v[s][1]]) for m, v in FINAL.items()
+            for s in (0, 1)]  # 30 epochs
+    _write_study(tmp_path, runs, {"plain20": 1.5, "resnet20": 1.1, "plain56": 10.0, "resnet56": 1.2})
+    during = {"init": 3e-5, "epoch 1": 1e-3, "epoch 4": 1e-2, "epoch 16": 0.1, "trained": 0.2}
+    half = {"plain20": {"init": 1e-2, "trained": 0.2}, "resnet20": {"init": 5e-2, "trained": 0.2},
+            "plain56": during, "resnet56": {s: 3e-2 for s in during}}
+    _write_shattering(tmp_path, runs, half)
+    assert (tmp_path / "shattering_training_cifar10.png") in write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    states = re.findall(r"^\| plain56 \| ([a-z0-9 ]+) \| 6 \|", report, re.M)
+    assert states == ["init", "epoch 1", "epoch 4", "epoch 16", "trained"]
+    assert re.search(r"plain56 epoch 4: ([0-9.]+)x", report)[1] == "3"  # 3e-2 / 1e-2
+    distances, data = depth.read_shattering(tmp_path, {r["run"] for r in runs})
+    fig = depth.shattering_training_figure(distances, data, "cifar10", 30)
+    lines = {bars.get_label(): bars.lines[0] for bars in fig.axes[0].containers}  # errorbar: line, caps, bars
+    plain, res = lines["plain56 (6 lines)"], lines["resnet56 (6 lines)"]
+    assert list(plain.get_xdata()) == [0, 1, 4, 16, 30]
+    np.testing.assert_allclose(plain.get_ydata(), list(during.values()), rtol=0.05)
+    assert plain.get_linestyle() == "--" and res.get_linestyle() == "-" and plain.get_color() == res.get_color()
+    assert lines["plain20 (6 lines)"].get_color() != plain.get_color()

@@ -379,7 +379,12 @@ def read_shattering(folder: Path, runs: set[str]) -> tuple[np.ndarray, dict[tupl
         return None
     distances = sorted({d for per in cells.values() for line in per.values() for d in line})
     return np.array(distances), {key: np.array([[line.get(d, np.nan) for d in distances] for line in per.values()])
-                                 for key, per in sorted(cells.items())}
+                                 for key, per in sorted(cells.items(), key=lambda kv: (kv[0][0], _when(kv[0][1])))}
+
+
+def _when(state: str, final: float = float("inf")) -> float:
+    """A state's place in training: 0 at "init", E at "epoch E", ``final`` when "trained"."""
+    return 0.0 if state == "init" else final if state == "trained" else float(state.split()[-1])
 
 
 def half_distance(distances: np.ndarray, cos: np.ndarray) -> float:
@@ -446,6 +451,37 @@ def shattering_figure(distances: np.ndarray, data: dict[tuple[str, str], np.ndar
     return fig
 
 
+def shattering_training_figure(distances: np.ndarray, data: dict[tuple[str, str], np.ndarray], dataset: str,
+                               epochs: int):
+    """The distance where the cosine falls to 0.5 against the epoch (initialization at 0, trained at ``epochs``), one
+    colour per depth, plain dashed and residual solid, the 95% interval over the lines as bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    rows = [r for r in shattering_rows(distances, data) if r["half"] is not None]
+    depths = sorted({p[1] for r in rows if (p := _depth_of(r["network"]))})
+    for model in dict.fromkeys(r["network"] for r in rows):
+        mine = [r for r in rows if r["network"] == model]
+        parsed = _depth_of(model)
+        x = np.array([_when(r["state"], epochs) for r in mine])
+        y = np.array([10 ** r["half"].value for r in mine])
+        ci = np.array([[10 ** c for c in r["half"].ci] if r["half"].ci else (v, v) for r, v in zip(mine, y)])
+        colour = f"C{depths.index(parsed[1])}" if parsed else "k"
+        ax.errorbar(x, y, yerr=np.abs(ci.T - y), color=colour, ls="--" if parsed and parsed[0] == "plain" else "-",
+                    marker="o", ms=3.5, lw=1.5, capsize=2, label=f"{model} ({mine[0]['images']} lines)")
+    ax.set_xscale("symlog", linthresh=1)
+    ticks = sorted({_when(r["state"], epochs) for r in rows})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_yscale("log")
+    ax.set_xlabel(f"epoch (0: initialization, {epochs}: trained)")
+    ax.set_ylabel("distance where the cosine falls to 0.5")
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, fontsize=7)
+    ax.set_title(f"{dataset}: shattered gradients during training (plain dashed, residual solid)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def shattering_lines(distances: np.ndarray, data: dict[tuple[str, str], np.ndarray]) -> list[str]:
     rows = shattering_rows(distances, data)
     head = " | ".join(f"cosine at distance {d:g}" for d in SHATTERING_AT)
@@ -459,7 +495,8 @@ def shattering_lines(distances: np.ndarray, data: dict[tuple[str, str], np.ndarr
             "between nearby inputs, and a ResNet's far less. Measured here (`python -m experiments.shattering`): "
             "along a random line through each of the first test images, the cosine of the loss's input gradient at "
             "the image with that at a distance d (a fraction of the image's norm), at the run's initialization "
-            "(batch-norm statistics estimated over training batches) and after its last epoch, in inference mode. "
+            "(batch-norm statistics estimated over training batches), after the epochs whose checkpoints it kept "
+            "(where it did) and after its last epoch, in inference mode. "
             "Mean over the lines with its 95% interval over them; the distance where the cosine falls to 0.5 is a "
             "geometric mean, interpolated in log distance.", "", "\n".join(table), "", *_twin_sentence(rows)]
 
@@ -602,5 +639,9 @@ def depth_section(results: list[dict[str, Any]], out_dir: Path) -> tuple[list[st
     if shattering is not None:
         grad_lines += shattering_lines(*shattering)
         figures.append(_save(shattering_figure(*shattering, datasets[0]), out_dir / f"shattering_{datasets[0]}.png"))
+        if any(state.startswith("epoch") for _, state in shattering[1]):
+            epochs = max(len(r["history"]) for r in results)
+            figures.append(_save(shattering_training_figure(*shattering, datasets[0], epochs),
+                                 out_dir / f"shattering_training_{datasets[0]}.png"))
     lines += grad_lines + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     return lines, rows, figures
