@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from experiments import shattering
 
@@ -107,3 +108,24 @@ def test_a_study_folders_runs_are_measured_once_at_initialization_kept_epochs_an
     bad = subprocess.run([sys.executable, "-m", "experiments.shattering", "--runs", str(out), "--epochs", "0,1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "give epochs from 1" in bad.stderr, bad.stderr
+
+
+def test_the_committed_depth_runs_initialization_is_rebuilt_from_their_seed():
+    """The probe's "init" state is rebuilt from a run's config and seed, not read from the run: for every committed
+    depth run, its per-layer parameter norms equal those the run recorded at its step 0 (layer_norms.npz)."""
+    import json
+
+    import jaxres
+    from jaxres import config, models, optim, train
+
+    runs = sorted((ROOT / "results" / "depth_full_cpu").glob("*/layer_norms.npz"))
+    if not runs:
+        pytest.skip("no committed depth run")
+    for path in runs:
+        r = json.loads((path.parent / "results.json").read_text())
+        cfg = config.from_dict(r["config"])
+        jaxres.setup(cfg.compute)
+        model = models.from_config(cfg, 10)
+        state = train.create_train_state(model, train.Streams.from_seed(cfg.seed).init, (32, 32, 3),
+                                         optim.make_optimizer(cfg, 390))
+        assert shattering._not_step0(path.parent, state) is None, path.parent.name
