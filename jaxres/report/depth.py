@@ -453,11 +453,13 @@ def shattering_figure(distances: np.ndarray, data: dict[tuple[str, str], np.ndar
 
 def shattering_training_figure(distances: np.ndarray, data: dict[tuple[str, str], np.ndarray], dataset: str,
                                epochs: int):
-    """The distance where the cosine falls to 0.5 against the epoch (initialization at 0, trained at ``epochs``), one
-    colour per depth, plain dashed and residual solid, the 95% interval over the lines as bars."""
+    """The distance where the cosine falls to 0.5 against the epoch (initialization at 0, trained at ``epochs``), for
+    the networks measured at a kept epoch (the others would show a line where nothing was measured), one colour per
+    depth, plain dashed and residual solid, the 95% interval over the lines as bars (their number: the table's)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    rows = [r for r in shattering_rows(distances, data) if r["half"] is not None]
+    during = {m for m, state in data if state.startswith("epoch")}
+    rows = [r for r in shattering_rows(distances, data) if r["half"] is not None and r["network"] in during]
     depths = sorted({p[1] for r in rows if (p := _depth_of(r["network"]))})
     for model in dict.fromkeys(r["network"] for r in rows):
         mine = [r for r in rows if r["network"] == model]
@@ -467,7 +469,7 @@ def shattering_training_figure(distances: np.ndarray, data: dict[tuple[str, str]
         ci = np.array([[10 ** c for c in r["half"].ci] if r["half"].ci else (v, v) for r, v in zip(mine, y)])
         colour = f"C{depths.index(parsed[1])}" if parsed else "k"
         ax.errorbar(x, y, yerr=np.abs(ci.T - y), color=colour, ls="--" if parsed and parsed[0] == "plain" else "-",
-                    marker="o", ms=3.5, lw=1.5, capsize=2, label=f"{model} ({mine[0]['images']} lines)")
+                    marker="o", ms=3.5, lw=1.5, capsize=2, label=model)
     ax.set_xscale("symlog", linthresh=1)
     ticks = sorted({_when(r["state"], epochs) for r in rows})
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -477,7 +479,8 @@ def shattering_training_figure(distances: np.ndarray, data: dict[tuple[str, str]
     ax.set_ylabel("distance where the cosine falls to 0.5")
     ax.grid(alpha=0.3, which="both")
     _legend(ax, fontsize=7)
-    ax.set_title(f"{dataset}: shattered gradients during training (plain dashed, residual solid)", fontsize=9)
+    ax.set_title(f"{dataset}: shattered gradients during training, networks with kept epochs (plain dashed, residual "
+                 "solid)", fontsize=9)
     fig.tight_layout()
     return fig
 
