@@ -185,7 +185,7 @@ def park(run_dir: Path, dest: Path) -> str | None:
         return None
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
-    inside = f" and {step} steps into epoch {epoch + 1}" if (dest / checkpoint.PARTIAL).is_dir() else ""
+    inside = f" and step {step}, inside epoch {epoch + 1}" if (dest / checkpoint.PARTIAL).is_dir() else ""  # global
     return f"epoch {epoch}{inside}"
 
 
