@@ -12,8 +12,8 @@ smooth function keeps that cosine near 1 over a long distance; a shattered one, 
 loses it within a tiny one. The report (``--report-only RESULTS``) reads that file alone.
 
 The states: "init" is the run's own initialization (its seed's init stream, as at its step 0, checked against the
-per-layer parameter norms the run recorded at step 0) with the batch-norm statistics estimated over ``CALIBRATION_BATCHES`` training batches (as a network in training mode
-normalizes); "trained" is the run's newest checkpoint (its last epoch), which needs the run folder's
+per-layer parameter norms the run recorded at step 0) with the batch-norm statistics estimated over
+``CALIBRATION_BATCHES`` training batches (as a network in training mode normalizes); "trained" is the run's newest checkpoint (its last epoch), which needs the run folder's
 checkpoints; "epoch E" (``--epochs``) is the checkpoint of epoch E where the run kept it
 (``experiments.compare --keep-epochs``). An unfinished run has its "init" and "epoch E" states measured, so that a
 run that moves to another machine loses none. All evaluate the network in inference mode, so the images along a
