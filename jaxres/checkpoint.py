@@ -17,8 +17,8 @@ The state is saved unreplicated, so a checkpoint written by a pmap run on N devi
 restores on any device count. With several processes (``jax.distributed``) every process saves
 and restores together (orbax), on a folder they share; process 0 alone writes ``config.json`` and
 the manifests, and moves a broken checkpoint aside. Retention keeps the last ``keep`` checkpoints plus the best
-by test accuracy, and the epochs named in ``keep_epochs`` (for probes after training); a checkpoint that fails to restore is moved aside to
-``checkpoints.broken/`` (never deleted) with a warning, and the previous one is used.
+by test accuracy, and the epochs named in ``keep_epochs`` (for probes after training); a checkpoint that fails
+to restore is moved aside to ``checkpoints.broken/`` (never deleted) with a warning, and the previous one is used.
 
 When to save inside an epoch, and how several processes agree on saving and stopping, is
 ``jaxres.stopping.SavePolicy`` (``Checkpointer.policy``); this module only stores.
