@@ -13,11 +13,12 @@ loses it within a tiny one. The report (``--report-only RESULTS``) reads that fi
 
 The states: "init" is the run's own initialization (its seed's init stream, as at its step 0, checked against the
 per-layer parameter norms the run recorded at step 0) with the batch-norm statistics estimated over
-``CALIBRATION_BATCHES`` training batches (as a network in training mode normalizes); "trained" is the run's
-newest checkpoint (its last epoch), which needs the run folder's checkpoints; "epoch E" (``--epochs``) is the
-checkpoint of epoch E where the run kept it (``experiments.compare --keep-epochs``). An unfinished run has its "init" and "epoch E" states measured, so that a
-run that moves to another machine loses none. All evaluate the network in inference mode, so the images along a
-line do not normalize one another. A (run, state) already in the file is not measured again.
+``CALIBRATION_BATCHES`` training batches (as a network in training mode normalizes); "trained" is the run's newest
+checkpoint (its last epoch), which needs the run folder's checkpoints; "epoch E" (``--epochs``) is the checkpoint of
+epoch E where the run kept it (``experiments.compare --keep-epochs``). An unfinished run has its "init" and "epoch
+E" states measured, so that a run that moves to another machine loses none. All evaluate the network in inference
+mode, so the images along a line do not normalize one another. A (run, state) already in the file is not measured
+again.
 """
 from __future__ import annotations
 
