@@ -145,9 +145,14 @@ def keep(run_dir: Path, results: Path) -> list[Path]:
     return written
 
 
+def saved_steps(folder: Path) -> list[int]:
+    """The numbered save folders in an orbax checkpoint folder (epochs, or steps inside one), read from the
+    names alone (no JAX), in order; [] if there is no folder."""
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
+
+
 def _newest(folder: Path) -> int | None:
-    steps = [int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
-    return max(steps, default=None)
+    return max(saved_steps(folder), default=None)
 
 
 def park(run_dir: Path, dest: Path) -> str | None:

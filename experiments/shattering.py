@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.campaign import finished_runs, saved_steps
+
 DISTANCES = tuple(float(d) for d in np.logspace(-6, 0, 25))  # 4 a decade, fractions of the image's norm
 CALIBRATION_BATCHES = 50  # flax's batch-norm momentum 0.9: 0.9 ** 50 < 0.01 of the initial statistics is left
 FILE = "shattering.csv"
@@ -38,12 +40,6 @@ COLUMNS = ("run", "model", "seed", "state", "image", "distance", "cosine")
 
 class ProbeError(Exception):
     """Bad input: one line, exit status 2."""
-
-
-def _saved_epochs(run_dir: Path) -> list[int]:
-    """The epochs with a checkpoint folder in the run folder (read from the names: no JAX)."""
-    folder = run_dir / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
 def state_name(epoch: int, final: int | None) -> str:
@@ -57,7 +53,6 @@ def _runs(folder: Path, models: set[str] | None) -> list[tuple[Path, dict, int |
     a finished run's config from its results, an unfinished one's (epochs None) from its config.json."""
     import json
 
-    from experiments.campaign import finished_runs
     from jaxres import results as results_lib
 
     finished, found = finished_runs(folder), []
@@ -217,7 +212,7 @@ def _main(args: argparse.Namespace) -> int:
     done = _done(out / FILE)
     for run_dir, cfg, final in runs_found:
         name, model, seed = run_dir.name, cfg["model"]["name"], cfg["seed"]
-        saved = _saved_epochs(run_dir)
+        saved = saved_steps(run_dir / "checkpoints")
         wanted = {"init": None, **{state_name(e, final): e for e in saved if e in args.epochs or e == final}}
         wanted = {k: e for k, e in wanted.items() if (name, k) not in done}
         if final is not None and (name, "trained") not in done and (not saved or saved[-1] != final):

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from experiments import shattering
+from experiments import campaign, shattering
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_a_study_folders_runs_are_measured_once_at_initialization_kept_epochs_an
                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
     run = next(out.glob("cifar10_resnet20_*"))
-    assert {1, 3} <= set(shattering._saved_epochs(run))  # epoch 1 kept though neither last nor (maybe) best
+    assert {1, 3} <= set(campaign.saved_steps(run / "checkpoints"))  # epoch 1 kept though neither last nor (maybe) best
     probe = [sys.executable, "-m", "experiments.shattering", "--runs", str(out), "--raw-dir", str(raw_dir),
              "--images", "2", "--results", str(tmp_path / "results"), "--epochs", "1"]
     first = subprocess.run(probe, cwd=ROOT, capture_output=True, text=True, timeout=600)
