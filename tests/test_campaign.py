@@ -361,3 +361,38 @@ def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pa
     wall2 = float(status(2)[15].split(", ")[1].split()[0])
     assert need / 3600 / 2 - 0.1 <= wall2 < need / 3600  # two at once: at best half the run time
     assert sorted(results.rglob("*")) == before and not out.joinpath("logs").exists()  # read only
+
+
+def test_the_readme_and_docs_depth_tables_and_verdicts_are_the_committed_runs():
+    """The README's depth table and docs/results.md's are what the report rebuilds from the committed
+    depth_full_cpu runs of the seeds they count (seeds 0 to n-1: a run the campaign commits later may wait for its
+    update), and every depth claim's difference and interval the README quotes is the one those runs give."""
+    import re
+
+    from jaxres.report import depth
+    from jaxres.report.runs import load_results
+    docs, readme = ((ROOT / name).read_text() for name in ("docs/results.md", "README.md"))
+    said = readme[readme.index("**He et al.'s degradation experiment"):]
+    said = " ".join(said[:said.index("\n## ")].split())
+    quoted = {}  # (kind, depth) -> (train, test, seeds) as the README gives them
+    for ln in readme.splitlines():
+        m = re.fullmatch(r"\| (\d+) \| (.+?) \| (.+?) \| ≈.*", ln)
+        for kind, cell in zip(("plain", "resnet"), m.groups()[1:] if m else ()):
+            train, test, n = re.fullmatch(r"([\d.]+)% / ([\d.]+)%(?: \((\d) seeds\))?", cell).groups()
+            quoted[(kind, int(m[1]))] = (train, test, int(n or 1))
+    assert set(quoted) == {(k, n) for k in ("plain", "resnet") for n in (20, 56)}
+    runs = [r for r in load_results(RESULTS / "depth_full_cpu")
+            if r["config"]["seed"] < quoted.get(depth._depth_of(r["config"]["model"]["name"]), (0, 0, 0))[2]]
+    groups = depth.depth_groups(runs)
+    for ln in depth.depth_markdown(groups).splitlines():
+        if ln.startswith("| cifar10 |"):
+            cells = [c.strip() for c in ln.split("|")[2:-1]]
+            assert "| " + " | ".join(cells) + " |" in docs, cells  # the docs' table is the report's
+            for kind, (train, test) in zip(("plain", "resnet"), (cells[1:3], cells[3:5])):
+                assert quoted[(kind, int(cells[0]))][:2] == (train.split()[0], test.split()[0]), (kind, cells[0])
+    claims = depth.claims(groups)
+    for c in claims:
+        if c["verdict"] == "holds":
+            low, high = (f"{abs(v):.2f}" for v in c["ci"])
+            assert f"{abs(c['estimate']):.2f} " in said and f"({low} to {high}" in said, c["claim"]
+    assert ("Every depth verdict *holds*" in said) == all(c["verdict"] == "holds" for c in claims)
