@@ -356,42 +356,51 @@ def _keep_new(args: argparse.Namespace, results: Path, cpu: int | None = None) -
             commit(results, f"results/{results.name}: " + ", ".join(sorted(new)))
 
 
-def _epoch_times(runs: list[dict]) -> tuple[dict[str, tuple[float, dict]], list[str]]:
-    """model -> (median wall time of an epoch over every epoch of its finished runs, its model facts), and the
-    CPUs those epochs ran on, in words."""
+def _epoch_times(runs: list[dict], here: str) -> tuple[dict[str, tuple[float, dict, str]], list[str]]:
+    """model -> (median wall time of an epoch, its model facts, whence in words): over the epochs of its finished
+    runs that ran on ``here`` (a CPU's ``jaxres.cpu.kind()``; each history row names its machine) where there
+    are any, else over all of them; and the machines those epochs ran on, in words (the run's last machine for
+    rows saved before rows named theirs)."""
     import statistics
 
+    from jaxres import cpu
     from jaxres import results as results_lib
 
-    times: dict[str, list[float]] = {}
-    facts, cpus = {}, set()
+    times: dict[str, list[tuple[str, float]]] = {}
+    facts, machines = {}, set()
     for r in runs:
-        model = r["config"]["model"]["name"]
-        times.setdefault(model, []).extend(h["epoch_time_s"] for h in r["history"] if h.get("epoch_time_s"))
+        model, last = r["config"]["model"]["name"], cpu.kind(r.get("environment", {}).get("cpu") or {})
+        rows = [(h.get("machine") or last, h["epoch_time_s"]) for h in r["history"] if h.get("epoch_time_s")]
+        times.setdefault(model, []).extend(rows)
+        machines.update(m for m, _ in rows)
         facts[model] = results_lib.model_facts(r) or {}
-        cpu = r.get("environment", {}).get("cpu") or {}
-        cpus.add(f"{cpu.get('model', 'an unrecorded CPU')} ({', '.join(cpu.get('isa') or ['ISA unrecorded'])})")
-    return {m: (statistics.median(t), facts[m]) for m, t in times.items() if t}, sorted(cpus)
+    measured = {}
+    for m, rows in times.items():
+        same = [t for k, t in rows if k == here]
+        if rows:
+            measured[m] = (statistics.median(same or [t for _, t in rows]), facts[m],
+                           "on this CPU" if same else "on other CPUs")
+    return measured, sorted(machines)
 
 
-def _estimate(model: str, measured: dict[str, tuple[float, dict]]) -> tuple[float, str] | None:
+def _estimate(model: str, measured: dict[str, tuple[float, dict, str]]) -> tuple[float, str] | None:
     """Seconds an epoch of ``model`` is expected to take, and whence: its own finished runs, else those of the
     nearest depth of its family and kind scaled by depth (He et al.'s networks cost about the same per layer);
     None where nothing comparable has finished."""
     from jaxres import catalog
 
     if model in measured:
-        return measured[model][0], f"{model}'s finished runs"
+        return measured[model][0], f"{model}'s finished runs, {measured[model][2]}"
     try:
         f = catalog.model_facts(model)
     except ValueError:
         return None
-    near = [(abs(g["depth"] - f["depth"]), m, t, g["depth"]) for m, (t, g) in measured.items()
+    near = [(abs(g["depth"] - f["depth"]), m, t, g["depth"], where) for m, (t, g, where) in measured.items()
             if f.get("depth") and g.get("depth") and (g.get("family"), g.get("kind")) == (f["family"], f["kind"])]
     if not near:
         return None
-    _, ref, t, depth = min(near)
-    return t * f["depth"] / depth, f"{ref}'s, scaled by depth {f['depth']}/{depth}"
+    _, ref, t, depth, where = min(near)
+    return t * f["depth"] / depth, f"{ref}'s, {where}, scaled by depth {f['depth']}/{depth}"
 
 
 def _hours(seconds: float) -> str:
@@ -417,7 +426,9 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
             saved = 0  # started here, no epoch saved yet
         rows.append((i, entry, cfg.epochs, done, saved))
         runs += [done] if done else []
-    measured, cpus = _epoch_times(runs)
+    from jaxres import cpu
+    here = cpu.kind()
+    measured, cpus = _epoch_times(runs, here)
     print(f"campaign {args.campaign} (study {args.study}): {sum(1 for r in rows if r[3])} of {len(rows)} runs "
           f"finished, {sum(1 for r in rows if not r[3] and r[4] is not None)} under way, "
           f"{sum(1 for r in rows if not r[3] and r[4] is None)} not started")
@@ -446,8 +457,8 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
     print(f"left: about {_hours(sum(n for _, n in left))} of run time, {_hours(max(slots))} of wall time at "
           f"--jobs {args.jobs}" + (f", and {', '.join(unknown)} without an estimate" if unknown else ""))
     if cpus:
-        print(f"epoch times: median over every epoch of the finished runs, measured on {'; '.join(cpus)}; at "
-              "another CPU kind or --jobs they differ")
+        print(f"epoch times: median over the finished runs' epochs on this CPU, {here}, where they have any, else "
+              f"over all of them; they ran on {'; '.join(cpus)}; at another --jobs they differ")
     return 0
 
 

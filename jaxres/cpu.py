@@ -142,6 +142,19 @@ def host() -> dict[str, object]:
             "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
 
 
+def kind(host_info: dict[str, object] | None = None) -> str:
+    """A CPU in words, as epoch times are grouped by: its model and the instruction sets of ``host()``,
+    "AMD EPYC (avx2, avx512f, avx512_bf16)"."""
+    h = host_info or host()
+    return f"{h.get('model', 'unknown')} ({', '.join(h.get('isa') or []) or 'no AVX2'})"
+
+
+def machine(device_kind: str, platform: str) -> str:
+    """What an epoch ran on, in words, for its history row: the CPU's ``kind()`` on the CPU backend, else the
+    accelerator's device kind ("NVIDIA H200"). A run resumed on another machine has rows of both."""
+    return kind() if platform == "cpu" else device_kind
+
+
 def setup(compute: ComputeConfig | None = None) -> dict[str, str]:
     """Apply ``compute.fast_path`` and ``compute.keep_memory`` (default: the defaults with the environment's
     overrides, ``jaxres.config.env.from_env``) once per process, before JAX starts its backend; a later call changes

@@ -591,6 +591,13 @@ def _train_row(epoch: int, m: dict[str, Any]) -> dict[str, Any]:
             "grad_norm": m["grad_norm"], "train_examples": m["count"]}
 
 
+@functools.cache
+def _machine() -> str:
+    from jaxres import cpu
+    device = jax.devices()[0]
+    return cpu.machine(device.device_kind, device.platform)
+
+
 def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs: int, eval_fn: Callable,
                  data: BatchSource, clock: _EpochClock, log: Callable[[str], None]) -> tuple[dict, dict | None]:
     """(the epoch's history row, None) after evaluating the test split; or, where a step was non-finite,
@@ -600,7 +607,7 @@ def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs:
         diverged = {"epoch": epoch + 1, "step": int(train_m["first_nonfinite_step"])}
         for split in getattr(data, "splits", ("test",)):
             row.update({f"{split}_loss": None, f"{split}_accuracy": None, f"{split}_examples": 0})
-        row.update(diverged=True, epoch_time_s=clock.elapsed())
+        row.update(diverged=True, epoch_time_s=clock.elapsed(), machine=_machine())
         log(f"epoch {epoch + 1}/{epochs}: diverged: non-finite loss or gradient at step {diverged['step']} "
             f"({int(train_m['nonfinite_steps'])} non-finite steps); the run stops, this epoch is not checkpointed")
         return row, diverged
@@ -610,6 +617,7 @@ def _close_epoch(state: TrainState, train_m: dict[str, Any], epoch: int, epochs:
         row.update({f"{split}_loss": m["loss"], f"{split}_accuracy": m["accuracy"], f"{split}_examples": m["count"]})
         said.append(f"{'val' if split == 'validation' else split} loss {m['loss']:.4f} acc {m['accuracy']:.4f}")
     row["epoch_time_s"] = clock.elapsed()
+    row["machine"] = _machine()
     first = train_m.get("first_step_s")
     split = f" (first step {first:.1f}s, compilation included)" if first is not None else ""
     log(f"epoch {epoch + 1}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "

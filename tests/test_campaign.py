@@ -316,15 +316,24 @@ def test_the_readme_and_docs_seed_cpu_tables_are_the_committed_runs():
         assert {("CIFAR-10", "seed_cnn", 0), ("CIFAR-10", "seed_resnet", 0)} <= table.keys()
 
 
-def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pace(tmp_path, capsys):
+def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pace(tmp_path, capsys, monkeypatch):
     """--status from files alone: finished runs (here, the committed ones), a run under way in --out and one parked
-    at their saved epochs, the rest not started; the time each still needs from the finished runs' median epoch, a
-    depth without a finished run scaled from its family's nearest; the wall time left at --jobs."""
+    at their saved epochs, the rest not started; the time each still needs from the finished runs' median epoch (on
+    this CPU where any ran on it), a depth without a finished run scaled from its family's nearest; the wall time
+    left at --jobs."""
+    from jaxres import cpu
+    monkeypatch.setattr(cpu, "host", lambda: {"model": "Test CPU", "cpus": 2, "isa": ["avx2"]})
     committed = RESULTS / "depth_full_cpu"
     names = {m: next(committed.glob(f"cifar10_{m}_seed0_*")).name for m in ("resnet20", "resnet56", "plain20")}
     results, out = tmp_path / "results", tmp_path / "runs"
     for name in names.values():
         shutil.copytree(committed / name, results / name)
+    # resnet20's first 10 epochs ran on this CPU, the rest on the one its results name: the estimate takes the 10
+    r20 = json.loads((results / names["resnet20"] / "results.json").read_text())
+    assert not any("machine" in h for h in r20["history"])  # saved before rows named their machine
+    for h in r20["history"][:10]:
+        h.update(machine="Test CPU (avx2)", epoch_time_s=h["epoch_time_s"] * 3)
+    (results / names["resnet20"] / "results.json").write_text(json.dumps(r20))
     median = {m: statistics.median(h["epoch_time_s"] for h in json.loads(
         (results / n / "results.json").read_text())["history"]) for m, n in names.items()}
     under_way, parked = (n.replace("seed0", "seed1") for n in (names["resnet56"], names["plain20"]))
@@ -347,17 +356,20 @@ def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pa
     for m in names:
         assert "finished: 30 epochs, test accuracy" in rows[("cifar10", m, 0)]
     assert f"epoch 13 of 30 saved; about {(30 - 13) * median['resnet56'] / 3600:.1f} h to go at " \
-           f"{median['resnet56']:.0f} s an epoch (resnet56's finished runs)" in rows[("cifar10", "resnet56", 1)]
+           f"{median['resnet56']:.0f} s an epoch (resnet56's finished runs, on other CPUs)" in rows[("cifar10", "resnet56", 1)]
+    median["resnet20"] = statistics.median(h["epoch_time_s"] for h in r20["history"][:10])
+    assert f"at {median['resnet20']:.0f} s an epoch (resnet20's finished runs, on this CPU)" in \
+        rows[("cifar10", "resnet20", 1)]
     assert f"epoch 7 of 30 saved; about {23 * median['plain20'] / 3600:.1f} h" in rows[("cifar10", "plain20", 1)]
     assert f"not started; about {30 * median['plain20'] * 56 / 20 / 3600:.1f} h to go at " \
-           f"{median['plain20'] * 56 / 20:.0f} s an epoch (plain20's, scaled by depth 56/20)" \
+           f"{median['plain20'] * 56 / 20:.0f} s an epoch (plain20's, on other CPUs, scaled by depth 56/20)" \
            in rows[("cifar10", "plain56", 2)]
-    assert "(resnet56's, scaled by depth 110/56)" in rows[("cifar10", "resnet110", 0)]
+    assert "(resnet56's, on other CPUs, scaled by depth 110/56)" in rows[("cifar10", "resnet110", 0)]
     need = (17 * median["resnet56"] + 23 * median["plain20"] + 30 * (  # then 9 not started: plain56 at seeds 0-2
             2 * median["resnet20"] + median["resnet56"] + median["plain20"] + 3 * median["plain20"] * 56 / 20
             + median["resnet56"] * 110 / 56 + median["plain20"] * 110 / 20))
     assert lines[15] == f"left: about {need / 3600:.1f} h of run time, {need / 3600:.1f} h of wall time at --jobs 1"
-    assert "AMD EPYC" in lines[16] or "Intel" in lines[16]  # the CPU the epoch times came from
+    assert "on this CPU, Test CPU (avx2)," in lines[16] and "AMD EPYC (avx2, avx512f, avx512_bf16); Test CPU (avx2);" in lines[16]
     wall2 = float(status(2)[15].split(", ")[1].split()[0])
     assert need / 3600 / 2 - 0.1 <= wall2 < need / 3600  # two at once: at best half the run time
     assert sorted(results.rglob("*")) == before and not out.joinpath("logs").exists()  # read only

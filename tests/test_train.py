@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxres import checkpoint, config, data, metrics, models, optim, results, train
+from jaxres import checkpoint, config, cpu, data, metrics, models, optim, results, train
 
 MNIST, CIFAR = (28, 28, 1), (32, 32, 3)
 
@@ -342,6 +342,15 @@ def test_fit_stops_a_diverging_run_and_never_checkpoints_it(raw_dir, tmp_path):
         assert ckpt.epochs() == []  # the diverged epoch is not checkpointed
     assert fit.diverged is not None and fit.diverged["epoch"] == 1 and 1 <= fit.diverged["step"] <= 4
     assert len(fit.history) == 1 and fit.history[0]["diverged"] and fit.history[0]["test_accuracy"] is None
+    assert fit.history[0]["machine"] == cpu.kind()  # what the epoch ran on, beside its time
+
+
+def test_each_epochs_row_names_the_machine_it_ran_on():
+    """A CPU's model and instruction sets; an accelerator's device kind (a run resumed elsewhere has both)."""
+    assert cpu.machine("NVIDIA H200", "gpu") == "NVIDIA H200"
+    assert cpu.machine("cpu", "cpu") == cpu.kind() == cpu.kind(cpu.host())
+    assert cpu.kind({"model": "AMD EPYC", "isa": ["avx2", "avx512f"]}) == "AMD EPYC (avx2, avx512f)"
+    assert cpu.kind({"model": "Old", "isa": []}) == "Old (no AVX2)"
 
 
 def test_an_epoch_without_a_recorded_step_adds_nothing(tmp_path):
