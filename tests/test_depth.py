@@ -98,8 +98,11 @@ def test_a_claim_whose_network_has_not_finished_stands_unresolved_naming_it(tmp_
     assert all(rows[k]["estimate"] is None and rows[k]["verdict"] == "not resolved" for k in waiting)
     assert rows["D3 (test)"]["verdict"] == "holds" and rows["D1"]["ours_b"] == pytest.approx(
         statistics.fmean(v[0] for v in FINAL["plain20"]))
+    runs[0]["history"][1]["machine"] = "CPU A (avx2)"  # its first epoch saved before rows named their machine
     _write_study(tmp_path, runs, {"plain20": 1.5, "resnet20": 1.1, "resnet56": 1.2})
     write_report(tmp_path)
+    assert f"| {runs[0]['run']} | 1 | 50 | 1 epoch unrecorded; CPU A (avx2) 1 epoch |" in \
+        (tmp_path / "report.md").read_text()  # the Runs table says what each run's epochs ran on
     assert any(ln.startswith("| D1 | cifar10 | plain56 | plain20 |") and "no finished run of plain56" in ln
                for ln in (tmp_path / "report.md").read_text().splitlines())
     with open(tmp_path / "claims.csv") as f:

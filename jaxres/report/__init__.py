@@ -21,7 +21,7 @@ from jaxres.config import flatten
 from jaxres.report.depth import depth_section
 from jaxres.report.figures import (curves_figure, facets, facets_figure, layer_heatmap_figure, layer_lines_figure,
                                    plot_curves, plot_facets, plot_layer_heatmap, plot_layer_lines, plot_layer_norms)
-from jaxres.report.runs import (FIXED_COLUMNS, GROUP_EXCLUDE, load_results, unfinished_runs, value_text,
+from jaxres.report.runs import (FIXED_COLUMNS, GROUP_EXCLUDE, load_results, ran_on, unfinished_runs, value_text,
                                 varying_keys)
 from jaxres.report.tables import (difference_lines, differences, model_differences, summary_csv, summary_markdown,
                                   summary_rows)
@@ -62,8 +62,8 @@ def write_report(out_dir: str | Path, results: list[dict[str, Any]] | None = Non
         written.append(claims.write_csv(claim_rows + depth_rows, out_dir))
     written += depth_figures
     lines += claim_lines + depth_lines + _figure_lines(datasets, faceted, layer_figures)
-    lines += ["## Runs", "", "| run | wall time (s) | test examples |", "| --- | ---: | ---: |"]
-    lines += [f"| {r['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} |" for r in results]
+    lines += ["## Runs", "", "| run | wall time (s) | test examples | ran on |", "| --- | ---: | ---: | --- |"]
+    lines += [f"| {r['run']} | {r['wall_time_s']:.0f} | {r['final']['test_examples']} | {ran_on(r)} |" for r in results]
     lines += _unfinished_lines(unfinished_runs(out_dir, results))
     written.append(_write(out_dir / "report.md", "\n".join(lines) + "\n"))
     return written
