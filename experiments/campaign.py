@@ -403,6 +403,24 @@ def _estimate(model: str, measured: dict[str, tuple[float, dict, str]]) -> tuple
     return t * f["depth"] / depth, f"{ref}'s, {where}, scaled by depth {f['depth']}/{depth}"
 
 
+def _own_pace(name: str, saved: int | None, here: str, out: Path, results: Path) -> tuple[float, str] | None:
+    """An unfinished run's own median epoch time over its saved epochs that ran on ``here`` (the history in its
+    newest checkpoint's ``meta``, plain JSON), and whence; None where it has none (rows before they named their
+    machine, or none saved)."""
+    import json
+    import statistics
+
+    for folder in (out / name, results / PARKED / name):
+        try:
+            history = json.loads((folder / "checkpoints" / str(saved) / "meta" / "metadata").read_text())["history"]
+            times = [h["epoch_time_s"] for h in history if h.get("machine") == here and h.get("epoch_time_s")]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if times:
+            return statistics.median(times), f"its own {len(times)} epoch{'s' if len(times) != 1 else ''} on this CPU"
+    return None
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
@@ -424,7 +442,7 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
                                  _newest(results / PARKED / name / "checkpoints")) if e is not None), default=None)
         if saved is None and not done and (args.out / name).is_dir():
             saved = 0  # started here, no epoch saved yet
-        rows.append((i, entry, cfg.epochs, done, saved))
+        rows.append((i, entry, cfg.epochs, done, saved, name))
         runs += [done] if done else []
     from jaxres import cpu
     here = cpu.kind()
@@ -433,12 +451,12 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
           f"finished, {sum(1 for r in rows if not r[3] and r[4] is not None)} under way, "
           f"{sum(1 for r in rows if not r[3] and r[4] is None)} not started")
     left, unknown = [], []  # seconds each unfinished entry still needs, in the queue's order (under way first)
-    for i, (dataset, model, seed), epochs, done, saved in rows:
+    for i, (dataset, model, seed), epochs, done, saved, name in rows:
         what = f"{i:>3}  {dataset} {model} seed {seed}"
         if done:
             print(f"{what:<36} finished: {results_lib.how_it_ended(done)}, {_hours(done.get('wall_time_s') or 0)}")
             continue
-        est = _estimate(model, measured)
+        est = _own_pace(name, saved, here, args.out, results) or _estimate(model, measured)
         state = ("not started" if saved is None else f"started, no epoch of {epochs} saved yet" if saved == 0
                  else f"epoch {saved} of {epochs} saved")
         if est is None:

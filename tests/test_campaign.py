@@ -318,9 +318,9 @@ def test_the_readme_and_docs_seed_cpu_tables_are_the_committed_runs():
 
 def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pace(tmp_path, capsys, monkeypatch):
     """--status from files alone: finished runs (here, the committed ones), a run under way in --out and one parked
-    at their saved epochs, the rest not started; the time each still needs from the finished runs' median epoch (on
-    this CPU where any ran on it), a depth without a finished run scaled from its family's nearest; the wall time
-    left at --jobs."""
+    at their saved epochs, the rest not started; the time each still needs at its own pace on this CPU where its
+    saved epochs ran on it, else from the finished runs' median epoch (on this CPU where any ran on it), a depth
+    without a finished run scaled from its family's nearest; the wall time left at --jobs."""
     from jaxres import cpu
     monkeypatch.setattr(cpu, "host", lambda: {"model": "Test CPU", "cpus": 2, "isa": ["avx2"]})
     committed = RESULTS / "depth_full_cpu"
@@ -338,7 +338,11 @@ def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pa
         (results / n / "results.json").read_text())["history"]) for m, n in names.items()}
     under_way, parked = (n.replace("seed0", "seed1") for n in (names["resnet56"], names["plain20"]))
     (out / under_way / "checkpoints" / "13").mkdir(parents=True)
-    (results / campaign.PARKED / parked / "checkpoints" / "7").mkdir(parents=True)
+    meta = results / campaign.PARKED / parked / "checkpoints" / "7" / "meta"
+    meta.mkdir(parents=True)  # its own epochs: 4 saved before rows named their machine, 3 on this CPU
+    history = [{"epoch": e + 1, "epoch_time_s": t, **({"machine": "Test CPU (avx2)"} if e >= 4 else {})}
+               for e, t in enumerate((999, 999, 999, 999, 300, 100, 200))]
+    (meta / "metadata").write_text(json.dumps({"epoch": 7, "step": 7 * 390, "history": history}))
     (out / names["plain20"].replace("plain20_seed0", "plain56_seed0")).mkdir()  # started, nothing saved yet
     before = sorted(results.rglob("*"))
 
@@ -360,12 +364,13 @@ def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pa
     median["resnet20"] = statistics.median(h["epoch_time_s"] for h in r20["history"][:10])
     assert f"at {median['resnet20']:.0f} s an epoch (resnet20's finished runs, on this CPU)" in \
         rows[("cifar10", "resnet20", 1)]
-    assert f"epoch 7 of 30 saved; about {23 * median['plain20'] / 3600:.1f} h" in rows[("cifar10", "plain20", 1)]
+    assert f"epoch 7 of 30 saved; about {23 * 200 / 3600:.1f} h to go at 200 s an epoch (its own 3 epochs on this " \
+           "CPU)" in rows[("cifar10", "plain20", 1)]  # an unfinished run's own pace on this CPU comes first
     assert f"not started; about {30 * median['plain20'] * 56 / 20 / 3600:.1f} h to go at " \
            f"{median['plain20'] * 56 / 20:.0f} s an epoch (plain20's, on other CPUs, scaled by depth 56/20)" \
            in rows[("cifar10", "plain56", 2)]
     assert "(resnet56's, on other CPUs, scaled by depth 110/56)" in rows[("cifar10", "resnet110", 0)]
-    need = (17 * median["resnet56"] + 23 * median["plain20"] + 30 * (  # then 9 not started: plain56 at seeds 0-2
+    need = (17 * median["resnet56"] + 23 * 200 + 30 * (  # then 9 not started: plain56 at seeds 0-2
             2 * median["resnet20"] + median["resnet56"] + median["plain20"] + 3 * median["plain20"] * 56 / 20
             + median["resnet56"] * 110 / 56 + median["plain20"] * 110 / 20))
     assert lines[15] == f"left: about {need / 3600:.1f} h of run time, {need / 3600:.1f} h of wall time at --jobs 1"
