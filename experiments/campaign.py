@@ -359,18 +359,17 @@ def _keep_new(args: argparse.Namespace, results: Path, cpu: int | None = None) -
 def _epoch_times(runs: list[dict], here: str) -> tuple[dict[str, tuple[float, dict, str]], list[str]]:
     """model -> (median wall time of an epoch, its model facts, whence in words): over the epochs of its finished
     runs that ran on ``here`` (a CPU's ``jaxres.cpu.kind()``; each history row names its machine) where there
-    are any, else over all of them; and the machines those epochs ran on, in words (the run's last machine for
-    rows saved before rows named theirs)."""
+    are any, else over all of them; and the machines those epochs ran on, in words. Rows saved before rows named
+    their machine count as on another CPU (a resumed run's epochs may have run on several)."""
     import statistics
 
-    from jaxres import cpu
     from jaxres import results as results_lib
 
-    times: dict[str, list[tuple[str, float]]] = {}
+    times: dict[str, list[tuple[str | None, float]]] = {}
     facts, machines = {}, set()
     for r in runs:
-        model, last = r["config"]["model"]["name"], cpu.kind(r.get("environment", {}).get("cpu") or {})
-        rows = [(h.get("machine") or last, h["epoch_time_s"]) for h in r["history"] if h.get("epoch_time_s")]
+        model = r["config"]["model"]["name"]
+        rows = [(h.get("machine"), h["epoch_time_s"]) for h in r["history"] if h.get("epoch_time_s")]
         times.setdefault(model, []).extend(rows)
         machines.update(m for m, _ in rows)
         facts[model] = results_lib.model_facts(r) or {}
@@ -380,7 +379,8 @@ def _epoch_times(runs: list[dict], here: str) -> tuple[dict[str, tuple[float, di
         if rows:
             measured[m] = (statistics.median(same or [t for _, t in rows]), facts[m],
                            "on this CPU" if same else "on other CPUs")
-    return measured, sorted(machines)
+    return measured, sorted(m for m in machines if m) + (["machines not recorded (older rows)"] if None in machines
+                                                        else [])
 
 
 def _estimate(model: str, measured: dict[str, tuple[float, dict, str]]) -> tuple[float, str] | None:
