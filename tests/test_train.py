@@ -351,6 +351,9 @@ def test_each_epochs_row_names_the_machine_it_ran_on():
     assert cpu.machine("cpu", "cpu") == cpu.kind() == cpu.kind(cpu.host())
     assert cpu.kind({"model": "AMD EPYC", "isa": ["avx2", "avx512f"]}) == "AMD EPYC (avx2, avx512f)"
     assert cpu.kind({"model": "Old", "isa": []}) == "Old (no AVX2)"
+    from jaxres.report.runs import ran_on  # the report words an unrecorded run's last CPU the same way
+    assert ran_on({"history": [{}], "environment": {"backend": "cpu", "cpu": cpu.host()}}) == \
+        f"1 epoch unrecorded (the run ended on {cpu.kind()})"
 
 
 def test_an_epoch_without_a_recorded_step_adds_nothing(tmp_path):

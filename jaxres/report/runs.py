@@ -58,13 +58,13 @@ def ran_on(r: dict[str, Any]) -> str:
     """The machines a run's epochs ran on, in words with their epoch counts, in the order first used: "AMD EPYC
     (avx2, avx512f) 28 epochs; AMD EPYC (avx2) 2 epochs". Epochs saved before rows named their machine (older
     jaxres) are counted as unrecorded, with the machine the run ended on (its ``environment``)."""
-    from jaxres import cpu
-
     counts: dict[str, int] = {}
     for h in r.get("history") or []:
         counts[h.get("machine") or ""] = counts.get(h.get("machine") or "", 0) + 1
     env = r.get("environment") or {}
-    last = (cpu.kind(env["cpu"]) if env.get("backend") == "cpu" and env.get("cpu") else env.get("device_kind"))
+    host = env.get("cpu") or {}  # as jaxres.cpu.kind() words it (the report imports no kernel module)
+    last = (f"{host.get('model', 'unknown')} ({', '.join(host.get('isa') or []) or 'no AVX2'})"
+            if env.get("backend") == "cpu" and host else env.get("device_kind"))
     said = []
     for m, n in counts.items():
         epochs = f"{n} epoch{'s' if n != 1 else ''}"
