@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from jaxres import cpu
 
     host = cpu.host()
-    print(f"CPU: {host['model']}, {host['cpus']} logical CPUs, {', '.join(host['isa']) or 'no AVX2'}")
+    print(f"CPU: {cpu.name(host)}, {host['cpus']} logical CPUs, {', '.join(host['isa']) or 'no AVX2'}")
     print(f"batch {args.batch}, float32, {args.steps} steps per run x 2 runs x {args.rounds} rounds per layout")
     results = {"command": "python -m benchmarks.campaign_jobs " + " ".join(sys.argv[1:] if argv is None else argv),
                "cpu": host, "batch": args.batch, "steps": args.steps, "rounds": args.rounds, "cases": []}

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             times[label].append(time.perf_counter() - t)
     train._Finished.dispatched = real
     host = cpu.host()
-    print(f"CPU: {host['model']}, {host['cpus']} logical CPUs, {', '.join(host['isa'])}", file=sys.stderr)
+    print(f"CPU: {cpu.name(host)}, {host['cpus']} logical CPUs, {', '.join(host['isa'])}", file=sys.stderr)
     print(f"{args.model}, batch {args.batch}, {args.steps} steps an epoch, {args.rounds} rounds", file=sys.stderr)
     base = statistics.median(times["as steps are dispatched"])
     for label, t in times.items():

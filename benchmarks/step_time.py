@@ -452,7 +452,7 @@ def main(argv=None) -> int:
     from jaxres import cpu
 
     host = cpu.host()
-    print(f"CPU: {host['model']}, {host['cpus']} logical CPUs, {', '.join(host['isa']) or 'no AVX2'}")
+    print(f"CPU: {cpu.name(host)}, {host['cpus']} logical CPUs, {', '.join(host['isa']) or 'no AVX2'}")
     results = {"batch": args.batch, "dtypes": dtypes, "cpu_count": os.cpu_count(), "cpu": host, "skipped": notes,
                "command": "python -m benchmarks.step_time " + " ".join(sys.argv[1:] if argv is None else argv),
                "gemm_peak_gflops": {}, "cases": []}
@@ -550,7 +550,7 @@ def _summary(results) -> None:
             cells.append(f"{v:.2f}" if v else "-")
         print("| " + " | ".join(cells) + " |")
     host = results["cpu"]
-    print(f"({results['command']}; {host['model']}, {host['cpus']} CPUs, {'/'.join(host['isa'])}; GEMM peak " + ", ".join(
+    print(f"({results['command']}; {', '.join(v for v in (host['model'], host.get('family')) if v)}, {host['cpus']} CPUs, {'/'.join(host['isa'])}; GEMM peak " + ", ".join(
         f"{d} {results['gemm_peak_gflops'][d]['value']:.1f}" for d in dtypes) + " GFLOP/s)")
 
 

@@ -138,15 +138,25 @@ def host() -> dict[str, object]:
     except OSError:
         pass
     flags = set(info.get("flags", "").split())
-    return {"model": info.get("model name", "unknown"), "cpus": os.cpu_count(),
+    # A hypervisor may name every EPYC "AMD EPYC": the family and model numbers still tell generations apart
+    # (AMD family 25: Zen 3 and 4, 26: Zen 5) that share instruction sets but not speed (depth_full_cpu's epochs
+    # took 1.5-1.7x as long on an earlier AVX-512 EPYC as on a family 26 one).
+    family = f"family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info else None
+    return {"model": info.get("model name", "unknown"), "family": family, "cpus": os.cpu_count(),
             "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
 
 
-def kind(host_info: dict[str, object] | None = None) -> str:
-    """A CPU in words, as epoch times are grouped by: its model and the instruction sets of ``host()``,
-    "AMD EPYC (avx2, avx512f, avx512_bf16)"."""
+def name(host_info: dict[str, object] | None = None) -> str:
+    """A CPU's model name with its family and model numbers where known: "AMD EPYC, family 26 model 2"."""
     h = host_info or host()
-    return f"{h.get('model', 'unknown')} ({', '.join(h.get('isa') or []) or 'no AVX2'})"
+    return ", ".join(str(v) for v in (h.get("model", "unknown"), h.get("family")) if v)
+
+
+def kind(host_info: dict[str, object] | None = None) -> str:
+    """A CPU in words, as epoch times are grouped by: its ``name`` and the instruction sets of ``host()``,
+    "AMD EPYC, family 26 model 2 (avx2, avx512f, avx512_bf16)"."""
+    h = host_info or host()
+    return f"{name(h)} ({', '.join(h.get('isa') or []) or 'no AVX2'})"
 
 
 def machine(device_kind: str, platform: str) -> str:

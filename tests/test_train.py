@@ -351,6 +351,9 @@ def test_each_epochs_row_names_the_machine_it_ran_on():
     assert cpu.machine("cpu", "cpu") == cpu.kind() == cpu.kind(cpu.host())
     assert cpu.kind({"model": "AMD EPYC", "isa": ["avx2", "avx512f"]}) == "AMD EPYC (avx2, avx512f)"
     assert cpu.kind({"model": "Old", "isa": []}) == "Old (no AVX2)"
+    assert cpu.kind({"model": "AMD EPYC", "family": "family 26 model 2", "isa": ["avx2"]}) == \
+        "AMD EPYC, family 26 model 2 (avx2)"  # generations a hypervisor names alike
+    assert cpu.host()["family"] is None or cpu.host()["family"].startswith("family ")
     from jaxres.report.runs import ran_on  # the report words an unrecorded run's last CPU the same way
     assert ran_on({"history": [{}], "environment": {"backend": "cpu", "cpu": cpu.host()}}) == \
         f"1 epoch unrecorded (the run ended on {cpu.kind()})"

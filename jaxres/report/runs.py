@@ -63,7 +63,8 @@ def ran_on(r: dict[str, Any]) -> str:
         counts[h.get("machine") or ""] = counts.get(h.get("machine") or "", 0) + 1
     env = r.get("environment") or {}
     host = env.get("cpu") or {}  # as jaxres.cpu.kind() words it (the report imports no kernel module)
-    last = (f"{host.get('model', 'unknown')} ({', '.join(host.get('isa') or []) or 'no AVX2'})"
+    words = ", ".join(str(v) for v in (host.get("model", "unknown"), host.get("family")) if v)
+    last = (f"{words} ({', '.join(host.get('isa') or []) or 'no AVX2'})"
             if env.get("backend") == "cpu" and host else env.get("device_kind"))
     said = []
     for m, n in counts.items():
