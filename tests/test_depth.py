@@ -260,7 +260,7 @@ def test_shattering_during_training_is_in_epoch_order_with_its_own_figure(tmp_pa
             for s in (0, 1)]  # 30 epochs
     _write_study(tmp_path, runs, {"plain20": 1.5, "resnet20": 1.1, "plain56": 10.0, "resnet56": 1.2})
     during = {"init": 3e-5, "epoch 1": 1e-3, "epoch 4": 1e-2, "epoch 16": 0.1, "trained": 0.2}
-    half = {"plain20": {"init": 1e-2, "trained": 0.2}, "resnet20": {"init": 5e-2, "trained": 0.2},
+    half = {"plain20": {"init": 1e-2, "trained": 0.2}, "resnet20": {"init": 5e-2, "epoch 16": 0.1, "trained": 0.2},
             "plain56": during, "resnet56": {s: 3e-2 for s in during}}
     _write_shattering(tmp_path, runs, half)
     assert (tmp_path / "shattering_training_cifar10.png") in write_report(tmp_path)
@@ -270,9 +270,16 @@ def test_shattering_during_training_is_in_epoch_order_with_its_own_figure(tmp_pa
     assert re.search(r"plain56 epoch 4: ([0-9.]+)x", report)[1] == "3"  # 3e-2 / 1e-2
     distances, data = depth.read_shattering(tmp_path, {r["run"] for r in runs})
     fig = depth.shattering_training_figure(distances, data, "cifar10", 30)
-    lines = {bars.get_label(): bars.lines[0] for bars in fig.axes[0].containers}  # errorbar: line, caps, bars
-    assert set(lines) == {"plain56", "resnet56"}  # plain20 and resnet20 kept no epoch: no line between two points
-    plain, res = lines["plain56"], lines["resnet56"]
-    assert list(plain.get_xdata()) == [0, 1, 4, 16, 30]
-    np.testing.assert_allclose(plain.get_ydata(), list(during.values()), rtol=0.05)
-    assert plain.get_linestyle() == "--" and res.get_linestyle() == "-" and plain.get_color() == res.get_color()
+    ax = fig.axes[0]
+    points = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # errorbar: line, caps, bars
+    assert set(points) == {"_plain56", "_resnet56", "_resnet20"}  # plain20 kept no epoch: no line between 2 points
+    assert list(points["_plain56"].get_xdata()) == [0, 1, 4, 16, 30]
+    np.testing.assert_allclose(points["_plain56"].get_ydata(), list(during.values()), rtol=0.05)
+    legend = dict(zip((t.get_text() for t in ax.get_legend().get_texts()), ax.get_legend().legend_handles))
+    assert sorted(legend) == ["plain56", "resnet20", "resnet56"]
+    assert legend["plain56"].get_linestyle() == "--" and legend["resnet56"].get_linestyle() == "-"
+    assert points["_plain56"].get_color() == points["_resnet56"].get_color() != points["_resnet20"].get_color()
+    spans = [(tuple(line.get_xdata()), line.get_linestyle()) for line in ax.get_lines()
+             if line.get_label() == "_resnet20 span"]  # init to epoch 16 skips epochs 1 and 4, where others were measured
+    assert spans == [((0, 16), ":"), ((16, 30), "-")]
+    assert {line.get_linestyle() for line in ax.get_lines() if line.get_label() == "_plain56 span"} == {"--"}

@@ -455,23 +455,31 @@ def shattering_training_figure(distances: np.ndarray, data: dict[tuple[str, str]
                                epochs: int):
     """The distance where the cosine falls to 0.5 against the epoch (initialization at 0, trained at ``epochs``), for
     the networks measured at a kept epoch (the others would show a line where nothing was measured), one colour per
-    depth, plain dashed and residual solid, the 95% interval over the lines as bars (their number: the table's)."""
+    depth, plain dashed and residual solid, the 95% interval over the lines as bars (their number: the table's); a
+    network's line across epochs that another was measured at and it was not is faint and dotted."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     during = {m for m, state in data if state.startswith("epoch")}
     rows = [r for r in shattering_rows(distances, data) if r["half"] is not None and r["network"] in during]
     depths = sorted({p[1] for r in rows if (p := _depth_of(r["network"]))})
+    ticks = sorted({_when(r["state"], epochs) for r in rows})
     for model in dict.fromkeys(r["network"] for r in rows):
-        mine = [r for r in rows if r["network"] == model]
+        mine = sorted((r for r in rows if r["network"] == model), key=lambda r: _when(r["state"], epochs))
         parsed = _depth_of(model)
         x = np.array([_when(r["state"], epochs) for r in mine])
         y = np.array([10 ** r["half"].value for r in mine])
         ci = np.array([[10 ** c for c in r["half"].ci] if r["half"].ci else (v, v) for r, v in zip(mine, y)])
         colour = f"C{depths.index(parsed[1])}" if parsed else "k"
-        ax.errorbar(x, y, yerr=np.abs(ci.T - y), color=colour, ls="--" if parsed and parsed[0] == "plain" else "-",
-                    marker="o", ms=3.5, lw=1.5, capsize=2, label=model)
+        ls = "--" if parsed and parsed[0] == "plain" else "-"
+        # labels beginning with "_" stay out of the legend, whose entry for the network is the last line
+        ax.errorbar(x, y, yerr=np.abs(ci.T - y), color=colour, ls="none", marker="o", ms=3.5, capsize=2,
+                    label=f"_{model}")
+        for i in range(len(x) - 1):  # a span over epochs another network was measured at, and this one not: faint
+            skipped = any(x[i] < t < x[i + 1] for t in ticks)
+            ax.plot(x[i:i + 2], y[i:i + 2], color=colour, ls=":" if skipped else ls, lw=0.9 if skipped else 1.5,
+                    alpha=0.5 if skipped else 1.0, label=f"_{model} span")
+        ax.plot([], [], color=colour, ls=ls, marker="o", ms=3.5, lw=1.5, label=model)
     ax.set_xscale("symlog", linthresh=1)
-    ticks = sorted({_when(r["state"], epochs) for r in rows})
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
     ax.set_yscale("log")
@@ -480,7 +488,7 @@ def shattering_training_figure(distances: np.ndarray, data: dict[tuple[str, str]
     ax.grid(alpha=0.3, which="both")
     _legend(ax, fontsize=7)
     ax.set_title(f"{dataset}: shattered gradients during training, networks with kept epochs (plain dashed, residual "
-                 "solid)", fontsize=9)
+                 "solid;\nfaint dotted: across epochs it was not measured at)", fontsize=9)
     fig.tight_layout()
     return fig
 
