@@ -356,23 +356,28 @@ def _keep_new(args: argparse.Namespace, results: Path, cpu: int | None = None) -
             commit(results, f"results/{results.name}: " + ", ".join(sorted(new)))
 
 
-def _epoch_times(runs: list[dict], here: str) -> tuple[dict[str, tuple[float, dict, str]], list[str]]:
-    """model -> (median wall time of an epoch, its model facts, whence in words): over the epochs of its finished
-    runs that ran on ``here`` (a CPU's ``jaxres.cpu.kind()``; each history row names its machine) where there
-    are any, else over all of them; and the machines those epochs ran on, in words. Rows saved before rows named
-    their machine count as on another CPU (a resumed run's epochs may have run on several)."""
+def _epoch_times(runs: list[dict], under_way: dict[str, list[dict]], here: str
+                 ) -> tuple[dict[str, tuple[float, dict, str]], list[str]]:
+    """model -> (median wall time of an epoch, its model facts, whence in words): over the epochs of its runs,
+    finished (``runs``, results.json) or under way (``under_way``: model -> the history rows saved in their newest
+    checkpoints), that ran on ``here`` (a CPU's ``jaxres.cpu.kind()``; each history row names its machine) where
+    there are any, else over all of them; and the machines those epochs ran on, in words. Rows saved before rows
+    named their machine count as on another CPU (a resumed run's epochs may have run on several)."""
     import statistics
 
+    from jaxres import catalog
     from jaxres import results as results_lib
 
     times: dict[str, list[tuple[str | None, float]]] = {}
     facts, machines = {}, set()
-    for r in runs:
-        model = r["config"]["model"]["name"]
-        rows = [(h.get("machine"), h["epoch_time_s"]) for h in r["history"] if h.get("epoch_time_s")]
+    for model, history, fact in [(r["config"]["model"]["name"], r["history"], lambda r=r: results_lib.model_facts(r))
+                                 for r in runs] + [(m, h, lambda m=m: catalog.model_facts(m))
+                                                   for m, hs in under_way.items() for h in hs]:
+        rows = [(h.get("machine"), h["epoch_time_s"]) for h in history if h.get("epoch_time_s")]
         times.setdefault(model, []).extend(rows)
         machines.update(m for m, _ in rows)
-        facts[model] = results_lib.model_facts(r) or {}
+        if not facts.get(model):
+            facts[model] = fact() or {}
     measured = {}
     for m, rows in times.items():
         same = [t for k, t in rows if k == here]
@@ -384,13 +389,13 @@ def _epoch_times(runs: list[dict], here: str) -> tuple[dict[str, tuple[float, di
 
 
 def _estimate(model: str, measured: dict[str, tuple[float, dict, str]]) -> tuple[float, str] | None:
-    """Seconds an epoch of ``model`` is expected to take, and whence: its own finished runs, else those of the
+    """Seconds an epoch of ``model`` is expected to take, and whence: its own runs' epochs, else those of the
     nearest depth of its family and kind scaled by depth (He et al.'s networks cost about the same per layer);
-    None where nothing comparable has finished."""
+    None where nothing comparable has run an epoch."""
     from jaxres import catalog
 
     if model in measured:
-        return measured[model][0], f"{model}'s finished runs, {measured[model][2]}"
+        return measured[model][0], f"{model}'s runs, {measured[model][2]}"
     try:
         f = catalog.model_facts(model)
     except ValueError:
@@ -403,21 +408,29 @@ def _estimate(model: str, measured: dict[str, tuple[float, dict, str]]) -> tuple
     return t * f["depth"] / depth, f"{ref}'s, {where}, scaled by depth {f['depth']}/{depth}"
 
 
-def _own_pace(name: str, saved: int | None, here: str, out: Path, results: Path) -> tuple[float, str] | None:
-    """An unfinished run's own median epoch time over its saved epochs that ran on ``here`` (the history in its
-    newest checkpoint's ``meta``, plain JSON), and whence; None where it has none (rows before they named their
-    machine, or none saved)."""
+def _saved_history(name: str, saved: int | None, out: Path, results: Path) -> list[dict]:
+    """An unfinished run's history rows as its newest checkpoint saved them (its ``meta``, plain JSON: no orbax),
+    here or parked; [] where none can be read."""
     import json
-    import statistics
 
     for folder in (out / name, results / PARKED / name):
         try:
             history = json.loads((folder / "checkpoints" / str(saved) / "meta" / "metadata").read_text())["history"]
-            times = [h["epoch_time_s"] for h in history if h.get("machine") == here and h.get("epoch_time_s")]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if times:
-            return statistics.median(times), f"its own {len(times)} epoch{'s' if len(times) != 1 else ''} on this CPU"
+        if isinstance(history, list):
+            return [h for h in history if isinstance(h, dict)]
+    return []
+
+
+def _own_pace(history: list[dict], here: str) -> tuple[float, str] | None:
+    """An unfinished run's own median epoch time over its saved epochs that ran on ``here``, and whence; None where
+    it has none (rows before they named their machine, or none saved)."""
+    import statistics
+
+    times = [h["epoch_time_s"] for h in history if h.get("machine") == here and h.get("epoch_time_s")]
+    if times:
+        return statistics.median(times), f"its own {len(times)} epoch{'s' if len(times) != 1 else ''} on this CPU"
     return None
 
 
@@ -427,12 +440,12 @@ def _hours(seconds: float) -> str:
 
 def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
     """--status: each entry of the queue finished, under way (its newest epoch saved, here or parked) or not
-    started, with the time it still needs at the pace of the campaign's finished runs, and the wall time left at
+    started, with the time it still needs at the pace of the campaign's epochs so far, and the wall time left at
     --jobs runs at once in the queue's order. Reads files only: no JAX, nothing trained or changed."""
     from jaxres import config
     from jaxres import results as results_lib
 
-    rows, runs = [], []
+    rows, runs, under_way = [], [], {}
     for i, entry in enumerate(queue, 1):
         cfg = run_config(entry, args)
         name = config.run_name(cfg)
@@ -442,26 +455,29 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
                                  _newest(results / PARKED / name / "checkpoints")) if e is not None), default=None)
         if saved is None and not done and (args.out / name).is_dir():
             saved = 0  # started here, no epoch saved yet
-        rows.append((i, entry, cfg.epochs, done, saved, name))
+        history = _saved_history(name, saved, args.out, results) if saved and not done else []
+        rows.append((i, entry, cfg.epochs, done, saved, name, history))
         runs += [done] if done else []
+        if history:
+            under_way.setdefault(entry[1], []).append(history)
     from jaxres import cpu
     here = cpu.kind()
-    measured, cpus = _epoch_times(runs, here)
+    measured, cpus = _epoch_times(runs, under_way, here)
     print(f"campaign {args.campaign} (study {args.study}): {sum(1 for r in rows if r[3])} of {len(rows)} runs "
           f"finished, {sum(1 for r in rows if not r[3] and r[4] is not None)} under way, "
           f"{sum(1 for r in rows if not r[3] and r[4] is None)} not started")
     left, unknown = [], []  # seconds each unfinished entry still needs, in the queue's order (under way first)
-    for i, (dataset, model, seed), epochs, done, saved, name in rows:
+    for i, (dataset, model, seed), epochs, done, saved, name, history in rows:
         what = f"{i:>3}  {dataset} {model} seed {seed}"
         if done:
             print(f"{what:<36} finished: {results_lib.how_it_ended(done)}, {_hours(done.get('wall_time_s') or 0)}")
             continue
-        est = _own_pace(name, saved, here, args.out, results) or _estimate(model, measured)
+        est = _own_pace(history, here) or _estimate(model, measured)
         state = ("not started" if saved is None else f"started, no epoch of {epochs} saved yet" if saved == 0
                  else f"epoch {saved} of {epochs} saved")
         if est is None:
             unknown.append(model)
-            print(f"{what:<36} {state}; no estimate (no finished run of its family and kind)")
+            print(f"{what:<36} {state}; no estimate (no epoch of its family and kind yet)")
             continue
         need = (epochs - (saved or 0)) * est[0]
         left.append((saved is None, need))
@@ -475,8 +491,9 @@ def status(args: argparse.Namespace, results: Path, queue: list[Entry]) -> int:
     print(f"left: about {_hours(sum(n for _, n in left))} of run time, {_hours(max(slots))} of wall time at "
           f"--jobs {args.jobs}" + (f", and {', '.join(unknown)} without an estimate" if unknown else ""))
     if cpus:
-        print(f"epoch times: median over the finished runs' epochs on this CPU, {here}, where they have any, else "
-              f"over all of them; they ran on {'; '.join(cpus)}; at another --jobs they differ")
+        print(f"epoch times: a run under way at its own median epoch on this CPU, {here}, else the median over its "
+              f"network's runs' epochs (finished or under way) on this CPU where they have any, else over all of "
+              f"them; they ran on {'; '.join(cpus)}; at another --jobs they differ")
     return 0
 
 

@@ -316,11 +316,11 @@ def test_the_readme_and_docs_seed_cpu_tables_are_the_committed_runs():
         assert {("CIFAR-10", "seed_cnn", 0), ("CIFAR-10", "seed_resnet", 0)} <= table.keys()
 
 
-def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pace(tmp_path, capsys, monkeypatch):
+def test_status_says_where_each_run_is_and_the_time_left_at_the_pace_of_the_epochs_so_far(tmp_path, capsys, monkeypatch):
     """--status from files alone: finished runs (here, the committed ones), a run under way in --out and one parked
     at their saved epochs, the rest not started; the time each still needs at its own pace on this CPU where its
-    saved epochs ran on it, else from the finished runs' median epoch (on this CPU where any ran on it), a depth
-    without a finished run scaled from its family's nearest; the wall time left at --jobs."""
+    saved epochs ran on it, else from the median epoch of its network's runs, finished or under way (on this CPU
+    where any ran on it), a depth without one scaled from its family's nearest; the wall time left at --jobs."""
     from jaxres import cpu
     monkeypatch.setattr(cpu, "host", lambda: {"model": "Test CPU", "cpus": 2, "isa": ["avx2"]})
     committed = RESULTS / "depth_full_cpu"
@@ -354,20 +354,21 @@ def test_status_says_where_each_run_is_and_the_time_left_at_the_finished_runs_pa
     lines = status(1)
     assert lines[0] == "campaign depth_full_cpu (study depth_full_cpu): 3 of 14 runs finished, 3 under way, " \
                        "8 not started"
-    assert f"started, no epoch of 30 saved yet; about {30 * median['plain20'] * 56 / 20 / 3600:.1f} h" in \
-        next(line for line in lines if " plain56 seed 0 " in line)
     rows = {(*line.split()[1:3], int(line.split()[4].rstrip(":"))): line for line in lines[1:15]}
     for m in names:
         assert "finished: 30 epochs, test accuracy" in rows[("cifar10", m, 0)]
     assert f"epoch 13 of 30 saved; about {(30 - 13) * median['resnet56'] / 3600:.1f} h to go at " \
-           f"{median['resnet56']:.0f} s an epoch (resnet56's finished runs, on other CPUs)" in rows[("cifar10", "resnet56", 1)]
+           f"{median['resnet56']:.0f} s an epoch (resnet56's runs, on other CPUs)" in rows[("cifar10", "resnet56", 1)]
     median["resnet20"] = statistics.median(h["epoch_time_s"] for h in r20["history"][:10])
-    assert f"at {median['resnet20']:.0f} s an epoch (resnet20's finished runs, on this CPU)" in \
+    assert f"at {median['resnet20']:.0f} s an epoch (resnet20's runs, on this CPU)" in \
         rows[("cifar10", "resnet20", 1)]
+    median["plain20"] = 200  # plain20 seed 1, under way, has 3 epochs on this CPU: they set plain20's pace
+    assert "at 200 s an epoch (plain20's runs, on this CPU)" in rows[("cifar10", "plain20", 2)]
+    assert f"started, no epoch of 30 saved yet; about {30 * 200 * 56 / 20 / 3600:.1f} h" in rows[("cifar10", "plain56", 0)]
     assert f"epoch 7 of 30 saved; about {23 * 200 / 3600:.1f} h to go at 200 s an epoch (its own 3 epochs on this " \
            "CPU)" in rows[("cifar10", "plain20", 1)]  # an unfinished run's own pace on this CPU comes first
     assert f"not started; about {30 * median['plain20'] * 56 / 20 / 3600:.1f} h to go at " \
-           f"{median['plain20'] * 56 / 20:.0f} s an epoch (plain20's, on other CPUs, scaled by depth 56/20)" \
+           f"{median['plain20'] * 56 / 20:.0f} s an epoch (plain20's, on this CPU, scaled by depth 56/20)" \
            in rows[("cifar10", "plain56", 2)]
     assert "(resnet56's, on other CPUs, scaled by depth 110/56)" in rows[("cifar10", "resnet110", 0)]
     need = (17 * median["resnet56"] + 23 * 200 + 30 * (  # then 9 not started: plain56 at seeds 0-2
