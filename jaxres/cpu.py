@@ -140,7 +140,7 @@ def host() -> dict[str, object]:
     flags = set(info.get("flags", "").split())
     # A hypervisor may name every EPYC "AMD EPYC": the family and model numbers still tell generations apart
     # (AMD family 25: Zen 3 and 4, 26: Zen 5) that share instruction sets but not speed (depth_full_cpu's epochs
-    # took 1.5-1.7x as long on an earlier AVX-512 EPYC as on a family 26 one).
+    # took about 1.7x as long on another AVX-512 EPYC as on a family 26 one: docs/results.md).
     family = f"family {info['cpu family']} model {info['model']}" if "cpu family" in info and "model" in info else None
     return {"model": info.get("model name", "unknown"), "family": family, "cpus": os.cpu_count(),
             "isa": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
