@@ -369,15 +369,18 @@ def _epoch_times(runs: list[dict], under_way: dict[str, list[dict]], here: str
     from jaxres import results as results_lib
 
     times: dict[str, list[tuple[str | None, float]]] = {}
-    facts, machines = {}, set()
-    for model, history, fact in [(r["config"]["model"]["name"], r["history"], lambda r=r: results_lib.model_facts(r))
-                                 for r in runs] + [(m, h, lambda m=m: catalog.model_facts(m))
-                                                   for m, hs in under_way.items() for h in hs]:
+    facts = {r["config"]["model"]["name"]: results_lib.model_facts(r) or {} for r in runs}
+    machines = set()
+    for model, history in [(r["config"]["model"]["name"], r["history"]) for r in runs] + [
+            (m, h) for m, histories in under_way.items() for h in histories]:
         rows = [(h.get("machine"), h["epoch_time_s"]) for h in history if h.get("epoch_time_s")]
         times.setdefault(model, []).extend(rows)
         machines.update(m for m, _ in rows)
-        if not facts.get(model):
-            facts[model] = fact() or {}
+        if model not in facts:  # under way only: the catalog's facts (a name it lacks has none)
+            try:
+                facts[model] = catalog.model_facts(model)
+            except ValueError:
+                facts[model] = {}
     measured = {}
     for m, rows in times.items():
         same = [t for k, t in rows if k == here]
